@@ -1,0 +1,74 @@
+//! Bulkheads: limits on how much of the service one dependency may occupy.
+//!
+//! [`SemaphoreBulkhead`] caps concurrent calls (for I/O-bound work);
+//! [`ThreadPoolBulkhead`] runs calls on its own worker threads behind a bounded queue
+//! (for blocking and CPU-bound work).
+
+mod permits;
+mod semaphore;
+mod thread_pool;
+
+pub use semaphore::{BulkheadPermit, OwnedBulkheadPermit, SemaphoreBulkhead, SemaphoreBulkheadConfig};
+pub use thread_pool::{ThreadPoolBulkhead, ThreadPoolBulkheadConfig};
+
+use thread_pool::InlineSlot;
+
+use crate::error::ResilienceError;
+
+/// Either kind of bulkhead, as held by a [`Pipeline`](crate::Pipeline).
+#[derive(Debug, Clone)]
+pub enum Bulkhead {
+    /// A concurrency cap on the caller's own task or thread.
+    Semaphore(SemaphoreBulkhead),
+    /// Dedicated worker threads with a bounded queue.
+    ThreadPool(ThreadPoolBulkhead),
+}
+
+/// A slot held for the duration of one attempt that runs on the caller's task or thread.
+pub(crate) enum Slot<'a> {
+    Semaphore(#[allow(dead_code)] BulkheadPermit<'a>),
+    Inline(#[allow(dead_code)] InlineSlot<'a>),
+}
+
+impl Bulkhead {
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Semaphore(b) => b.name(),
+            Self::ThreadPool(b) => b.name(),
+        }
+    }
+
+    /// The concurrency limit.
+    pub fn max_concurrent(&self) -> usize {
+        match self {
+            Self::Semaphore(b) => b.max_concurrent(),
+            Self::ThreadPool(b) => b.max_concurrent(),
+        }
+    }
+
+    /// A slot without waiting, if one is free.
+    #[inline]
+    pub(crate) fn try_slot(&self) -> Result<Slot<'_>, ResilienceError> {
+        match self {
+            Self::Semaphore(b) => b.try_acquire().map(Slot::Semaphore),
+            Self::ThreadPool(b) => b.try_acquire_inline().map(Slot::Inline).ok_or_else(|| b.inline_full()),
+        }
+    }
+
+    /// A slot, waiting up to a semaphore bulkhead's `max_wait`.
+    pub(crate) async fn slot(&self) -> Result<Slot<'_>, ResilienceError> {
+        match self {
+            Self::Semaphore(b) => b.acquire().await.map(Slot::Semaphore),
+            Self::ThreadPool(_) => self.try_slot(),
+        }
+    }
+
+    /// A slot, blocking up to a semaphore bulkhead's `max_wait`.
+    pub(crate) fn slot_blocking(&self) -> Result<Slot<'_>, ResilienceError> {
+        match self {
+            Self::Semaphore(b) => b.acquire_blocking().map(Slot::Semaphore),
+            Self::ThreadPool(_) => self.try_slot(),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The thread-pool bulkhead: dedicated worker threads and a bounded queue, for blocking
+//! and CPU-bound work that must not starve the async runtime or each other.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::permits::Permits;
+use crate::error::{ConfigError, ResilienceError};
+use crate::offload::Job;
+
+/// Limits of a [`ThreadPoolBulkhead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThreadPoolBulkheadConfig {
+    /// Worker threads, which is also the number of calls that run at once. Default 8.
+    pub max_concurrent: NonZeroUsize,
+    /// Calls that may wait for a free worker; beyond that calls are rejected. Default 100.
+    pub queue_capacity: usize,
+}
+
+impl Default for ThreadPoolBulkheadConfig {
+    fn default() -> Self {
+        Self { max_concurrent: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN), queue_capacity: 100 }
+    }
+}
+
+impl ThreadPoolBulkheadConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent.get() > 4096 {
+            return Err(ConfigError::invalid(
+                "bulkhead.max_concurrent",
+                format!("{} worker threads is more than the maximum of 4096", self.max_concurrent),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs calls on its own fixed set of worker threads, with a bounded queue in front.
+///
+/// A call submitted when every worker is busy and the queue is full is rejected with
+/// [`ResilienceError::BulkheadFull`] at once. Async callers get a future
+/// ([`execute`](Self::execute)); blocking callers wait, optionally with a timeout that
+/// returns on time while the worker finishes the abandoned call
+/// ([`execute_blocking`](Self::execute_blocking)). A call whose caller has gone away
+/// before a worker picks it up is skipped. Workers exit once the last handle is dropped
+/// and the queue is drained.
+///
+/// Async bodies cannot run on a worker thread; a [`Pipeline`](crate::Pipeline) running
+/// an async body through this bulkhead admits it against a separate limit of
+/// `max_concurrent` calls on the caller's task ([`try_acquire_inline`](Self::try_acquire_inline)).
+#[derive(Clone)]
+pub struct ThreadPoolBulkhead {
+    inner: Arc<Handle>,
+}
+
+/// Owned by the handles only: dropping the last one shuts the workers down.
+struct Handle {
+    shared: Arc<Shared>,
+    inline: Permits,
+}
+
+struct Shared {
+    name: Arc<str>,
+    workers: usize,
+    queue_capacity: usize,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    active: AtomicUsize,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    shutdown: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn work(self: &Arc<Self>) {
+        let mut queue = self.queue();
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                drop(queue);
+                self.active.fetch_add(1, Relaxed);
+                job();
+                self.active.fetch_sub(1, Relaxed);
+                queue = self.queue();
+            } else if queue.shutdown {
+                return;
+            } else {
+                queue.idle += 1;
+                queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue.idle -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.queue().shutdown = true;
+        self.shared.work.notify_all();
+    }
+}
+
+impl fmt::Debug for ThreadPoolBulkhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBulkhead")
+            .field("name", &self.inner.shared.name)
+            .field("max_concurrent", &self.inner.shared.workers)
+            .field("queue_capacity", &self.inner.shared.queue_capacity)
+            .field("active", &self.active())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl ThreadPoolBulkhead {
+    /// Starts `max_concurrent` worker threads named after the bulkhead.
+    pub fn new(name: impl Into<Arc<str>>, config: ThreadPoolBulkheadConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            workers: config.max_concurrent.get(),
+            queue_capacity: config.queue_capacity,
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), idle: 0, shutdown: false }),
+            work: Condvar::new(),
+            active: AtomicUsize::new(0),
+        });
+        let handle = Handle { shared: Arc::clone(&shared), inline: Permits::new(config.max_concurrent.get()) };
+        for i in 0..shared.workers {
+            let worker = Arc::clone(&shared);
+            std::thread::Builder::new().name(format!("{}-{i}", shared.name)).spawn(move || worker.work()).map_err(
+                |e| ConfigError::invalid("bulkhead.max_concurrent", format!("could not start worker thread {i}: {e}")),
+            )?;
+        }
+        Ok(Self { inner: Arc::new(handle) })
+    }
+
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// Worker threads.
+    pub fn max_concurrent(&self) -> usize {
+        self.inner.shared.workers
+    }
+
+    /// Calls that may wait for a worker.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.shared.queue_capacity
+    }
+
+    /// Calls running on a worker now.
+    pub fn active(&self) -> usize {
+        self.inner.shared.active.load(Relaxed)
+    }
+
+    /// Calls waiting for a worker now.
+    pub fn queued(&self) -> usize {
+        self.inner.shared.queue().jobs.len()
+    }
+
+    fn full(&self) -> ResilienceError {
+        ResilienceError::bulkhead_full(&self.inner.shared.name, self.inner.shared.workers)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), ResilienceError> {
+        let shared = &self.inner.shared;
+        let mut queue = shared.queue();
+        // A job an idle worker will take at once does not occupy the queue.
+        if queue.jobs.len() >= queue.idle + shared.queue_capacity {
+            return Err(self.full());
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Runs `f` on a worker; the future resolves with its result. Dropping the future
+    /// before a worker starts `f` removes the call. A panic in `f` is resumed in the
+    /// awaiting task.
+    pub fn execute<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, ResilienceError>> + Send + 'static
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let submitted = self.submit(Box::new(move || {
+            if !tx.is_closed() {
+                let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+            }
+        }));
+        let full = self.full();
+        async move {
+            submitted?;
+            match rx.await {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(panic)) => resume_unwind(panic),
+                // Only a worker that dropped the job unrun closes the channel.
+                Err(_) => Err(full),
+            }
+        }
+    }
+
+    /// Runs `f` on a worker and blocks until it finishes, or until `timeout` passes, in
+    /// which case `Timeout` is returned at once and `f`'s result is discarded (a call
+    /// still queued then is skipped). A panic in `f` is resumed on this thread.
+    pub fn execute_blocking<T, F>(&self, f: F, timeout: Option<Duration>) -> Result<T, ResilienceError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = sync_channel(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let skip = Arc::clone(&abandoned);
+        self.submit(Box::new(move || {
+            if !skip.load(Acquire) {
+                let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+            }
+        }))?;
+        let received = match timeout {
+            Some(limit) => rx.recv_timeout(limit).ok(),
+            None => rx.recv().ok(),
+        };
+        match received {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(panic)) => resume_unwind(panic),
+            None => {
+                abandoned.store(true, Release);
+                match timeout {
+                    Some(limit) => Err(ResilienceError::timeout(&self.inner.shared.name, limit)),
+                    None => Err(self.full()),
+                }
+            }
+        }
+    }
+
+    /// Takes one of the `max_concurrent` slots for a call that runs on the caller's own
+    /// task or thread (an async body), without touching the workers.
+    pub(crate) fn try_acquire_inline(&self) -> Option<InlineSlot<'_>> {
+        self.inner.inline.try_acquire().then_some(InlineSlot(&self.inner.inline))
+    }
+
+    pub(crate) fn inline_full(&self) -> ResilienceError {
+        self.full()
+    }
+}
+
+/// A slot taken by [`ThreadPoolBulkhead::try_acquire_inline`], returned on drop.
+pub(crate) struct InlineSlot<'a>(&'a Permits);
+
+impl Drop for InlineSlot<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}

@@ -1,0 +1,527 @@
+//! The circuit breaker: stops calling a dependency that keeps failing, and tries it
+//! again after a pause.
+//!
+//! ```
+//! use resilience_core::{CircuitBreaker, CircuitBreakerConfig, CircuitState, ResilienceError};
+//! use std::num::NonZeroU32;
+//!
+//! #[derive(Debug)]
+//! enum InventoryError { Down, Rejected(ResilienceError) }
+//! impl From<ResilienceError> for InventoryError {
+//!     fn from(e: ResilienceError) -> Self { Self::Rejected(e) }
+//! }
+//!
+//! let breaker = CircuitBreaker::new(
+//!     "inventory",
+//!     CircuitBreakerConfig { failure_threshold: NonZeroU32::new(2), ..Default::default() },
+//! )?;
+//! for _ in 0..2 {
+//!     let _ = breaker.call_blocking(|| Err::<(), _>(InventoryError::Down));
+//! }
+//! assert_eq!(breaker.state(), CircuitState::Open);
+//! // Rejected without running the body.
+//! let rejected = breaker.call_blocking(|| -> Result<(), InventoryError> { unreachable!() });
+//! assert!(matches!(rejected, Err(InventoryError::Rejected(ResilienceError::CircuitOpen { .. }))));
+//! # Ok::<(), resilience_core::ConfigError>(())
+//! ```
+
+mod config;
+mod state;
+mod window;
+
+pub use config::{CircuitBreakerConfig, SlidingWindow, MAX_HALF_OPEN_CALLS, MAX_WINDOW_SIZE};
+pub use state::{CircuitState, TransitionReason};
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::clock::{duration_nanos, Epoch};
+use crate::error::{ConfigError, ResilienceError};
+use crate::sync::{lock, AtomicU64, Mutex, Ordering::*};
+use state::{generation_of, half_open_word, issued, pack, same_half_open_period, state_of, successes, ISSUED_ONE};
+use window::{CountWindow, Stats, TimeWindow};
+
+/// A change of state, as given to [`CircuitBreaker::subscribe`] callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTransition {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The state left.
+    pub from: CircuitState,
+    /// The state entered.
+    pub to: CircuitState,
+    /// What caused the change.
+    pub reason: TransitionReason,
+}
+
+/// Counts over a breaker's current window, read without making a call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreakerMetrics {
+    /// The state.
+    pub state: CircuitState,
+    /// Calls in the window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub failed_calls: u64,
+    /// Slow calls in the window.
+    pub slow_calls: u64,
+    /// Failed calls as a percentage of calls in the window (0 when empty).
+    pub failure_rate: f64,
+    /// Slow calls as a percentage of calls in the window (0 when empty).
+    pub slow_call_rate: f64,
+}
+
+type Listener = Arc<dyn Fn(&StateTransition) + Send + Sync>;
+
+enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+/// A circuit breaker. Cloning gives another handle to the same breaker.
+///
+/// Closed, the breaker lets calls through and records their outcomes in a sliding
+/// window; when the window meets a condition of its [`CircuitBreakerConfig`] it opens and
+/// rejects calls with [`ResilienceError::CircuitOpen`] without running them. After
+/// `recovery_timeout` it turns half-open and lets trial calls through: enough successes
+/// close it, any failure opens it again.
+///
+/// The closed path takes no lock and allocates nothing; a healthy dependency's calls only
+/// read the breaker's memory. Every transition is a `tracing` event (target
+/// `resilience::circuit_breaker`) and is passed to [subscribers](Self::subscribe).
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    config: CircuitBreakerConfig,
+    /// Needs a clock reading at the start of each call (slow-call tracking).
+    times_calls: bool,
+    recovery_nanos: u64,
+    slow_nanos: u64,
+    half_open_calls: u32,
+    state: AtomicU64,
+    opened_at: AtomicU64,
+    half_open: AtomicU64,
+    window: Window,
+    epoch: Epoch,
+    /// Held while changing state, so transitions are serialised; holds the subscribers.
+    listeners: Mutex<Arc<Vec<Listener>>>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.inner.name)
+            .field("state", &self.state())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl CircuitBreaker {
+    /// Builds a breaker, closed (or disabled when `config.enabled` is false).
+    pub fn new(name: impl Into<Arc<str>>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let epoch = Epoch::now();
+        let window = match config.window {
+            SlidingWindow::Count { size } => {
+                Window::Count(CountWindow::new(size.get(), config.slow_call_duration.is_some()))
+            }
+            SlidingWindow::Time { duration } => Window::Time(TimeWindow::new(duration_nanos(duration))),
+        };
+        let initial = if config.enabled { CircuitState::Closed } else { CircuitState::Disabled };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                times_calls: config.slow_call_duration.is_some(),
+                recovery_nanos: duration_nanos(config.recovery_timeout),
+                slow_nanos: config.slow_call_duration.map_or(u64::MAX, duration_nanos),
+                half_open_calls: config.half_open_calls(),
+                config,
+                state: AtomicU64::new(pack(initial, 0)),
+                opened_at: AtomicU64::new(0),
+                half_open: AtomicU64::new(half_open_word(0)),
+                window,
+                epoch,
+                listeners: Mutex::new(Arc::new(Vec::new())),
+            }),
+        })
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// The current state. An open breaker whose `recovery_timeout` has passed reports
+    /// `Open` until the next call turns it half-open.
+    pub fn state(&self) -> CircuitState {
+        state_of(self.inner.state.load(Acquire))
+    }
+
+    /// Counts over the current window.
+    pub fn metrics(&self) -> CircuitBreakerMetrics {
+        let inner = &*self.inner;
+        let stats = match &inner.window {
+            Window::Count(w) => w.stats(),
+            Window::Time(w) => w.stats(inner.epoch.nanos()),
+        };
+        let rate = |n: u64| if stats.calls == 0 { 0.0 } else { n as f64 * 100.0 / stats.calls as f64 };
+        CircuitBreakerMetrics {
+            state: self.state(),
+            calls: stats.calls,
+            failed_calls: stats.failures,
+            slow_calls: stats.slow,
+            failure_rate: rate(stats.failures),
+            slow_call_rate: rate(stats.slow),
+        }
+    }
+
+    /// Calls `listener` on every later transition, after the state has changed.
+    ///
+    /// Listeners run on the thread that caused the transition and must not block.
+    pub fn subscribe(&self, listener: impl Fn(&StateTransition) + Send + Sync + 'static) {
+        let mut guard = lock(&self.inner.listeners);
+        let mut list = Vec::clone(&guard);
+        list.push(Arc::new(listener));
+        *guard = Arc::new(list);
+    }
+
+    /// Asks to make a call. On success the returned permit must be told the outcome;
+    /// dropping it unrecorded releases it (a cancelled call), or records a failure when
+    /// the thread is panicking.
+    pub fn try_acquire(&self) -> Result<CallPermit<'_>, ResilienceError> {
+        let inner = &*self.inner;
+        let word = inner.state.load(Acquire);
+        match state_of(word) {
+            CircuitState::Closed => Ok(inner.closed_permit(word)),
+            CircuitState::Disabled => Ok(CallPermit::new(inner, Kind::Unrecorded, None)),
+            _ => inner.acquire_slow(word),
+        }
+    }
+
+    /// Opens the breaker until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.inner.transition_from_any(CircuitState::ForcedOpen, TransitionReason::ForcedOpen);
+    }
+
+    /// Lets every call through and records nothing, until [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.inner.transition_from_any(CircuitState::Disabled, TransitionReason::Disabled);
+    }
+
+    /// Closes the breaker and clears its window.
+    pub fn reset(&self) {
+        self.inner.transition_from_any(CircuitState::Closed, TransitionReason::Reset);
+    }
+
+    /// Runs `f` if the breaker permits, recording every error as a failure.
+    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_with(|_: &E| true, f).await
+    }
+
+    /// Runs `f` if the breaker permits; an error counts as a failure when `record_if`
+    /// says so, and is otherwise ignored (neither success nor failure).
+    pub async fn call_with<T, E, F, Fut>(&self, record_if: impl Fn(&E) -> bool, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        let permit = self.try_acquire()?;
+        let result = f().await;
+        permit.record_result(&result, record_if);
+        result
+    }
+
+    /// The blocking form of [`call`](Self::call).
+    pub fn call_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        self.call_blocking_with(|_: &E| true, f)
+    }
+
+    /// The blocking form of [`call_with`](Self::call_with).
+    pub fn call_blocking_with<T, E, F>(&self, record_if: impl Fn(&E) -> bool, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        let permit = self.try_acquire()?;
+        let result = f();
+        permit.record_result(&result, record_if);
+        result
+    }
+}
+
+impl Inner {
+    fn closed_permit(&self, word: u64) -> CallPermit<'_> {
+        CallPermit::new(self, Kind::Closed(word), self.times_calls.then(Instant::now))
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.epoch.nanos()
+    }
+
+    #[cold]
+    fn acquire_slow(&self, mut word: u64) -> Result<CallPermit<'_>, ResilienceError> {
+        loop {
+            match state_of(word) {
+                CircuitState::Closed => return Ok(self.closed_permit(word)),
+                CircuitState::Disabled => return Ok(CallPermit::new(self, Kind::Unrecorded, None)),
+                CircuitState::ForcedOpen => return Err(ResilienceError::circuit_open(&self.name, None)),
+                CircuitState::Open => {
+                    let elapsed = self.now_nanos().saturating_sub(self.opened_at.load(Acquire));
+                    if elapsed < self.recovery_nanos {
+                        let wait = Duration::from_nanos(self.recovery_nanos - elapsed);
+                        return Err(ResilienceError::circuit_open(&self.name, Some(wait)));
+                    }
+                    self.transition(word, CircuitState::HalfOpen, TransitionReason::RecoveryTimeout);
+                }
+                CircuitState::HalfOpen => {
+                    let mut trials = self.half_open.load(Acquire);
+                    while same_half_open_period(trials, word) {
+                        if issued(trials) >= self.half_open_calls {
+                            return Err(ResilienceError::circuit_open(&self.name, None));
+                        }
+                        match self.half_open.compare_exchange_weak(trials, trials + ISSUED_ONE, AcqRel, Acquire) {
+                            Ok(_) => {
+                                let start = self.times_calls.then(Instant::now);
+                                return Ok(CallPermit::new(self, Kind::Trial(word), start));
+                            }
+                            Err(actual) => trials = actual,
+                        }
+                    }
+                }
+            }
+            word = self.state.load(Acquire);
+        }
+    }
+
+    fn is_slow(&self, start: Option<Instant>) -> bool {
+        start.is_some_and(|s| duration_nanos(s.elapsed()) >= self.slow_nanos)
+    }
+
+    fn record_closed(&self, word: u64, failed: bool, slow: bool) {
+        let stats = match &self.window {
+            Window::Count(w) => {
+                // A fast success into a window of fast successes changes nothing; skip even
+                // the state check so a healthy call writes no shared memory.
+                if !failed && !slow && w.is_quiet() {
+                    return;
+                }
+                if self.state.load(Acquire) != word {
+                    return;
+                }
+                w.record(failed, slow)
+            }
+            Window::Time(w) => {
+                if self.state.load(Acquire) != word {
+                    return;
+                }
+                Some(w.record(self.now_nanos(), failed, slow))
+            }
+        };
+        if let Some(reason) = stats.and_then(|s| self.trip_reason(s)) {
+            self.transition(word, CircuitState::Open, reason);
+        }
+    }
+
+    fn trip_reason(&self, s: Stats) -> Option<TransitionReason> {
+        let c = &self.config;
+        if c.failure_threshold.is_some_and(|t| s.failures >= u64::from(t.get())) {
+            return Some(TransitionReason::FailureThreshold);
+        }
+        if s.calls == 0 || s.calls < u64::from(c.minimum_calls.get()) {
+            return None;
+        }
+        let reached = |count: u64, rate: f64| count as f64 * 100.0 >= rate * s.calls as f64;
+        if c.failure_rate.is_some_and(|r| reached(s.failures, r)) {
+            return Some(TransitionReason::FailureRate);
+        }
+        if c.effective_slow_call_rate().is_some_and(|r| reached(s.slow, r)) {
+            return Some(TransitionReason::SlowCallRate);
+        }
+        None
+    }
+
+    /// A trial call ended. `failed` is `None` for a call that said nothing about the
+    /// dependency (cancelled or ignored): its trial slot is handed back.
+    fn record_trial(&self, word: u64, failed: Option<bool>) {
+        let mut trials = self.half_open.load(Acquire);
+        loop {
+            if !same_half_open_period(trials, word) {
+                return;
+            }
+            let next = match failed {
+                None => trials - ISSUED_ONE,
+                Some(false) => trials + 1,
+                Some(true) => break,
+            };
+            match self.half_open.compare_exchange_weak(trials, next, AcqRel, Acquire) {
+                Ok(_) => {
+                    if failed == Some(false) && successes(next) >= self.config.success_threshold.get() {
+                        self.transition(word, CircuitState::Closed, TransitionReason::TrialsSucceeded);
+                    }
+                    return;
+                }
+                Err(actual) => trials = actual,
+            }
+        }
+        self.transition(word, CircuitState::Open, TransitionReason::TrialFailed);
+    }
+
+    fn transition_from_any(&self, to: CircuitState, reason: TransitionReason) {
+        loop {
+            let word = self.state.load(Acquire);
+            if self.transition(word, to, reason) {
+                return;
+            }
+        }
+    }
+
+    /// Moves from the state word `expected` to `to`; false if the state changed first.
+    fn transition(&self, expected: u64, to: CircuitState, reason: TransitionReason) -> bool {
+        let listeners = {
+            let guard = lock(&self.listeners);
+            if self.state.load(Acquire) != expected {
+                return false;
+            }
+            let generation = generation_of(expected) + 1;
+            match to {
+                CircuitState::Open => self.opened_at.store(self.now_nanos(), Release),
+                CircuitState::HalfOpen => self.half_open.store(half_open_word(generation), Release),
+                CircuitState::Closed => match &self.window {
+                    Window::Count(w) => w.reset(),
+                    Window::Time(w) => w.reset(),
+                },
+                CircuitState::ForcedOpen | CircuitState::Disabled => {}
+            }
+            self.state.store(pack(to, generation), Release);
+            Arc::clone(&guard)
+        };
+        let change = StateTransition { name: Arc::clone(&self.name), from: state_of(expected), to, reason };
+        emit(&change);
+        for listener in listeners.iter() {
+            listener(&change);
+        }
+        true
+    }
+}
+
+fn emit(t: &StateTransition) {
+    const TARGET: &str = "resilience::circuit_breaker";
+    let (name, from, to, reason) = (&*t.name, t.from.as_str(), t.to.as_str(), t.reason.as_str());
+    match t.to {
+        CircuitState::Open | CircuitState::ForcedOpen => {
+            tracing::warn!(target: TARGET, name, from, to, reason, "circuit breaker opened")
+        }
+        _ => tracing::info!(target: TARGET, name, from, to, reason, "circuit breaker changed state"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Taken while closed, in the period of this state word.
+    Closed(u64),
+    /// A half-open trial in the period of this state word.
+    Trial(u64),
+    /// Disabled breaker: nothing to record.
+    Unrecorded,
+}
+
+/// Permission to make one call, from [`CircuitBreaker::try_acquire`].
+///
+/// Tell it the outcome with [`success`](Self::success), [`failure`](Self::failure) or
+/// [`ignore`](Self::ignore). Dropped without an outcome it counts as a cancelled call
+/// (nothing recorded, a half-open trial slot handed back), or as a failure if dropped
+/// while the thread panics.
+#[must_use = "a permit records nothing unless told the outcome"]
+pub struct CallPermit<'a> {
+    breaker: &'a Inner,
+    kind: Kind,
+    start: Option<Instant>,
+    done: bool,
+}
+
+impl fmt::Debug for CallPermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallPermit").field("breaker", &self.breaker.name).finish_non_exhaustive()
+    }
+}
+
+impl<'a> CallPermit<'a> {
+    fn new(breaker: &'a Inner, kind: Kind, start: Option<Instant>) -> Self {
+        Self { breaker, kind, start, done: false }
+    }
+
+    /// The call succeeded (it still counts as slow if it took `slow_call_duration`).
+    pub fn success(mut self) {
+        self.finish(Some(false));
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.finish(Some(true));
+    }
+
+    /// The call's outcome says nothing about the dependency.
+    pub fn ignore(mut self) {
+        self.finish(None);
+    }
+
+    /// Records `Ok` as a success and `Err(e)` as a failure if `record_if(e)`, else ignores it.
+    pub fn record_result<T, E>(self, result: &Result<T, E>, record_if: impl Fn(&E) -> bool) {
+        match result {
+            Ok(_) => self.success(),
+            Err(e) if record_if(e) => self.failure(),
+            Err(_) => self.ignore(),
+        }
+    }
+
+    fn finish(&mut self, failed: Option<bool>) {
+        self.done = true;
+        match self.kind {
+            Kind::Closed(word) => {
+                if let Some(failed) = failed {
+                    let slow = self.breaker.is_slow(self.start);
+                    self.breaker.record_closed(word, failed, slow);
+                }
+            }
+            Kind::Trial(word) => {
+                // A slow trial is not a success: the dependency is not healthy yet.
+                let failed = failed.map(|f| f || self.breaker.is_slow(self.start));
+                self.breaker.record_trial(word, failed);
+            }
+            Kind::Unrecorded => {}
+        }
+    }
+}
+
+impl Drop for CallPermit<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let failed = std::thread::panicking().then_some(true);
+            self.finish(failed);
+        }
+    }
+}

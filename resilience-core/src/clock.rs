@@ -1,0 +1,35 @@
+//! Time as the policies see it.
+//!
+//! Every reading comes from [`tokio::time::Instant`], so a paused tokio clock
+//! (`#[tokio::test(start_paused = true)]`) drives breakers, rate limiters and retries
+//! exactly. Outside a runtime the same call reads the monotonic system clock.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A fixed origin against which instants are stored as nanoseconds in atomics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epoch(Instant);
+
+impl Epoch {
+    /// An epoch at the current instant.
+    pub(crate) fn now() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Nanoseconds from the epoch to now; zero if the clock reads earlier than the epoch
+    /// (possible when a breaker outlives the paused runtime that created it).
+    pub(crate) fn nanos(self) -> u64 {
+        self.nanos_at(Instant::now())
+    }
+
+    /// Nanoseconds from the epoch to `at`, saturating at zero.
+    pub(crate) fn nanos_at(self, at: Instant) -> u64 {
+        duration_nanos(at.saturating_duration_since(self.0))
+    }
+}
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

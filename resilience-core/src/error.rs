@@ -1,0 +1,115 @@
+//! The one error the policies produce, and the error for invalid configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a protected call did not produce the body's own result.
+///
+/// Every variant names the dependency it concerns ([`ResilienceError::name`]). A call
+/// site's error type receives these through `E: From<ResilienceError>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResilienceError {
+    /// Rejected without running the body: the breaker is open, forced open, or half-open
+    /// with all of its trial calls taken.
+    #[error("circuit breaker of `{name}` is open")]
+    #[non_exhaustive]
+    CircuitOpen {
+        /// The dependency.
+        name: Arc<str>,
+        /// How long until the breaker lets a trial call through, when known.
+        retry_after: Option<Duration>,
+    },
+    /// No bulkhead permit (or thread-pool queue slot) became free within `max_wait`.
+    #[error("bulkhead of `{name}` is full ({max_concurrent} concurrent calls)")]
+    #[non_exhaustive]
+    BulkheadFull {
+        /// The dependency.
+        name: Arc<str>,
+        /// The bulkhead's limit at the time of the rejection.
+        max_concurrent: usize,
+    },
+    /// The attempt outlived its timeout.
+    #[error("call to `{name}` timed out after {timeout:?}")]
+    #[non_exhaustive]
+    Timeout {
+        /// The dependency.
+        name: Arc<str>,
+        /// The per-attempt timeout that elapsed.
+        timeout: Duration,
+    },
+    /// Rejected by a rate limiter.
+    #[error("call to `{name}` was rate limited; retry after {retry_after:?}")]
+    #[non_exhaustive]
+    RateLimited {
+        /// The dependency.
+        name: Arc<str>,
+        /// The earliest time at which the same call would be admitted.
+        retry_after: Duration,
+    },
+}
+
+impl ResilienceError {
+    /// The name of the dependency that produced this error.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::CircuitOpen { name, .. }
+            | Self::BulkheadFull { name, .. }
+            | Self::Timeout { name, .. }
+            | Self::RateLimited { name, .. } => name,
+        }
+    }
+
+    /// True for the errors that reject a call without running its body (open breaker,
+    /// full bulkhead, rate limit). Rejections are never retried and never recorded by a
+    /// circuit breaker.
+    pub fn is_rejection(&self) -> bool {
+        !matches!(self, Self::Timeout { .. })
+    }
+
+    /// How long a caller should wait before trying again, when the policy knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::BulkheadFull { .. } | Self::Timeout { .. } => None,
+        }
+    }
+
+    pub(crate) fn circuit_open(name: &Arc<str>, retry_after: Option<Duration>) -> Self {
+        Self::CircuitOpen { name: Arc::clone(name), retry_after }
+    }
+
+    pub(crate) fn bulkhead_full(name: &Arc<str>, max_concurrent: usize) -> Self {
+        Self::BulkheadFull { name: Arc::clone(name), max_concurrent }
+    }
+
+    pub(crate) fn timeout(name: &Arc<str>, timeout: Duration) -> Self {
+        Self::Timeout { name: Arc::clone(name), timeout }
+    }
+
+    pub(crate) fn rate_limited(name: &Arc<str>, retry_after: Duration) -> Self {
+        Self::RateLimited { name: Arc::clone(name), retry_after }
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key holds a value outside its valid range, or contradicts another key.
+    #[error("invalid `{key}`: {message}")]
+    #[non_exhaustive]
+    Invalid {
+        /// The key path, such as `circuit_breaker.failure_threshold`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { key: key.to_owned(), message: message.into() }
+    }
+}

@@ -1,0 +1,44 @@
+//! The runtime of the `resilience` framework: every policy, usable on its own or
+//! composed in a [`Pipeline`].
+//!
+//! Most users depend on the `resilience` facade, which re-exports this crate.
+//!
+//! | policy | type | rejects with |
+//! |---|---|---|
+//! | circuit breaker | [`CircuitBreaker`] | [`ResilienceError::CircuitOpen`] |
+//! | retry | [`Retry`] | (the last attempt's error) |
+//! | timeout | [`Timeout`] | [`ResilienceError::Timeout`] |
+//! | semaphore bulkhead | [`SemaphoreBulkhead`] | [`ResilienceError::BulkheadFull`] |
+//! | thread-pool bulkhead | [`ThreadPoolBulkhead`] | [`ResilienceError::BulkheadFull`] |
+//! | rate limiter | [`RateLimiter`], [`KeyedRateLimiter`] | [`ResilienceError::RateLimited`] |
+//! | fallback | [`Fallback`] | (the fallback's result) |
+//!
+//! All time on the async path comes from `tokio::time`, so tests with a paused tokio
+//! clock are exact and instant.
+
+pub mod bulkhead;
+pub mod circuit_breaker;
+mod clock;
+mod error;
+mod fallback;
+mod offload;
+mod pipeline;
+pub mod rate_limit;
+pub mod retry;
+mod sync;
+mod timeout;
+
+pub use bulkhead::{
+    Bulkhead, BulkheadPermit, OwnedBulkheadPermit, SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead,
+    ThreadPoolBulkheadConfig,
+};
+pub use circuit_breaker::{
+    CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
+    StateTransition, TransitionReason,
+};
+pub use error::{ConfigError, ResilienceError};
+pub use fallback::Fallback;
+pub use pipeline::{ErrorPolicy, Pipeline, PipelineBuilder};
+pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
+pub use retry::{Backoff, Jitter, Retry, RetryConfig};
+pub use timeout::{Timeout, TimeoutFuture};

@@ -1,0 +1,463 @@
+//! The policies composed, in the contract's order:
+//! `Fallback(Retry(CircuitBreaker(RateLimiter(Bulkhead(Timeout(call))))))`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::bulkhead::{
+    Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
+};
+use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
+use crate::error::{ConfigError, ResilienceError};
+use crate::rate_limit::{RateLimiter, RateLimiterConfig};
+use crate::retry::{RetryConfig, RetryState};
+use crate::timeout::{self, run_detached, Elapsed, Limited};
+
+/// Which errors of a call site's error type are retried and which count as breaker
+/// failures. Both default to every error.
+///
+/// Errors produced by the policies themselves are classified by the pipeline:
+/// rejections (open breaker, full bulkhead, rate limit) are neither retried nor
+/// recorded; timeouts are always both.
+#[derive(Debug)]
+pub struct ErrorPolicy<E> {
+    /// Whether an error of the body is worth another attempt.
+    pub retry_if: fn(&E) -> bool,
+    /// Whether an error of the body counts as a failure of the dependency; if not, the
+    /// breaker ignores the call.
+    pub record_if: fn(&E) -> bool,
+}
+
+fn always<E>(_: &E) -> bool {
+    true
+}
+
+impl<E> Default for ErrorPolicy<E> {
+    fn default() -> Self {
+        Self { retry_if: always::<E>, record_if: always::<E> }
+    }
+}
+
+impl<E> Clone for ErrorPolicy<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for ErrorPolicy<E> {}
+
+/// Retry, circuit breaker, rate limiter, bulkhead and timeout around one dependency;
+/// each optional. Cloning gives another handle to the same policy instances.
+///
+/// A call that the breaker, rate limiter or bulkhead rejects never runs its body and
+/// fails with the [`ResilienceError`] (converted into the caller's error type) at once.
+/// A call through a closed breaker and a free bulkhead allocates nothing and takes no
+/// lock; the timer is only created when the body does not finish on its first poll.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    name: Arc<str>,
+    timeout: Option<Duration>,
+    retry: Option<RetryConfig>,
+    breaker: Option<CircuitBreaker>,
+    rate_limiter: Option<RateLimiter>,
+    bulkhead: Option<Bulkhead>,
+}
+
+/// Builds a [`Pipeline`]; see [`Pipeline::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PipelineBuilder {
+    name: Arc<str>,
+    timeout: Option<Duration>,
+    retry: Option<RetryConfig>,
+    breaker: Option<Policy<CircuitBreakerConfig, CircuitBreaker>>,
+    rate_limiter: Option<Policy<RateLimiterConfig, RateLimiter>>,
+    bulkhead: Option<Policy<BulkheadConfig, Bulkhead>>,
+}
+
+#[derive(Debug, Clone)]
+enum Policy<C, I> {
+    Config(C),
+    Instance(I),
+}
+
+#[derive(Debug, Clone)]
+enum BulkheadConfig {
+    Semaphore(SemaphoreBulkheadConfig),
+    ThreadPool(ThreadPoolBulkheadConfig),
+}
+
+impl PipelineBuilder {
+    /// A per-attempt time limit.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Retries with this configuration.
+    pub fn retry(mut self, config: RetryConfig) -> Self {
+        self.retry = Some(config);
+        self
+    }
+
+    /// A new circuit breaker with this configuration.
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.breaker = Some(Policy::Config(config));
+        self
+    }
+
+    /// An existing circuit breaker, shared with its other users.
+    pub fn with_circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(Policy::Instance(breaker));
+        self
+    }
+
+    /// A new rate limiter with this configuration.
+    pub fn rate_limit(mut self, config: RateLimiterConfig) -> Self {
+        self.rate_limiter = Some(Policy::Config(config));
+        self
+    }
+
+    /// An existing rate limiter, shared with its other users.
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.rate_limiter = Some(Policy::Instance(limiter));
+        self
+    }
+
+    /// A new semaphore bulkhead with this configuration.
+    pub fn bulkhead(mut self, config: SemaphoreBulkheadConfig) -> Self {
+        self.bulkhead = Some(Policy::Config(BulkheadConfig::Semaphore(config)));
+        self
+    }
+
+    /// A new thread-pool bulkhead with this configuration.
+    pub fn thread_pool(mut self, config: ThreadPoolBulkheadConfig) -> Self {
+        self.bulkhead = Some(Policy::Config(BulkheadConfig::ThreadPool(config)));
+        self
+    }
+
+    /// An existing bulkhead, shared with its other users.
+    pub fn with_bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(Policy::Instance(bulkhead));
+        self
+    }
+
+    /// Validates every configuration and builds the policies.
+    pub fn build(self) -> Result<Pipeline, ConfigError> {
+        if let Some(limit) = self.timeout {
+            timeout::validate(limit)?;
+        }
+        if let Some(retry) = &self.retry {
+            retry.validate()?;
+        }
+        let name = self.name;
+        let breaker = match self.breaker {
+            None => None,
+            Some(Policy::Instance(b)) => Some(b),
+            Some(Policy::Config(c)) => Some(CircuitBreaker::new(Arc::clone(&name), c)?),
+        };
+        let rate_limiter = match self.rate_limiter {
+            None => None,
+            Some(Policy::Instance(r)) => Some(r),
+            Some(Policy::Config(c)) => Some(RateLimiter::new(Arc::clone(&name), c)?),
+        };
+        let bulkhead = match self.bulkhead {
+            None => None,
+            Some(Policy::Instance(b)) => Some(b),
+            Some(Policy::Config(BulkheadConfig::Semaphore(c))) => {
+                Some(Bulkhead::Semaphore(SemaphoreBulkhead::new(Arc::clone(&name), c)?))
+            }
+            Some(Policy::Config(BulkheadConfig::ThreadPool(c))) => {
+                Some(Bulkhead::ThreadPool(ThreadPoolBulkhead::new(Arc::clone(&name), c)?))
+            }
+        };
+        let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
+        Ok(Pipeline { name, timeout: self.timeout, retry, breaker, rate_limiter, bulkhead })
+    }
+}
+
+/// How one attempt ended.
+enum Attempt<T, E> {
+    /// The body ran to completion.
+    Done(Result<T, E>),
+    /// A policy refused to run the body.
+    Rejected(ResilienceError),
+    /// The body outlived the timeout.
+    TimedOut(Duration),
+}
+
+impl Pipeline {
+    /// Starts building a pipeline for the dependency `name`.
+    pub fn builder(name: impl Into<Arc<str>>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            timeout: None,
+            retry: None,
+            breaker: None,
+            rate_limiter: None,
+            bulkhead: None,
+        }
+    }
+
+    /// The dependency's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The retry configuration.
+    pub fn retry(&self) -> Option<&RetryConfig> {
+        self.retry.as_ref()
+    }
+
+    /// The circuit breaker.
+    pub fn circuit_breaker(&self) -> Option<&CircuitBreaker> {
+        self.breaker.as_ref()
+    }
+
+    /// The rate limiter.
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.rate_limiter.as_ref()
+    }
+
+    /// The bulkhead.
+    pub fn bulkhead(&self) -> Option<&Bulkhead> {
+        self.bulkhead.as_ref()
+    }
+
+    /// Breaker and rate limiter, the checks made before a bulkhead slot is taken.
+    #[inline]
+    fn admit(&self) -> Result<Option<CallPermit<'_>>, ResilienceError> {
+        let permit = match &self.breaker {
+            Some(b) => Some(b.try_acquire()?),
+            None => None,
+        };
+        if let Some(limiter) = &self.rate_limiter {
+            // A rejection here drops the breaker permit unrecorded: it says nothing
+            // about the dependency.
+            limiter.check()?;
+        }
+        Ok(permit)
+    }
+
+    fn timeout_error(&self, limit: Duration) -> ResilienceError {
+        ResilienceError::timeout(&self.name, limit)
+    }
+
+    /// Runs `f` through every policy; each attempt calls `f` again.
+    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_with(&ErrorPolicy::default(), f).await
+    }
+
+    /// Like [`call`](Self::call), with `policy` deciding which errors are retried and recorded.
+    pub async fn call_with<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, mut f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        let mut retry = self.retry.as_ref().map(RetryState::new);
+        loop {
+            let error = match self.attempt(policy, &mut f).await {
+                Attempt::Done(Ok(v)) => return Ok(v),
+                Attempt::Rejected(e) => return Err(E::from(e)),
+                Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => return Err(e),
+                Attempt::Done(Err(e)) => e,
+                Attempt::TimedOut(limit) => E::from(self.timeout_error(limit)),
+            };
+            match retry.as_mut().and_then(RetryState::next_delay) {
+                Some(delay) => {
+                    retry_event(&self.name, retry.as_ref(), delay);
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, f: &mut F) -> Attempt<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let permit = match self.admit() {
+            Ok(p) => p,
+            Err(e) => return Attempt::Rejected(e),
+        };
+        let _slot = match &self.bulkhead {
+            None => None,
+            Some(b) => match b.try_slot() {
+                Ok(slot) => Some(slot),
+                Err(_) => match b.slot().await {
+                    Ok(slot) => Some(slot),
+                    Err(e) => return Attempt::Rejected(e),
+                },
+            },
+        };
+        let result = match self.timeout {
+            None => f().await,
+            Some(limit) => match Limited::new(f(), limit).await {
+                Ok(result) => result,
+                Err(Elapsed) => {
+                    if let Some(p) = permit {
+                        p.failure();
+                    }
+                    return Attempt::TimedOut(limit);
+                }
+            },
+        };
+        if let Some(p) = permit {
+            p.record_result(&result, policy.record_if);
+        }
+        Attempt::Done(result)
+    }
+
+    /// Runs the blocking `f` on this thread through every policy.
+    ///
+    /// The body borrows from the caller, so it cannot be abandoned: an attempt that
+    /// overruns the timeout is reported as [`ResilienceError::Timeout`] when it returns
+    /// (its result discarded). Use [`call_detached`](Self::call_detached) to get the
+    /// timeout on time. Needs no tokio runtime.
+    pub fn call_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        self.call_blocking_with(&ErrorPolicy::default(), f)
+    }
+
+    /// Like [`call_blocking`](Self::call_blocking), with an [`ErrorPolicy`].
+    pub fn call_blocking_with<T, E, F>(&self, policy: &ErrorPolicy<E>, mut f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        self.blocking_loop(policy, || {
+            let permit = self.admit()?;
+            let _slot = self.bulkhead.as_ref().map(Bulkhead::slot_blocking).transpose()?;
+            let start = self.timeout.map(|_| Instant::now());
+            let result = f();
+            Ok(self.settle(policy, permit, start, Some(result)))
+        })
+    }
+
+    /// Runs the blocking, `'static` `f` through every policy, each attempt on a worker
+    /// thread (the thread-pool bulkhead's, or a helper thread) so the caller gets
+    /// [`ResilienceError::Timeout`] on time. An abandoned attempt keeps its bulkhead slot
+    /// until it really finishes, so abandoned work still counts against the limit.
+    pub fn call_detached<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<ResilienceError> + Send + 'static,
+    {
+        self.call_detached_with(&ErrorPolicy::default(), f)
+    }
+
+    /// Like [`call_detached`](Self::call_detached), with an [`ErrorPolicy`].
+    pub fn call_detached_with<T, E, F>(&self, policy: &ErrorPolicy<E>, f: F) -> Result<T, E>
+    where
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<ResilienceError> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.blocking_loop(policy, || {
+            let permit = self.admit()?;
+            let job = Arc::clone(&f);
+            let result = match &self.bulkhead {
+                Some(Bulkhead::ThreadPool(pool)) => match pool.execute_blocking(move || job(), self.timeout) {
+                    Ok(result) => Some(result),
+                    Err(ResilienceError::Timeout { .. }) => None,
+                    Err(rejected) => return Err(rejected),
+                },
+                Some(Bulkhead::Semaphore(b)) => {
+                    let slot = b.acquire_owned_blocking()?;
+                    run_detached(
+                        move || {
+                            let _slot = slot;
+                            job()
+                        },
+                        self.timeout,
+                    )
+                }
+                None => run_detached(move || job(), self.timeout),
+            };
+            Ok(self.settle(policy, permit, None, result))
+        })
+    }
+
+    /// Records a finished blocking attempt. `result` is `None` when the attempt was
+    /// abandoned at its timeout; `start` is set when an in-place overrun must be checked.
+    fn settle<T, E>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        permit: Option<CallPermit<'_>>,
+        start: Option<Instant>,
+        result: Option<Result<T, E>>,
+    ) -> Attempt<T, E> {
+        let overran = match (self.timeout, start) {
+            (Some(limit), Some(start)) => start.elapsed() > limit,
+            _ => false,
+        };
+        match result {
+            Some(result) if !overran => {
+                if let Some(p) = permit {
+                    p.record_result(&result, policy.record_if);
+                }
+                Attempt::Done(result)
+            }
+            _ => {
+                if let Some(p) = permit {
+                    p.failure();
+                }
+                Attempt::TimedOut(self.timeout.unwrap_or_default())
+            }
+        }
+    }
+
+    fn blocking_loop<T, E>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        mut attempt: impl FnMut() -> Result<Attempt<T, E>, ResilienceError>,
+    ) -> Result<T, E>
+    where
+        E: From<ResilienceError>,
+    {
+        let mut retry = self.retry.as_ref().map(RetryState::new);
+        loop {
+            let error = match attempt().unwrap_or_else(Attempt::Rejected) {
+                Attempt::Done(Ok(v)) => return Ok(v),
+                Attempt::Rejected(e) => return Err(E::from(e)),
+                Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => return Err(e),
+                Attempt::Done(Err(e)) => e,
+                Attempt::TimedOut(limit) => E::from(self.timeout_error(limit)),
+            };
+            match retry.as_mut().and_then(RetryState::next_delay) {
+                Some(delay) => {
+                    retry_event(&self.name, retry.as_ref(), delay);
+                    std::thread::sleep(delay);
+                }
+                None => return Err(error),
+            }
+        }
+    }
+}
+
+#[cold]
+fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
+    let attempt = retry.map_or(0, RetryState::attempt);
+    tracing::debug!(target: "resilience::retry", name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+}

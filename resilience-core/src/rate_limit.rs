@@ -1,0 +1,304 @@
+//! Rate limiting with the generic cell rate algorithm (GCRA).
+//!
+//! GCRA keeps one number per limited thing, the theoretical arrival time (TAT) of the
+//! next call: a call is admitted when it would not push the TAT more than
+//! `burst` emission intervals past now. It is a token bucket without a refill task,
+//! updated with a single compare-and-swap.
+
+use std::fmt;
+use std::hash::Hash;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::clock::Epoch;
+use crate::error::{ConfigError, ResilienceError};
+
+/// Limits of a [`RateLimiter`] or [`KeyedRateLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimiterConfig {
+    /// Sustained calls per second. Default 100.
+    pub rate: f64,
+    /// Calls that may be made at once after a quiet period. Default 100.
+    pub burst: NonZeroU32,
+    /// One limit per key (for example per client) rather than one for all calls.
+    /// Default false. Read by the registry to choose between the two limiter types.
+    pub per_key: bool,
+    /// Most keys a [`KeyedRateLimiter`] tracks. Default 10 000.
+    pub max_keys: NonZeroUsize,
+}
+
+impl Default for RateLimiterConfig {
+    fn default() -> Self {
+        Self {
+            rate: 100.0,
+            burst: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            per_key: false,
+            max_keys: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+impl RateLimiterConfig {
+    /// `rate` calls per second with bursts of up to `burst`.
+    pub fn per_second(rate: f64, burst: NonZeroU32) -> Self {
+        Self { rate, burst, ..Self::default() }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1e9) {
+            return Err(ConfigError::invalid(
+                "rate_limit.rate",
+                format!("{} is not a rate in (0, 1e9] calls per second", self.rate),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The arithmetic of GCRA, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+struct Gcra {
+    interval: u64,
+    tolerance: u64,
+}
+
+impl Gcra {
+    fn new(config: &RateLimiterConfig) -> Self {
+        let interval = ((1e9 / config.rate).round() as u64).max(1);
+        Self { interval, tolerance: interval.saturating_mul(u64::from(config.burst.get())) }
+    }
+
+    /// Admits a call at `now` against `tat`, or says how long until it would be admitted.
+    fn check(self, tat: &AtomicU64, now: u64) -> Result<(), u64> {
+        let mut current = tat.load(Relaxed);
+        loop {
+            let next = current.max(now) + self.interval;
+            let ahead = next - now;
+            if ahead > self.tolerance {
+                return Err(ahead - self.tolerance);
+            }
+            match tat.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// One rate limit shared by every call.
+///
+/// A rejected call gets [`ResilienceError::RateLimited`] with the time after which it
+/// would be admitted. Cloning gives another handle to the same limiter.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Single>,
+}
+
+struct Single {
+    name: Arc<str>,
+    gcra: Gcra,
+    tat: AtomicU64,
+    epoch: Epoch,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("name", &self.inner.name)
+            .field("interval_nanos", &self.inner.gcra.interval)
+            .field("tolerance_nanos", &self.inner.gcra.tolerance)
+            .finish()
+    }
+}
+
+impl RateLimiter {
+    /// Builds a limiter with its full burst available.
+    pub fn new(name: impl Into<Arc<str>>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            inner: Arc::new(Single {
+                name: name.into(),
+                gcra: Gcra::new(&config),
+                tat: AtomicU64::new(0),
+                epoch: Epoch::now(),
+            }),
+        })
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Admits one call now, or rejects it.
+    pub fn check(&self) -> Result<(), ResilienceError> {
+        let inner = &*self.inner;
+        inner
+            .gcra
+            .check(&inner.tat, inner.epoch.nanos())
+            .map_err(|wait| ResilienceError::rate_limited(&inner.name, Duration::from_nanos(wait)))
+    }
+}
+
+/// A rate limit per key, such as a client address.
+///
+/// Memory is bounded: at most `max_keys` keys are tracked. A key whose theoretical
+/// arrival time has passed is indistinguishable from a key never seen, so such idle
+/// keys are evicted without changing any decision. When `max_keys` keys are all active
+/// (each made a call within the last `burst / rate` seconds), calls under new keys
+/// share one overflow limit until some key goes idle; the table is swept for idle keys
+/// at most once per `burst / rate` (and at least 1 ms apart).
+pub struct KeyedRateLimiter<K: Hash + Eq> {
+    name: Arc<str>,
+    gcra: Gcra,
+    max_keys: usize,
+    cells: DashMap<K, AtomicU64>,
+    tracked: AtomicUsize,
+    overflow: AtomicU64,
+    last_sweep: AtomicU64,
+    epoch: Epoch,
+}
+
+impl<K: Hash + Eq> fmt::Debug for KeyedRateLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimiter")
+            .field("name", &self.name)
+            .field("keys", &self.tracked.load(Relaxed))
+            .field("max_keys", &self.max_keys)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
+    /// Builds a limiter that tracks no key yet.
+    pub fn new(name: impl Into<Arc<str>>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            name: name.into(),
+            gcra: Gcra::new(&config),
+            max_keys: config.max_keys.get(),
+            cells: DashMap::new(),
+            tracked: AtomicUsize::new(0),
+            overflow: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(0),
+            epoch: Epoch::now(),
+        })
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Keys tracked now.
+    pub fn keys(&self) -> usize {
+        self.tracked.load(Relaxed)
+    }
+
+    /// Admits one call under `key` now, or rejects it.
+    pub fn check_key(&self, key: &K) -> Result<(), ResilienceError> {
+        let now = self.epoch.nanos();
+        let verdict = if let Some(tat) = self.cells.get(key) {
+            self.gcra.check(&tat, now)
+        } else {
+            if self.tracked.load(Relaxed) >= self.max_keys {
+                self.sweep(now);
+            }
+            if self.tracked.load(Relaxed) >= self.max_keys {
+                self.gcra.check(&self.overflow, now)
+            } else {
+                match self.cells.entry(key.clone()) {
+                    Entry::Occupied(e) => self.gcra.check(e.get(), now),
+                    Entry::Vacant(e) => {
+                        self.tracked.fetch_add(1, Relaxed);
+                        let tat = AtomicU64::new(0);
+                        let verdict = self.gcra.check(&tat, now);
+                        e.insert(tat);
+                        verdict
+                    }
+                }
+            }
+        };
+        verdict.map_err(|wait| ResilienceError::rate_limited(&self.name, Duration::from_nanos(wait)))
+    }
+
+    /// Drops every idle key, at most once per tolerance period.
+    fn sweep(&self, now: u64) {
+        let spacing = self.gcra.tolerance.max(1_000_000);
+        let last = self.last_sweep.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < spacing {
+            return;
+        }
+        if self.last_sweep.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_err() {
+            return;
+        }
+        self.cells.retain(|_, tat| {
+            let keep = tat.load(Relaxed) > now;
+            if !keep {
+                self.tracked.fetch_sub(1, Relaxed);
+            }
+            keep
+        });
+    }
+}
+
+#[cfg(all(test, not(resilience_loom)))]
+mod tests {
+    use super::*;
+
+    fn config(rate: f64, burst: u32, max_keys: usize) -> RateLimiterConfig {
+        RateLimiterConfig {
+            rate,
+            burst: NonZeroU32::new(burst).unwrap(),
+            per_key: false,
+            max_keys: NonZeroUsize::new(max_keys).unwrap(),
+        }
+    }
+
+    #[test]
+    fn gcra_admits_the_burst_then_the_rate() {
+        let g = Gcra::new(&config(10.0, 3, 1));
+        let tat = AtomicU64::new(0);
+        let t0 = 1_000_000_000;
+        for _ in 0..3 {
+            assert_eq!(g.check(&tat, t0), Ok(()));
+        }
+        assert_eq!(g.check(&tat, t0), Err(100_000_000));
+        assert_eq!(g.check(&tat, t0 + 100_000_000), Ok(()));
+        assert!(g.check(&tat, t0 + 100_000_000).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_recovers_with_time() {
+        let rl = RateLimiter::new("rl", config(2.0, 1, 1)).unwrap();
+        rl.check().unwrap();
+        let err = rl.check().unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(500)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        rl.check().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyed_limiter_is_bounded_and_evicts_idle_keys() {
+        let rl = KeyedRateLimiter::new("k", config(1.0, 1, 2)).unwrap();
+        rl.check_key(&1).unwrap();
+        rl.check_key(&2).unwrap();
+        assert!(rl.check_key(&1).is_err());
+        // Full of active keys: a new key falls back to the shared overflow limit.
+        rl.check_key(&3).unwrap();
+        assert!(rl.check_key(&4).is_err());
+        assert_eq!(rl.keys(), 2);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Keys 1 and 2 are idle now and are evicted to make room.
+        rl.check_key(&5).unwrap();
+        assert_eq!(rl.keys(), 1);
+        rl.check_key(&1).unwrap();
+        assert_eq!(rl.keys(), 2);
+    }
+}

@@ -1,0 +1,166 @@
+//! Per-attempt time limits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{ConfigError, ResilienceError};
+use crate::offload;
+
+pin_project! {
+    /// Runs a future with a time limit, creating the timer only if the future does not
+    /// finish on its first poll: a ready future never touches the clock or the timer wheel.
+    pub(crate) struct Limited<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        limit: Duration,
+    }
+}
+
+/// The limit passed before the future finished.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+impl<F> Limited<F> {
+    pub(crate) fn new(inner: F, limit: Duration) -> Self {
+        Self { inner, sleep: None, limit }
+    }
+}
+
+impl<F: Future> Future for Limited<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if this.sleep.is_none() {
+            // The first poll is the attempt's start, to within this one poll.
+            this.sleep.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => {
+                ready!(sleep.poll(cx));
+                Poll::Ready(Err(Elapsed))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+pin_project! {
+    /// The future returned by [`Timeout::call`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: Limited<F>,
+        name: Arc<str>,
+    }
+}
+
+impl<F: Future> Future for TimeoutFuture<F> {
+    type Output = Result<F::Output, ResilienceError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let limit = this.inner.limit;
+        match ready!(this.inner.poll(cx)) {
+            Ok(out) => Poll::Ready(Ok(out)),
+            Err(Elapsed) => Poll::Ready(Err(ResilienceError::timeout(this.name, limit))),
+        }
+    }
+}
+
+/// A time limit for one attempt.
+///
+/// Async calls are raced against a tokio timer (created lazily, see above). A blocking
+/// call cannot be interrupted, so there are two forms:
+/// [`call_blocking`](Self::call_blocking) runs `Send + 'static` work on a helper thread
+/// and returns [`ResilienceError::Timeout`] on time, leaving the work to finish on its
+/// own; [`call_blocking_in_place`](Self::call_blocking_in_place) runs borrowing work on
+/// the caller's thread and reports an overrun as `Timeout` when the work returns.
+#[derive(Debug, Clone)]
+pub struct Timeout {
+    name: Arc<str>,
+    limit: Duration,
+}
+
+impl Timeout {
+    /// A limit of `limit` per call; zero is rejected.
+    pub fn new(name: impl Into<Arc<str>>, limit: Duration) -> Result<Self, ConfigError> {
+        validate(limit)?;
+        Ok(Self { name: name.into(), limit })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Runs `fut`, failing with [`ResilienceError::Timeout`] if it outlives the limit.
+    pub fn call<F: Future>(&self, fut: F) -> TimeoutFuture<F> {
+        TimeoutFuture { inner: Limited::new(fut, self.limit), name: Arc::clone(&self.name) }
+    }
+
+    /// Runs `f` on a helper thread and waits at most the limit for it. On time-out the
+    /// caller gets `Timeout` at once; `f` keeps running and its result is discarded.
+    /// A panic in `f` is resumed on the caller's thread.
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, ResilienceError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        run_detached(f, Some(self.limit)).ok_or_else(|| ResilienceError::timeout(&self.name, self.limit))
+    }
+
+    /// Runs `f` on this thread; if it took longer than the limit, its result is
+    /// discarded and `Timeout` returned.
+    pub fn call_blocking_in_place<T>(&self, f: impl FnOnce() -> T) -> Result<T, ResilienceError> {
+        let start = Instant::now();
+        let out = f();
+        if start.elapsed() > self.limit {
+            Err(ResilienceError::timeout(&self.name, self.limit))
+        } else {
+            Ok(out)
+        }
+    }
+}
+
+pub(crate) fn validate(limit: Duration) -> Result<(), ConfigError> {
+    if limit.is_zero() {
+        return Err(ConfigError::invalid("timeout", "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// Runs `f` on a helper thread and waits up to `limit` (forever if `None`); `None` if
+/// the limit passed first. A panic in `f` is resumed here.
+pub(crate) fn run_detached<T, F>(f: F, limit: Option<Duration>) -> Option<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = sync_channel(1);
+    offload::spawn(Box::new(move || {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(out);
+    }));
+    let received = match limit {
+        Some(limit) => rx.recv_timeout(limit),
+        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    };
+    match received {
+        Ok(Ok(out)) => Some(out),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => None,
+    }
+}

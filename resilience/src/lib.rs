@@ -1,0 +1,32 @@
+//! Circuit breakers, retries with backoff, timeouts, semaphore and thread-pool
+//! bulkheads, rate limiting and fallbacks for Rust services.
+//!
+//! This is the facade: depend on `resilience` alone. Every policy is usable on its own
+//! ([`CircuitBreaker`], [`Retry`], [`Timeout`], [`SemaphoreBulkhead`],
+//! [`ThreadPoolBulkhead`], [`RateLimiter`], [`Fallback`]) and together through a
+//! [`Pipeline`], which applies them in the order
+//! `Fallback(Retry(CircuitBreaker(RateLimiter(Bulkhead(Timeout(call))))))`.
+//!
+//! ```no_run
+//! use resilience::{Pipeline, ResilienceError};
+//! use std::time::Duration;
+//!
+//! #[derive(Debug)]
+//! enum AppError { Http(String), Resilience(ResilienceError) }
+//! impl From<ResilienceError> for AppError {
+//!     fn from(e: ResilienceError) -> Self { AppError::Resilience(e) }
+//! }
+//!
+//! # async fn fetch() -> Result<String, AppError> { Ok(String::new()) }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipeline = Pipeline::builder("inventory")
+//!     .timeout(Duration::from_secs(2))
+//!     .retry(Default::default())
+//!     .circuit_breaker(Default::default())
+//!     .bulkhead(Default::default())
+//!     .build()?;
+//! let body = pipeline.call(|| fetch()).await;
+//! # Ok(()) }
+//! ```
+
+pub use resilience_core::*;

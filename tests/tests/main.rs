@@ -1,0 +1,3 @@
+//! Behaviour tests of `resilience`, through the facade only. One binary for the crate.
+
+mod pipeline;
