@@ -1,3 +1,11 @@
 //! Behaviour tests of `resilience`, through the facade only. One binary for the crate.
 
+mod breaker;
+mod breaker_model;
+mod bulkhead;
+mod cancellation;
 mod pipeline;
+mod rate_limit;
+mod retry;
+mod support;
+mod timeout;

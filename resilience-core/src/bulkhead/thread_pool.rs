@@ -5,14 +5,18 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::permits::Permits;
 use crate::error::{ConfigError, ResilienceError};
-use crate::offload::Job;
+
+/// A call for a worker. It is handed a function that frees the worker's slot, to call
+/// once its result is computed and before the result is delivered: a caller that has
+/// its result can then count on the slot being free again.
+type Job = Box<dyn FnOnce(&mut dyn FnMut()) + Send + 'static>;
 
 /// Limits of a [`ThreadPoolBulkhead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,12 +76,12 @@ struct Shared {
     queue_capacity: usize,
     queue: Mutex<Queue>,
     work: Condvar,
-    active: AtomicUsize,
 }
 
 struct Queue {
     jobs: VecDeque<Job>,
-    idle: usize,
+    /// Workers running a job.
+    busy: usize,
     shutdown: bool,
 }
 
@@ -90,17 +94,23 @@ impl Shared {
         let mut queue = self.queue();
         loop {
             if let Some(job) = queue.jobs.pop_front() {
+                queue.busy += 1;
                 drop(queue);
-                self.active.fetch_add(1, Relaxed);
-                job();
-                self.active.fetch_sub(1, Relaxed);
+                let mut freed = false;
+                job(&mut || {
+                    if !freed {
+                        freed = true;
+                        self.queue().busy -= 1;
+                    }
+                });
                 queue = self.queue();
+                if !freed {
+                    queue.busy -= 1;
+                }
             } else if queue.shutdown {
                 return;
             } else {
-                queue.idle += 1;
                 queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
-                queue.idle -= 1;
             }
         }
     }
@@ -133,9 +143,8 @@ impl ThreadPoolBulkhead {
             name: name.into(),
             workers: config.max_concurrent.get(),
             queue_capacity: config.queue_capacity,
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), idle: 0, shutdown: false }),
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), busy: 0, shutdown: false }),
             work: Condvar::new(),
-            active: AtomicUsize::new(0),
         });
         let handle = Handle { shared: Arc::clone(&shared), inline: Permits::new(config.max_concurrent.get()) };
         for i in 0..shared.workers {
@@ -164,7 +173,7 @@ impl ThreadPoolBulkhead {
 
     /// Calls running on a worker now.
     pub fn active(&self) -> usize {
-        self.inner.shared.active.load(Relaxed)
+        self.inner.shared.queue().busy
     }
 
     /// Calls waiting for a worker now.
@@ -179,8 +188,8 @@ impl ThreadPoolBulkhead {
     fn submit(&self, job: Job) -> Result<(), ResilienceError> {
         let shared = &self.inner.shared;
         let mut queue = shared.queue();
-        // A job an idle worker will take at once does not occupy the queue.
-        if queue.jobs.len() >= queue.idle + shared.queue_capacity {
+        // Jobs that a free worker will take at once do not occupy the queue.
+        if queue.jobs.len() + queue.busy >= shared.workers + shared.queue_capacity {
             return Err(self.full());
         }
         queue.jobs.push_back(job);
@@ -198,9 +207,11 @@ impl ThreadPoolBulkhead {
         T: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let submitted = self.submit(Box::new(move || {
+        let submitted = self.submit(Box::new(move |free: &mut dyn FnMut()| {
             if !tx.is_closed() {
-                let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+                let out = catch_unwind(AssertUnwindSafe(f));
+                free();
+                let _ = tx.send(out);
             }
         }));
         let full = self.full();
@@ -226,9 +237,11 @@ impl ThreadPoolBulkhead {
         let (tx, rx) = sync_channel(1);
         let abandoned = Arc::new(AtomicBool::new(false));
         let skip = Arc::clone(&abandoned);
-        self.submit(Box::new(move || {
+        self.submit(Box::new(move |free: &mut dyn FnMut()| {
             if !skip.load(Acquire) {
-                let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+                let out = catch_unwind(AssertUnwindSafe(f));
+                free();
+                let _ = tx.send(out);
             }
         }))?;
         let received = match timeout {
@@ -251,7 +264,7 @@ impl ThreadPoolBulkhead {
     /// Takes one of the `max_concurrent` slots for a call that runs on the caller's own
     /// task or thread (an async body), without touching the workers.
     pub(crate) fn try_acquire_inline(&self) -> Option<InlineSlot<'_>> {
-        self.inner.inline.try_acquire().then_some(InlineSlot(&self.inner.inline))
+        self.inner.inline.try_acquire().then(|| InlineSlot(&self.inner.inline))
     }
 
     pub(crate) fn inline_full(&self) -> ResilienceError {

@@ -1,0 +1,192 @@
+//! Dropped futures and panics must release every permit and trial slot they held.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use resilience::{Bulkhead, CircuitBreakerConfig, CircuitState, Pipeline, RetryConfig, SemaphoreBulkheadConfig};
+use tokio::task::JoinSet;
+
+use crate::support::{nz, nzu, AppError};
+
+const TASKS: u64 = 10_000;
+
+/// Polls the inner future at most `polls + 1` times, then drops it: a cancellation at
+/// a point chosen by the caller.
+struct CancelAfter<F> {
+    inner: Option<Pin<Box<F>>>,
+    polls: u32,
+}
+
+impl<F: Future> Future for CancelAfter<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        if let Poll::Ready(out) = inner.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if self.polls == 0 {
+            self.inner = None;
+            return Poll::Ready(None);
+        }
+        self.polls -= 1;
+        // Ask to be polled again even if the inner future is parked on something that
+        // never wakes: the cancellation point must come.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn cancel_after<F: Future>(polls: u32, inner: F) -> CancelAfter<F> {
+    CancelAfter { inner: Some(Box::pin(inner)), polls }
+}
+
+/// xorshift64, so every task draws its own cancellation point.
+fn draw(seed: &mut u64, below: u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed % below
+}
+
+/// Counts bodies in flight and remembers the highest count.
+struct InBody {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+struct Entered<'a>(&'a InBody);
+
+impl InBody {
+    fn enter(&self) -> Entered<'_> {
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+        Entered(self)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing() {
+    const LIMIT: usize = 8;
+    let pipeline = Pipeline::builder("stress")
+        .timeout(Duration::from_millis(200))
+        .retry(RetryConfig { max_attempts: nz(2), base_delay: Duration::from_micros(50), ..Default::default() })
+        .circuit_breaker(CircuitBreakerConfig {
+            failure_threshold: Some(nz(100)),
+            recovery_timeout: Duration::from_millis(1),
+            ..Default::default()
+        })
+        .bulkhead(SemaphoreBulkheadConfig { max_concurrent: nzu(LIMIT), max_wait: Duration::from_millis(20) })
+        .build()
+        .unwrap();
+    let in_body = Arc::new(InBody { now: AtomicUsize::new(0), max: AtomicUsize::new(0) });
+    let mut tasks = JoinSet::new();
+    for i in 0..TASKS {
+        let mut seed = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (yields, polls, panics, fails) =
+            (draw(&mut seed, 6), draw(&mut seed, 10) as u32, draw(&mut seed, 100) == 0, draw(&mut seed, 4) == 0);
+        let (pipeline, in_body) = (pipeline.clone(), Arc::clone(&in_body));
+        tasks.spawn(async move {
+            let call = pipeline.call(|| {
+                let in_body = Arc::clone(&in_body);
+                async move {
+                    let _entered = in_body.enter();
+                    assert!(!panics, "a body that panics");
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                    if fails {
+                        Err(AppError::Down)
+                    } else {
+                        Ok(())
+                    }
+                }
+            });
+            cancel_after(polls, call).await
+        });
+    }
+    let (mut panicked, mut cancelled) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(None) => cancelled += 1,
+            Ok(Some(_)) => {}
+            Err(e) => {
+                assert!(e.is_panic());
+                panicked += 1;
+            }
+        }
+    }
+    assert!(cancelled > 1_000, "only {cancelled} calls were cancelled");
+    assert!(panicked > 20, "only {panicked} bodies panicked");
+    assert!(in_body.max.load(SeqCst) <= LIMIT, "{} bodies ran at once", in_body.max.load(SeqCst));
+    assert_eq!(in_body.now.load(SeqCst), 0);
+    let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
+    assert_eq!(bulkhead.available(), LIMIT, "every permit came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_trial_calls_hand_their_half_open_slots_back() {
+    const TRIALS: u32 = 3;
+    let pipeline = Pipeline::builder("trials")
+        .circuit_breaker(CircuitBreakerConfig {
+            failure_threshold: Some(nz(1)),
+            recovery_timeout: Duration::ZERO,
+            half_open_max_calls: Some(nz(TRIALS)),
+            success_threshold: nz(TRIALS),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    pipeline.call(|| async { Err::<(), _>(AppError::Down) }).await.ok();
+    let breaker = pipeline.circuit_breaker().unwrap().clone();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let mut tasks = JoinSet::new();
+    for i in 0..TASKS {
+        let mut seed = (i + 7).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let polls = draw(&mut seed, 5) as u32;
+        let pipeline = pipeline.clone();
+        tasks.spawn(async move {
+            // A trial that never finishes on its own: only cancellation ends it.
+            let call = pipeline.call(|| async {
+                tokio::task::yield_now().await;
+                std::future::pending::<Result<(), AppError>>().await
+            });
+            cancel_after(polls, call).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    let trials: Vec<_> = (0..TRIALS).map(|_| breaker.try_acquire().expect("a trial slot leaked")).collect();
+    assert!(breaker.try_acquire().is_err());
+    for t in trials {
+        t.success();
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[test]
+fn a_panicking_blocking_body_releases_its_slot_and_counts_as_a_failure() {
+    let pipeline = Pipeline::builder("panics")
+        .circuit_breaker(CircuitBreakerConfig { failure_threshold: Some(nz(1)), ..Default::default() })
+        .bulkhead(SemaphoreBulkheadConfig { max_concurrent: nzu(1), max_wait: Duration::ZERO })
+        .build()
+        .unwrap();
+    let p = pipeline.clone();
+    let joined = std::thread::spawn(move || p.call_blocking(|| -> Result<(), AppError> { panic!("boom") })).join();
+    assert!(joined.is_err());
+    let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
+    assert_eq!(bulkhead.available(), 1);
+    assert_eq!(pipeline.circuit_breaker().unwrap().state(), CircuitState::Open);
+}
