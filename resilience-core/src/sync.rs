@@ -3,13 +3,13 @@
 
 #[cfg(resilience_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     Condvar, Mutex, MutexGuard,
 };
 
 #[cfg(not(resilience_loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     Condvar, Mutex, MutexGuard,
 };
 

@@ -13,45 +13,60 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::sync::{lock, AtomicIsize, AtomicUsize, Condvar, Mutex, Ordering, Ordering::*};
+use crate::sync::{lock, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering::*};
+
+// One word holds both the free permits and the number of registered waiters, so a
+// release learns from its own `fetch_add` whether anyone must be woken: no second
+// atomic, no fence, and a waiter either takes a permit or registers, atomically.
+//
+// Low 40 bits: free permits + AVAILABLE_BIAS (permits go negative when the limit is
+// lowered below the permits in use). High 24 bits: registered waiters.
+const AVAILABLE_BITS: u32 = 40;
+const AVAILABLE_MASK: u64 = (1 << AVAILABLE_BITS) - 1;
+const AVAILABLE_BIAS: i64 = 1 << 38;
+const WAITER: u64 = 1 << AVAILABLE_BITS;
+
+/// The largest limit a bulkhead accepts.
+pub(crate) const MAX_PERMITS: usize = 1 << 36;
+
+fn available_of(word: u64) -> i64 {
+    (word & AVAILABLE_MASK) as i64 - AVAILABLE_BIAS
+}
+
+fn waiters_of(word: u64) -> u64 {
+    word >> AVAILABLE_BITS
+}
 
 pub(crate) struct Permits {
-    /// Free permits; negative after the limit was lowered below the permits in use.
-    available: AtomicIsize,
+    word: AtomicU64,
     limit: AtomicUsize,
-    async_waiters: AtomicUsize,
+    /// Blocking waiters among the registered ones; only read when some are registered.
     blocking_waiters: AtomicUsize,
     notify: Notify,
     lock: Mutex<()>,
     condvar: Condvar,
 }
 
-/// Decrements a waiter count when the wait ends, however it ends (including a dropped future).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, SeqCst);
-        Self(count)
-    }
+/// A registered waiter; unregisters on drop unless it left by taking a permit.
+struct Registration<'a> {
+    permits: &'a Permits,
+    registered: bool,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        if self.registered {
+            self.permits.word.fetch_sub(WAITER, AcqRel);
+        }
     }
-}
-
-fn to_isize(n: usize) -> isize {
-    isize::try_from(n).unwrap_or(isize::MAX)
 }
 
 impl Permits {
     pub(crate) fn new(limit: usize) -> Self {
+        let limit = limit.min(MAX_PERMITS);
         Self {
-            available: AtomicIsize::new(to_isize(limit)),
+            word: AtomicU64::new((limit as i64 + AVAILABLE_BIAS) as u64),
             limit: AtomicUsize::new(limit),
-            async_waiters: AtomicUsize::new(0),
             blocking_waiters: AtomicUsize::new(0),
             notify: Notify::new(),
             lock: Mutex::new(()),
@@ -65,40 +80,54 @@ impl Permits {
 
     /// Free permits right now (zero when the limit was lowered below the permits in use).
     pub(crate) fn available(&self) -> usize {
-        usize::try_from(self.available.load(Relaxed)).unwrap_or(0)
+        usize::try_from(available_of(self.word.load(Relaxed))).unwrap_or(0)
     }
 
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
-        self.try_acquire_ordered(Relaxed)
-    }
-
-    /// `load` orders the first read of the count; waiters use `SeqCst` so that a
-    /// concurrent release either sees them registered or they see its permit.
-    #[inline]
-    fn try_acquire_ordered(&self, load: Ordering) -> bool {
-        let mut current = self.available.load(load);
-        while current > 0 {
-            match self.available.compare_exchange_weak(current, current - 1, Acquire, Relaxed) {
+        let mut word = self.word.load(Relaxed);
+        while available_of(word) > 0 {
+            match self.word.compare_exchange_weak(word, word - 1, Acquire, Relaxed) {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => word = actual,
             }
         }
         false
     }
 
-    #[inline]
-    pub(crate) fn release(&self) {
-        self.available.fetch_add(1, SeqCst);
-        self.wake_one();
+    /// Takes a permit if one is free, else registers as a waiter (`registered` false),
+    /// or, for a waiter already registered, takes a permit and unregisters in one step.
+    fn take_or_register(&self, registration: &mut Registration<'_>) -> bool {
+        let mut word = self.word.load(Acquire);
+        loop {
+            let (next, took) = match (available_of(word) > 0, registration.registered) {
+                (true, false) => (word - 1, true),
+                (true, true) => (word - 1 - WAITER, true),
+                (false, false) => (word + WAITER, false),
+                (false, true) => return false,
+            };
+            match self.word.compare_exchange_weak(word, next, AcqRel, Acquire) {
+                Ok(_) => {
+                    registration.registered = !took;
+                    return took;
+                }
+                Err(actual) => word = actual,
+            }
+        }
     }
 
     #[inline]
-    fn wake_one(&self) {
-        if self.async_waiters.load(SeqCst) > 0 {
-            self.notify.notify_one();
+    pub(crate) fn release(&self) {
+        let before = self.word.fetch_add(1, AcqRel);
+        if waiters_of(before) > 0 {
+            self.wake_one();
         }
-        if self.blocking_waiters.load(SeqCst) > 0 {
+    }
+
+    #[cold]
+    fn wake_one(&self) {
+        self.notify.notify_one();
+        if self.blocking_waiters.load(Acquire) > 0 {
             let _guard = lock(&self.lock);
             self.condvar.notify_one();
         }
@@ -108,11 +137,14 @@ impl Permits {
     /// count of calls in flight is never lost or counted twice; above the new limit,
     /// new calls wait until enough of them have finished.
     pub(crate) fn set_limit(&self, limit: usize) {
-        let old = self.limit.swap(limit, SeqCst);
-        let delta = to_isize(limit) - to_isize(old);
-        self.available.fetch_add(delta, SeqCst);
-        for _ in 0..delta.max(0) {
-            self.wake_one();
+        let limit = limit.min(MAX_PERMITS);
+        let old = self.limit.swap(limit, AcqRel);
+        let delta = limit as i64 - old as i64;
+        let before = self.word.fetch_add(delta as u64, AcqRel);
+        if waiters_of(before) > 0 {
+            for _ in 0..delta.max(0) {
+                self.wake_one();
+            }
         }
     }
 
@@ -126,15 +158,17 @@ impl Permits {
                 return false;
             }
             let deadline = tokio::time::Instant::now() + max_wait;
-            let _waiting = Waiting::new(&self.async_waiters);
+            let mut registration = Registration { permits: self, registered: false };
             loop {
+                // Listen before looking, so a release between the look and the wait
+                // still reaches this waiter.
                 let mut notified = pin!(self.notify.notified());
                 notified.as_mut().enable();
-                if self.try_acquire_ordered(SeqCst) {
+                if self.take_or_register(&mut registration) {
                     return true;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    return self.try_acquire_ordered(SeqCst);
+                    return self.take_or_register(&mut registration);
                 }
             }
         }
@@ -150,9 +184,10 @@ impl Permits {
         }
         let deadline = std::time::Instant::now() + max_wait;
         let mut guard = lock(&self.lock);
-        let waiting = Waiting::new(&self.blocking_waiters);
+        self.blocking_waiters.fetch_add(1, AcqRel);
+        let mut registration = Registration { permits: self, registered: false };
         let acquired = loop {
-            if self.try_acquire_ordered(SeqCst) {
+            if self.take_or_register(&mut registration) {
                 break true;
             }
             let now = std::time::Instant::now();
@@ -164,9 +199,10 @@ impl Permits {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         };
-        drop(waiting);
-        // A wake-up meant for us may have raced our time-out; pass it on.
-        if !acquired && self.available.load(SeqCst) > 0 && self.blocking_waiters.load(SeqCst) > 0 {
+        drop(registration);
+        self.blocking_waiters.fetch_sub(1, AcqRel);
+        // A wake-up meant for this thread may have raced its time-out; pass it on.
+        if !acquired && waiters_of(self.word.load(Acquire)) > 0 {
             self.condvar.notify_one();
         }
         drop(guard);
@@ -249,6 +285,30 @@ mod loom_tests {
             permits.release();
             assert_eq!(permits.available(), 1);
             assert_eq!(permits.limit(), 1);
+        });
+    }
+
+    #[test]
+    fn two_blocking_waiters_both_get_through() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let permits = Arc::new(Permits::new(1));
+            assert!(permits.try_acquire());
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let permits = permits.clone();
+                    thread::spawn(move || {
+                        assert!(permits.acquire_blocking(LONG));
+                        permits.release();
+                    })
+                })
+                .collect();
+            permits.release();
+            for w in waiters {
+                w.join().unwrap();
+            }
+            assert_eq!(permits.available(), 1);
         });
     }
 }

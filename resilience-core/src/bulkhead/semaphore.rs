@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::permits::Permits;
+use super::permits::{Permits, MAX_PERMITS};
 use crate::error::{ConfigError, ResilienceError};
 
 /// Limits of a [`SemaphoreBulkhead`].
@@ -27,8 +27,11 @@ impl Default for SemaphoreBulkheadConfig {
 impl SemaphoreBulkheadConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_concurrent.get() > isize::MAX as usize / 2 {
-            return Err(ConfigError::invalid("bulkhead.max_concurrent", "is too large"));
+        if self.max_concurrent.get() > MAX_PERMITS {
+            return Err(ConfigError::invalid(
+                "bulkhead.max_concurrent",
+                format!("{} is more than the maximum of {MAX_PERMITS}", self.max_concurrent),
+            ));
         }
         Ok(())
     }

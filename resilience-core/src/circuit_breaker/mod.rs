@@ -525,3 +525,77 @@ impl Drop for CallPermit<'_> {
         }
     }
 }
+
+#[cfg(all(test, resilience_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+    use std::num::NonZeroU32;
+
+    fn half_open(trials: u32) -> CircuitBreaker {
+        let b = CircuitBreaker::new(
+            "loom",
+            CircuitBreakerConfig {
+                failure_threshold: NonZeroU32::new(1),
+                recovery_timeout: Duration::ZERO,
+                half_open_max_calls: NonZeroU32::new(trials),
+                success_threshold: NonZeroU32::MIN,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        b.try_acquire().unwrap().failure();
+        b
+    }
+
+    #[test]
+    fn one_trial_slot_goes_to_one_caller() {
+        loom::model(|| {
+            let b = half_open(1);
+            let other = {
+                let b = b.clone();
+                thread::spawn(move || b.try_acquire().map(drop).is_ok())
+            };
+            let mine = b.try_acquire().map(drop).is_ok();
+            let theirs = other.join().unwrap();
+            // Both may succeed only one after the other (the first dropped its permit);
+            // at least one must succeed, and the slot must be free at the end.
+            assert!(mine || theirs);
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            b.try_acquire().expect("the slot was handed back").success();
+            assert_eq!(b.state(), CircuitState::Closed);
+        });
+    }
+
+    #[test]
+    fn a_failed_trial_wins_over_a_racing_success() {
+        loom::model(|| {
+            // Two successes would close it; one failure must keep it from closing.
+            let b = CircuitBreaker::new(
+                "loom",
+                CircuitBreakerConfig {
+                    failure_threshold: NonZeroU32::new(1),
+                    recovery_timeout: Duration::ZERO,
+                    half_open_max_calls: NonZeroU32::new(2),
+                    success_threshold: NonZeroU32::new(2).unwrap(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            b.try_acquire().unwrap().failure();
+            let failing = {
+                let b = b.clone();
+                thread::spawn(move || {
+                    if let Ok(p) = b.try_acquire() {
+                        p.failure();
+                    }
+                })
+            };
+            if let Ok(p) = b.try_acquire() {
+                p.success();
+            }
+            failing.join().unwrap();
+            assert_ne!(b.state(), CircuitState::Closed);
+        });
+    }
+}
