@@ -29,7 +29,7 @@ async fn fails_fast_with_zero_wait() {
     assert_eq!(err.to_string(), "bulkhead of `sem` is full (2 concurrent calls)");
     drop(p1);
     assert_eq!(b.available(), 1);
-    b.acquire().await.unwrap();
+    let _permit = b.acquire().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

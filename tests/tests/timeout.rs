@@ -34,7 +34,7 @@ fn a_blocking_call_gets_its_timeout_on_time() {
 #[test]
 fn a_borrowing_blocking_call_reports_its_overrun_when_it_returns() {
     let t = Timeout::new("disk", Duration::from_millis(10)).unwrap();
-    let data = vec![1, 2, 3];
+    let data = [1, 2, 3];
     let r = t.call_blocking_in_place(|| {
         std::thread::sleep(Duration::from_millis(30));
         data.len()

@@ -7,7 +7,6 @@
 //! arriving when a permit is free takes it even if others wait, which keeps the fast
 //! path fast; `max_wait` bounds how long any waiter can be passed over.
 
-use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -25,6 +24,9 @@ const AVAILABLE_BITS: u32 = 40;
 const AVAILABLE_MASK: u64 = (1 << AVAILABLE_BITS) - 1;
 const AVAILABLE_BIAS: i64 = 1 << 38;
 const WAITER: u64 = 1 << AVAILABLE_BITS;
+
+/// Longer waits are cut to this, so adding them to an instant cannot overflow.
+const LONGEST_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The largest limit a bulkhead accepts.
 pub(crate) const MAX_PERMITS: usize = 1 << 36;
@@ -149,27 +151,25 @@ impl Permits {
     }
 
     /// Waits up to `max_wait` for a permit.
-    pub(crate) fn acquire(&self, max_wait: Duration) -> impl Future<Output = bool> + Send + '_ {
-        async move {
-            if self.try_acquire() {
+    pub(crate) async fn acquire(&self, max_wait: Duration) -> bool {
+        if self.try_acquire() {
+            return true;
+        }
+        if max_wait.is_zero() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + max_wait.min(LONGEST_WAIT);
+        let mut registration = Registration { permits: self, registered: false };
+        loop {
+            // Listen before looking, so a release between the look and the wait
+            // still reaches this waiter.
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if self.take_or_register(&mut registration) {
                 return true;
             }
-            if max_wait.is_zero() {
-                return false;
-            }
-            let deadline = tokio::time::Instant::now() + max_wait;
-            let mut registration = Registration { permits: self, registered: false };
-            loop {
-                // Listen before looking, so a release between the look and the wait
-                // still reaches this waiter.
-                let mut notified = pin!(self.notify.notified());
-                notified.as_mut().enable();
-                if self.take_or_register(&mut registration) {
-                    return true;
-                }
-                if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    return self.take_or_register(&mut registration);
-                }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.take_or_register(&mut registration);
             }
         }
     }
@@ -182,7 +182,7 @@ impl Permits {
         if max_wait.is_zero() {
             return false;
         }
-        let deadline = std::time::Instant::now() + max_wait;
+        let deadline = std::time::Instant::now() + max_wait.min(LONGEST_WAIT);
         let mut guard = lock(&self.lock);
         self.blocking_waiters.fetch_add(1, AcqRel);
         let mut registration = Registration { permits: self, registered: false };

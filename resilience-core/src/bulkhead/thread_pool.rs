@@ -58,7 +58,7 @@ impl ThreadPoolBulkheadConfig {
 ///
 /// Async bodies cannot run on a worker thread; a [`Pipeline`](crate::Pipeline) running
 /// an async body through this bulkhead admits it against a separate limit of
-/// `max_concurrent` calls on the caller's task ([`try_acquire_inline`](Self::try_acquire_inline)).
+/// `max_concurrent` calls on the caller's task.
 #[derive(Clone)]
 pub struct ThreadPoolBulkhead {
     inner: Arc<Handle>,

@@ -182,7 +182,7 @@ impl TimeWindow {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(resilience_loom)))]
     pub(crate) fn bucket_nanos(&self) -> u64 {
         self.bucket_nanos
     }
