@@ -248,3 +248,75 @@ static PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| {
 fn ours_pipeline(bencher: Bencher, yields: u8) {
     bench_async(bencher, yields, |y| PIPELINE.call(move || body(y)));
 }
+
+#[divan::bench(args = YIELDS, threads = [1])]
+fn zz_one_async_layer(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| async move { body(y).await });
+}
+
+#[divan::bench(args = YIELDS, threads = [1])]
+fn zz_two_async_layers_with_state(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| async move {
+        let mut n = black_box(0u32);
+        loop {
+            match async { body(y).await }.await {
+                Ok(v) => return Ok::<u64, Error>(v),
+                Err(_) if n < 3 => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    });
+}
+
+#[divan::bench(threads = [1])]
+fn zz_breaker_sync(bencher: Bencher) {
+    LazyLock::force(&BREAKER);
+    bencher.bench_local(|| BREAKER.try_acquire().map(|p| p.success()));
+}
+
+#[divan::bench(threads = [1])]
+fn zz_bulkhead_sync(bencher: Bencher) {
+    LazyLock::force(&BULKHEAD);
+    bencher.bench_local(|| BULKHEAD.try_acquire().map(drop));
+}
+
+#[divan::bench(threads = [1])]
+fn zz_instant_now(bencher: Bencher) {
+    bencher.bench_local(tokio::time::Instant::now);
+}
+
+struct HandBreaker<'a, F> {
+    permit: Option<resilience::CallPermit<'a>>,
+    fut: Pin<&'a mut F>,
+}
+
+#[divan::bench(args = YIELDS, threads = [1])]
+fn zz_breaker_handwritten(bencher: Bencher, yields: u8) {
+    impl<F: Future<Output = Result<u64, Error>>> Future for HandBreaker<'_, F> {
+        type Output = Result<u64, Error>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let out = std::task::ready!(self.fut.as_mut().poll(cx));
+            if let Some(p) = self.permit.take() {
+                p.record_result(&out, |_| true);
+            }
+            Poll::Ready(out)
+        }
+    }
+    let _guard = RUNTIME.enter();
+    LazyLock::force(&BREAKER);
+    bencher.bench_local(|| {
+        let mut b = pin!(body(yields));
+        let permit = BREAKER.try_acquire().ok();
+        run(HandBreaker { permit, fut: b.as_mut() })
+    });
+}
+
+#[divan::bench(args = YIELDS, threads = [1])]
+fn zz_breaker_async_block(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| async move {
+        let permit = BREAKER.try_acquire()?;
+        let out = body(y).await;
+        permit.record_result(&out, |_| true);
+        out
+    });
+}

@@ -19,17 +19,20 @@ impl Epoch {
 
     /// Nanoseconds from the epoch to now; zero if the clock reads earlier than the epoch
     /// (possible when a breaker outlives the paused runtime that created it).
+    #[inline]
     pub(crate) fn nanos(self) -> u64 {
         self.nanos_at(Instant::now())
     }
 
     /// Nanoseconds from the epoch to `at`, saturating at zero.
+    #[inline]
     pub(crate) fn nanos_at(self, at: Instant) -> u64 {
         duration_nanos(at.saturating_duration_since(self.0))
     }
 }
 
 /// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
+#[inline]
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

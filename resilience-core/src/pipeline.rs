@@ -268,9 +268,28 @@ impl Pipeline {
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
+        match self.attempt(policy, &mut f).await {
+            Attempt::Done(Ok(v)) => Ok(v),
+            // Retrying is the exception: its state lives on the heap so that the future
+            // of a call that succeeds first time stays small.
+            failed => Box::pin(self.retry_after(failed, policy, f)).await,
+        }
+    }
+
+    async fn retry_after<T, E, F, Fut>(
+        &self,
+        mut failed: Attempt<T, E>,
+        policy: &ErrorPolicy<E>,
+        mut f: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
         let mut retry = self.retry.as_ref().map(RetryState::new);
         loop {
-            let error = match self.attempt(policy, &mut f).await {
+            let error = match failed {
                 Attempt::Done(Ok(v)) => return Ok(v),
                 Attempt::Rejected(e) => return Err(E::from(e)),
                 Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => return Err(e),
@@ -284,6 +303,7 @@ impl Pipeline {
                 }
                 None => return Err(error),
             }
+            failed = self.attempt(policy, &mut f).await;
         }
     }
 
@@ -300,7 +320,9 @@ impl Pipeline {
             None => None,
             Some(b) => match b.try_slot() {
                 Ok(slot) => Some(slot),
-                Err(_) => match b.slot().await {
+                Err(e) if !b.waits() => return Attempt::Rejected(e),
+                // Waiting is the exception too: its timer and waiter live on the heap.
+                Err(_) => match Box::pin(b.slot()).await {
                     Ok(slot) => Some(slot),
                     Err(e) => return Attempt::Rejected(e),
                 },

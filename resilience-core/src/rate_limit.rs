@@ -75,6 +75,7 @@ impl Gcra {
     }
 
     /// Admits a call at `now` against `tat`, or says how long until it would be admitted.
+    #[inline]
     fn check(self, tat: &AtomicU64, now: u64) -> Result<(), u64> {
         let mut current = tat.load(Relaxed);
         loop {
@@ -137,6 +138,7 @@ impl RateLimiter {
     }
 
     /// Admits one call now, or rejects it.
+    #[inline]
     pub fn check(&self) -> Result<(), ResilienceError> {
         let inner = &*self.inner;
         inner

@@ -30,6 +30,7 @@ pin_project! {
 pub(crate) struct Elapsed;
 
 impl<F> Limited<F> {
+    #[inline]
     pub(crate) fn new(inner: F, limit: Duration) -> Self {
         Self { inner, sleep: None, limit }
     }
@@ -107,6 +108,7 @@ impl Timeout {
     }
 
     /// Runs `fut`, failing with [`ResilienceError::Timeout`] if it outlives the limit.
+    #[inline]
     pub fn call<F: Future>(&self, fut: F) -> TimeoutFuture<F> {
         TimeoutFuture { inner: Limited::new(fut, self.limit), name: Arc::clone(&self.name) }
     }

@@ -47,6 +47,12 @@ impl Bulkhead {
         }
     }
 
+    /// Whether a call may wait for a slot (a semaphore bulkhead with a `max_wait`).
+    #[inline]
+    pub(crate) fn waits(&self) -> bool {
+        matches!(self, Self::Semaphore(b) if !b.max_wait().is_zero())
+    }
+
     /// A slot without waiting, if one is free.
     #[inline]
     pub(crate) fn try_slot(&self) -> Result<Slot<'_>, ResilienceError> {

@@ -95,6 +95,7 @@ impl SemaphoreBulkhead {
     }
 
     /// How long a call waits for a slot.
+    #[inline]
     pub fn max_wait(&self) -> Duration {
         self.inner.max_wait
     }
@@ -110,6 +111,7 @@ impl SemaphoreBulkhead {
     }
 
     /// Takes a slot if one is free now.
+    #[inline]
     pub fn try_acquire(&self) -> Result<BulkheadPermit<'_>, ResilienceError> {
         if self.inner.permits.try_acquire() {
             Ok(BulkheadPermit { permits: &self.inner.permits })
@@ -171,6 +173,7 @@ impl fmt::Debug for BulkheadPermit<'_> {
 }
 
 impl Drop for BulkheadPermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.permits.release();
     }

@@ -42,7 +42,9 @@ use tokio::time::Instant;
 use crate::clock::{duration_nanos, Epoch};
 use crate::error::{ConfigError, ResilienceError};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering::*};
-use state::{generation_of, half_open_word, issued, pack, same_half_open_period, state_of, successes, ISSUED_ONE};
+use state::{
+    generation_of, half_open_word, is_closed, issued, pack, same_half_open_period, state_of, successes, ISSUED_ONE,
+};
 use window::{CountWindow, Stats, TimeWindow};
 
 /// A change of state, as given to [`CircuitBreaker::subscribe`] callbacks.
@@ -202,13 +204,14 @@ impl CircuitBreaker {
     /// Asks to make a call. On success the returned permit must be told the outcome;
     /// dropping it unrecorded releases it (a cancelled call), or records a failure when
     /// the thread is panicking.
+    #[inline]
     pub fn try_acquire(&self) -> Result<CallPermit<'_>, ResilienceError> {
         let inner = &*self.inner;
         let word = inner.state.load(Acquire);
-        match state_of(word) {
-            CircuitState::Closed => Ok(inner.closed_permit(word)),
-            CircuitState::Disabled => Ok(CallPermit::new(inner, Kind::Unrecorded, None)),
-            _ => inner.acquire_slow(word),
+        if is_closed(word) {
+            Ok(inner.closed_permit(word))
+        } else {
+            inner.acquire_slow(word)
         }
     }
 
@@ -274,6 +277,7 @@ impl CircuitBreaker {
 }
 
 impl Inner {
+    #[inline]
     fn closed_permit(&self, word: u64) -> CallPermit<'_> {
         CallPermit::new(self, Kind::Closed(word), self.times_calls.then(Instant::now))
     }
@@ -470,26 +474,38 @@ impl fmt::Debug for CallPermit<'_> {
 }
 
 impl<'a> CallPermit<'a> {
+    #[inline]
     fn new(breaker: &'a Inner, kind: Kind, start: Option<Instant>) -> Self {
         Self { breaker, kind, start, done: false }
     }
 
     /// The call succeeded (it still counts as slow if it took `slow_call_duration`).
+    #[inline]
     pub fn success(mut self) {
+        self.done = true;
+        // The hot path: a fast success into a window of fast successes changes nothing.
+        if let (Kind::Closed(_), None, Window::Count(w)) = (self.kind, self.start, &self.breaker.window) {
+            if w.is_quiet() {
+                return;
+            }
+        }
         self.finish(Some(false));
     }
 
     /// The call failed.
     pub fn failure(mut self) {
+        self.done = true;
         self.finish(Some(true));
     }
 
     /// The call's outcome says nothing about the dependency.
     pub fn ignore(mut self) {
+        self.done = true;
         self.finish(None);
     }
 
     /// Records `Ok` as a success and `Err(e)` as a failure if `record_if(e)`, else ignores it.
+    #[inline]
     pub fn record_result<T, E>(self, result: &Result<T, E>, record_if: impl Fn(&E) -> bool) {
         match result {
             Ok(_) => self.success(),
@@ -498,8 +514,8 @@ impl<'a> CallPermit<'a> {
         }
     }
 
-    fn finish(&mut self, failed: Option<bool>) {
-        self.done = true;
+    #[inline(never)]
+    fn finish(&self, failed: Option<bool>) {
         match self.kind {
             Kind::Closed(word) => {
                 if let Some(failed) = failed {
@@ -518,8 +534,10 @@ impl<'a> CallPermit<'a> {
 }
 
 impl Drop for CallPermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
+            self.done = true;
             let failed = std::thread::panicking().then_some(true);
             self.finish(failed);
         }

@@ -103,6 +103,13 @@ pub(crate) fn pack(state: CircuitState, generation: u64) -> u64 {
     (generation << TAG_BITS) | tag
 }
 
+/// True when the state word is closed: the hot path's test, without decoding.
+#[inline]
+pub(crate) fn is_closed(word: u64) -> bool {
+    word & TAG_MASK == 0
+}
+
+#[inline]
 pub(crate) fn state_of(word: u64) -> CircuitState {
     match word & TAG_MASK {
         0 => CircuitState::Closed,

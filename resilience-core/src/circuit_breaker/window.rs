@@ -23,6 +23,9 @@ pub(crate) struct CountWindow {
     failures: Box<[AtomicU64]>,
     /// Empty when slowness is not tracked.
     slow: Box<[AtomicU64]>,
+    /// Set bits in both bitmaps, kept up to date bit flip by bit flip, so the hot path
+    /// can tell that the window is all fast successes from one load.
+    marked: AtomicU64,
 }
 
 fn bitmap(bits: u64) -> Box<[AtomicU64]> {
@@ -33,17 +36,16 @@ fn count_ones(words: &[AtomicU64]) -> u64 {
     words.iter().map(|w| u64::from(w.load(Relaxed).count_ones())).sum()
 }
 
-fn is_clear(words: &[AtomicU64]) -> bool {
-    words.iter().all(|w| w.load(Relaxed) == 0)
-}
-
-fn assign(words: &[AtomicU64], slot: u64, on: bool) {
+/// Sets or clears one bit; returns +1, -1 or 0 for the change in set bits.
+fn assign(words: &[AtomicU64], slot: u64, on: bool) -> i64 {
     let word = &words[(slot / 64) as usize];
     let bit = 1u64 << (slot % 64);
     if on {
-        word.fetch_or(bit, Relaxed);
+        i64::from(word.fetch_or(bit, Relaxed) & bit == 0)
     } else if word.load(Relaxed) & bit != 0 {
-        word.fetch_and(!bit, Relaxed);
+        -i64::from(word.fetch_and(!bit, Relaxed) & bit != 0)
+    } else {
+        0
     }
 }
 
@@ -55,14 +57,16 @@ impl CountWindow {
             head: AtomicU64::new(0),
             failures: bitmap(size),
             slow: if track_slow { bitmap(size) } else { bitmap(0) },
+            marked: AtomicU64::new(0),
         }
     }
 
     /// True when recording a fast success would change nothing: the window is full and
     /// holds only fast successes. Positions of identical entries do not matter, so the
     /// hot path of a healthy dependency only reads shared cache lines.
+    #[inline]
     pub(crate) fn is_quiet(&self) -> bool {
-        self.head.load(Relaxed) >= self.size && is_clear(&self.failures) && is_clear(&self.slow)
+        self.marked.load(Relaxed) == 0 && self.head.load(Relaxed) >= self.size
     }
 
     /// Records one call and returns the counts after it, or `None` if nothing changed.
@@ -72,9 +76,12 @@ impl CountWindow {
         }
         let n = self.head.fetch_add(1, Relaxed);
         let slot = n % self.size;
-        assign(&self.failures, slot, failed);
+        let mut change = assign(&self.failures, slot, failed);
         if !self.slow.is_empty() {
-            assign(&self.slow, slot, slow);
+            change += assign(&self.slow, slot, slow);
+        }
+        if change != 0 {
+            self.marked.fetch_add(change as u64, Relaxed);
         }
         Some(Stats {
             calls: (n + 1).min(self.size),
@@ -95,6 +102,7 @@ impl CountWindow {
         for w in self.failures.iter().chain(self.slow.iter()) {
             w.store(0, Relaxed);
         }
+        self.marked.store(0, Relaxed);
         self.head.store(0, Relaxed);
     }
 }
