@@ -1,14 +1,20 @@
 //! The policies composed, in the contract's order:
 //! `Fallback(Retry(CircuitBreaker(RateLimiter(Bulkhead(Timeout(call))))))`.
 
+use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
 use tokio::time::Instant;
 
 use crate::bulkhead::{
-    Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
+    Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, Slot, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
 };
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
@@ -252,98 +258,23 @@ impl Pipeline {
     }
 
     /// Runs `f` through every policy; each attempt calls `f` again.
-    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, E>
+    pub fn call<T, E, F, Fut>(&self, f: F) -> PipelineCall<'_, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        self.call_with(&ErrorPolicy::default(), f).await
+        self.call_with(&ErrorPolicy::default(), f)
     }
 
     /// Like [`call`](Self::call), with `policy` deciding which errors are retried and recorded.
-    pub async fn call_with<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, mut f: F) -> Result<T, E>
+    pub fn call_with<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, f: F) -> PipelineCall<'_, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        match self.attempt(policy, &mut f).await {
-            Attempt::Done(Ok(v)) => Ok(v),
-            // Retrying is the exception: its state lives on the heap so that the future
-            // of a call that succeeds first time stays small.
-            failed => Box::pin(self.retry_after(failed, policy, f)).await,
-        }
-    }
-
-    async fn retry_after<T, E, F, Fut>(
-        &self,
-        mut failed: Attempt<T, E>,
-        policy: &ErrorPolicy<E>,
-        mut f: F,
-    ) -> Result<T, E>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<ResilienceError>,
-    {
-        let mut retry = self.retry.as_ref().map(RetryState::new);
-        loop {
-            let error = match failed {
-                Attempt::Done(Ok(v)) => return Ok(v),
-                Attempt::Rejected(e) => return Err(E::from(e)),
-                Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => return Err(e),
-                Attempt::Done(Err(e)) => e,
-                Attempt::TimedOut(limit) => E::from(self.timeout_error(limit)),
-            };
-            match retry.as_mut().and_then(RetryState::next_delay) {
-                Some(delay) => {
-                    retry_event(&self.name, retry.as_ref(), delay);
-                    tokio::time::sleep(delay).await;
-                }
-                None => return Err(error),
-            }
-            failed = self.attempt(policy, &mut f).await;
-        }
-    }
-
-    async fn attempt<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, f: &mut F) -> Attempt<T, E>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let permit = match self.admit() {
-            Ok(p) => p,
-            Err(e) => return Attempt::Rejected(e),
-        };
-        let _slot = match &self.bulkhead {
-            None => None,
-            Some(b) => match b.try_slot() {
-                Ok(slot) => Some(slot),
-                Err(e) if !b.waits() => return Attempt::Rejected(e),
-                // Waiting is the exception too: its timer and waiter live on the heap.
-                Err(_) => match Box::pin(b.slot()).await {
-                    Ok(slot) => Some(slot),
-                    Err(e) => return Attempt::Rejected(e),
-                },
-            },
-        };
-        let result = match self.timeout {
-            None => f().await,
-            Some(limit) => match Limited::new(f(), limit).await {
-                Ok(result) => result,
-                Err(Elapsed) => {
-                    if let Some(p) = permit {
-                        p.failure();
-                    }
-                    return Attempt::TimedOut(limit);
-                }
-            },
-        };
-        if let Some(p) = permit {
-            p.record_result(&result, policy.record_if);
-        }
-        Attempt::Done(result)
+        PipelineCall { pipeline: self, policy: *policy, f, retry: None, state: State::Start }
     }
 
     /// Runs the blocking `f` on this thread through every policy.
@@ -482,4 +413,159 @@ impl Pipeline {
 fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
     let attempt = retry.map_or(0, RetryState::attempt);
     tracing::debug!(target: "resilience::retry", name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+}
+
+type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError>> + Send + 'a>>;
+
+pin_project! {
+    /// The future of [`Pipeline::call`] and [`Pipeline::call_with`].
+    ///
+    /// A state machine written by hand rather than an `async fn`: a call that succeeds
+    /// at once goes through one short poll, and waiting for a bulkhead slot (the only
+    /// part that allocates) is off that path. Dropping it at any point releases every
+    /// permit it holds. It is `Send` whenever the body's future and `F` are.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct PipelineCall<'a, E, F, Fut> {
+        pipeline: &'a Pipeline,
+        policy: ErrorPolicy<E>,
+        f: F,
+        // Boxed: only a call that failed once needs it.
+        retry: Option<Box<RetryState<'a>>>,
+        #[pin]
+        state: State<'a, Fut>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateReplace]
+    enum State<'a, Fut> {
+        /// About to start an attempt.
+        Start,
+        /// Admitted by the breaker and rate limiter, waiting for a bulkhead slot.
+        Waiting { wait: SlotWait<'a>, permit: Option<CallPermit<'a>> },
+        /// The body runs.
+        Running {
+            #[pin]
+            body: Limited<Fut>,
+            permit: Option<CallPermit<'a>>,
+            slot: Option<Slot<'a>>,
+        },
+        /// Between attempts.
+        Backoff { #[pin] sleep: Sleep },
+        Done,
+    }
+}
+
+impl<E, F, Fut> fmt::Debug for PipelineCall<'_, E, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineCall").field("pipeline", &self.pipeline.name).finish_non_exhaustive()
+    }
+}
+
+impl<T, E, F, Fut> Future for PipelineCall<'_, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let pipeline: &Pipeline = this.pipeline;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Start => {
+                    let permit = match pipeline.admit() {
+                        Ok(permit) => permit,
+                        Err(rejected) => return this.state.finish(Err(E::from(rejected))),
+                    };
+                    let slot = match &pipeline.bulkhead {
+                        None => None,
+                        Some(b) => match b.try_slot() {
+                            Ok(slot) => Some(slot),
+                            Err(rejected) if !b.waits() => return this.state.finish(Err(E::from(rejected))),
+                            Err(_) => {
+                                this.state.set(State::Waiting { wait: Box::pin(b.slot()), permit });
+                                continue;
+                            }
+                        },
+                    };
+                    let body = Limited::new((this.f)(), pipeline.timeout);
+                    this.state.set(State::Running { body, permit, slot });
+                }
+                StateProj::Waiting { wait, .. } => {
+                    let waited = ready!(wait.as_mut().poll(cx));
+                    let StateReplace::Waiting { permit, .. } = this.state.as_mut().project_replace(State::Done) else {
+                        unreachable!("the state was Waiting")
+                    };
+                    match waited {
+                        Ok(slot) => {
+                            let body = Limited::new((this.f)(), pipeline.timeout);
+                            this.state.set(State::Running { body, permit, slot: Some(slot) });
+                        }
+                        Err(rejected) => return this.state.finish(Err(E::from(rejected))),
+                    }
+                }
+                StateProj::Running { body, permit, slot } => {
+                    let outcome = ready!(body.poll(cx));
+                    drop(slot.take());
+                    let permit = permit.take();
+                    let error = match outcome {
+                        Ok(Ok(value)) => {
+                            if let Some(p) = permit {
+                                p.success();
+                            }
+                            return this.state.finish(Ok(value));
+                        }
+                        Ok(Err(error)) => {
+                            if let Some(p) = permit {
+                                if (this.policy.record_if)(&error) {
+                                    p.failure();
+                                } else {
+                                    p.ignore();
+                                }
+                            }
+                            if !(this.policy.retry_if)(&error) {
+                                return this.state.finish(Err(error));
+                            }
+                            error
+                        }
+                        Err(Elapsed) => {
+                            if let Some(p) = permit {
+                                p.failure();
+                            }
+                            E::from(pipeline.timeout_error(pipeline.timeout.unwrap_or_default()))
+                        }
+                    };
+                    let delay = match &pipeline.retry {
+                        Some(config) => {
+                            this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay()
+                        }
+                        None => None,
+                    };
+                    match delay {
+                        Some(delay) => {
+                            retry_event(&pipeline.name, this.retry.as_deref(), delay);
+                            this.state.set(State::Backoff { sleep: tokio::time::sleep(delay) });
+                        }
+                        None => return this.state.finish(Err(error)),
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Start);
+                }
+                StateProj::Done => panic!("`PipelineCall` polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<'a, Fut> State<'a, Fut> {
+    fn finish<O>(mut self: Pin<&mut Self>, out: O) -> Poll<O> {
+        self.set(State::Done);
+        Poll::Ready(out)
+    }
 }

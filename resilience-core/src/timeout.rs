@@ -10,6 +10,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::clock::duration_nanos;
 use crate::error::{ConfigError, ResilienceError};
 use crate::offload;
 
@@ -21,7 +22,9 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
-        limit: Duration,
+        // Nanoseconds, 0 for no limit: a whole word, so that moving this future never
+        // reads a half-written one.
+        limit_nanos: u64,
     }
 }
 
@@ -31,8 +34,12 @@ pub(crate) struct Elapsed;
 
 impl<F> Limited<F> {
     #[inline]
-    pub(crate) fn new(inner: F, limit: Duration) -> Self {
-        Self { inner, sleep: None, limit }
+    pub(crate) fn new(inner: F, limit: Option<Duration>) -> Self {
+        Self { inner, sleep: None, limit_nanos: limit.map_or(0, |l| duration_nanos(l).max(1)) }
+    }
+
+    fn limit(&self) -> Duration {
+        Duration::from_nanos(self.limit_nanos)
     }
 }
 
@@ -44,9 +51,12 @@ impl<F: Future> Future for Limited<F> {
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(Ok(out));
         }
+        if *this.limit_nanos == 0 {
+            return Poll::Pending;
+        }
         if this.sleep.is_none() {
             // The first poll is the attempt's start, to within this one poll.
-            this.sleep.set(Some(tokio::time::sleep(*this.limit)));
+            this.sleep.set(Some(tokio::time::sleep(Duration::from_nanos(*this.limit_nanos))));
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => {
@@ -73,7 +83,7 @@ impl<F: Future> Future for TimeoutFuture<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let limit = this.inner.limit;
+        let limit = this.inner.limit();
         match ready!(this.inner.poll(cx)) {
             Ok(out) => Poll::Ready(Ok(out)),
             Err(Elapsed) => Poll::Ready(Err(ResilienceError::timeout(this.name, limit))),
@@ -110,7 +120,7 @@ impl Timeout {
     /// Runs `fut`, failing with [`ResilienceError::Timeout`] if it outlives the limit.
     #[inline]
     pub fn call<F: Future>(&self, fut: F) -> TimeoutFuture<F> {
-        TimeoutFuture { inner: Limited::new(fut, self.limit), name: Arc::clone(&self.name) }
+        TimeoutFuture { inner: Limited::new(fut, Some(self.limit)), name: Arc::clone(&self.name) }
     }
 
     /// Runs `f` on a helper thread and waits at most the limit for it. On time-out the

@@ -94,7 +94,7 @@ async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing
     for i in 0..TASKS {
         let mut seed = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (yields, polls, panics, fails) =
-            (draw(&mut seed, 6), draw(&mut seed, 10) as u32, draw(&mut seed, 100) == 0, draw(&mut seed, 4) == 0);
+            (draw(&mut seed, 6), draw(&mut seed, 10) as u32, draw(&mut seed, 40) == 0, draw(&mut seed, 4) == 0);
         let (pipeline, in_body) = (pipeline.clone(), Arc::clone(&in_body));
         tasks.spawn(async move {
             let call = pipeline.call(|| {

@@ -11,7 +11,7 @@ mod thread_pool;
 pub use semaphore::{BulkheadPermit, OwnedBulkheadPermit, SemaphoreBulkhead, SemaphoreBulkheadConfig};
 pub use thread_pool::{ThreadPoolBulkhead, ThreadPoolBulkheadConfig};
 
-use thread_pool::InlineSlot;
+use permits::Permits;
 
 use crate::error::ResilienceError;
 
@@ -24,10 +24,15 @@ pub enum Bulkhead {
     ThreadPool(ThreadPoolBulkhead),
 }
 
-/// A slot held for the duration of one attempt that runs on the caller's task or thread.
-pub(crate) enum Slot<'a> {
-    Semaphore(#[allow(dead_code)] BulkheadPermit<'a>),
-    Inline(#[allow(dead_code)] InlineSlot<'a>),
+/// A slot held for the duration of one attempt that runs on the caller's task or
+/// thread, returned on drop. One word, whichever bulkhead it came from.
+pub(crate) struct Slot<'a>(&'a Permits);
+
+impl Drop for Slot<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 impl Bulkhead {
@@ -47,6 +52,14 @@ impl Bulkhead {
         }
     }
 
+    #[cold]
+    fn full(&self) -> ResilienceError {
+        match self {
+            Self::Semaphore(b) => b.full(),
+            Self::ThreadPool(b) => b.inline_full(),
+        }
+    }
+
     /// Whether a call may wait for a slot (a semaphore bulkhead with a `max_wait`).
     #[inline]
     pub(crate) fn waits(&self) -> bool {
@@ -56,16 +69,22 @@ impl Bulkhead {
     /// A slot without waiting, if one is free.
     #[inline]
     pub(crate) fn try_slot(&self) -> Result<Slot<'_>, ResilienceError> {
-        match self {
-            Self::Semaphore(b) => b.try_acquire().map(Slot::Semaphore),
-            Self::ThreadPool(b) => b.try_acquire_inline().map(Slot::Inline).ok_or_else(|| b.inline_full()),
+        let permits = match self {
+            Self::Semaphore(b) => b.permits(),
+            Self::ThreadPool(b) => b.inline_permits(),
+        };
+        if permits.try_acquire() {
+            Ok(Slot(permits))
+        } else {
+            Err(self.full())
         }
     }
 
     /// A slot, waiting up to a semaphore bulkhead's `max_wait`.
     pub(crate) async fn slot(&self) -> Result<Slot<'_>, ResilienceError> {
         match self {
-            Self::Semaphore(b) => b.acquire().await.map(Slot::Semaphore),
+            Self::Semaphore(b) if b.permits().acquire(b.max_wait()).await => Ok(Slot(b.permits())),
+            Self::Semaphore(_) => Err(self.full()),
             Self::ThreadPool(_) => self.try_slot(),
         }
     }
@@ -73,7 +92,8 @@ impl Bulkhead {
     /// A slot, blocking up to a semaphore bulkhead's `max_wait`.
     pub(crate) fn slot_blocking(&self) -> Result<Slot<'_>, ResilienceError> {
         match self {
-            Self::Semaphore(b) => b.acquire_blocking().map(Slot::Semaphore),
+            Self::Semaphore(b) if b.permits().acquire_blocking(b.max_wait()) => Ok(Slot(b.permits())),
+            Self::Semaphore(_) => Err(self.full()),
             Self::ThreadPool(_) => self.try_slot(),
         }
     }

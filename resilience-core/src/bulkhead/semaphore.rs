@@ -106,7 +106,13 @@ impl SemaphoreBulkhead {
         self.inner.permits.set_limit(max_concurrent.get());
     }
 
-    fn full(&self) -> ResilienceError {
+    #[inline]
+    pub(crate) fn permits(&self) -> &Permits {
+        &self.inner.permits
+    }
+
+    #[cold]
+    pub(crate) fn full(&self) -> ResilienceError {
         ResilienceError::bulkhead_full(&self.inner.name, self.max_concurrent())
     }
 

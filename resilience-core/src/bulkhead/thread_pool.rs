@@ -261,22 +261,15 @@ impl ThreadPoolBulkhead {
         }
     }
 
-    /// Takes one of the `max_concurrent` slots for a call that runs on the caller's own
-    /// task or thread (an async body), without touching the workers.
-    pub(crate) fn try_acquire_inline(&self) -> Option<InlineSlot<'_>> {
-        self.inner.inline.try_acquire().then(|| InlineSlot(&self.inner.inline))
+    /// The `max_concurrent` slots for calls that run on the caller's own task or
+    /// thread (async bodies), apart from the workers.
+    #[inline]
+    pub(crate) fn inline_permits(&self) -> &Permits {
+        &self.inner.inline
     }
 
+    #[cold]
     pub(crate) fn inline_full(&self) -> ResilienceError {
         self.full()
-    }
-}
-
-/// A slot taken by [`ThreadPoolBulkhead::try_acquire_inline`], returned on drop.
-pub(crate) struct InlineSlot<'a>(&'a Permits);
-
-impl Drop for InlineSlot<'_> {
-    fn drop(&mut self) {
-        self.0.release();
     }
 }

@@ -37,8 +37,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::clock::{duration_nanos, Epoch};
 use crate::error::{ConfigError, ResilienceError};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering::*};
@@ -279,7 +277,18 @@ impl CircuitBreaker {
 impl Inner {
     #[inline]
     fn closed_permit(&self, word: u64) -> CallPermit<'_> {
-        CallPermit::new(self, Kind::Closed(word), self.times_calls.then(Instant::now))
+        CallPermit { breaker: self, word, start: self.start_stamp() }
+    }
+
+    /// The start of a timed call (nanoseconds since the epoch, plus one), or 0 when
+    /// slowness is not tracked.
+    #[inline]
+    fn start_stamp(&self) -> u64 {
+        if self.times_calls {
+            self.now_nanos() + 1
+        } else {
+            0
+        }
     }
 
     fn now_nanos(&self) -> u64 {
@@ -291,7 +300,7 @@ impl Inner {
         loop {
             match state_of(word) {
                 CircuitState::Closed => return Ok(self.closed_permit(word)),
-                CircuitState::Disabled => return Ok(CallPermit::new(self, Kind::Unrecorded, None)),
+                CircuitState::Disabled => return Ok(CallPermit { breaker: self, word: UNRECORDED, start: 0 }),
                 CircuitState::ForcedOpen => return Err(ResilienceError::circuit_open(&self.name, None)),
                 CircuitState::Open => {
                     let elapsed = self.now_nanos().saturating_sub(self.opened_at.load(Acquire));
@@ -308,10 +317,7 @@ impl Inner {
                             return Err(ResilienceError::circuit_open(&self.name, None));
                         }
                         match self.half_open.compare_exchange_weak(trials, trials + ISSUED_ONE, AcqRel, Acquire) {
-                            Ok(_) => {
-                                let start = self.times_calls.then(Instant::now);
-                                return Ok(CallPermit::new(self, Kind::Trial(word), start));
-                            }
+                            Ok(_) => return Ok(CallPermit { breaker: self, word, start: self.start_stamp() }),
                             Err(actual) => trials = actual,
                         }
                     }
@@ -321,8 +327,8 @@ impl Inner {
         }
     }
 
-    fn is_slow(&self, start: Option<Instant>) -> bool {
-        start.is_some_and(|s| duration_nanos(s.elapsed()) >= self.slow_nanos)
+    fn is_slow(&self, start: u64) -> bool {
+        start != 0 && self.now_nanos().saturating_sub(start - 1) >= self.slow_nanos
     }
 
     fn record_closed(&self, word: u64, failed: bool, slow: bool) {
@@ -443,15 +449,9 @@ fn emit(t: &StateTransition) {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    /// Taken while closed, in the period of this state word.
-    Closed(u64),
-    /// A half-open trial in the period of this state word.
-    Trial(u64),
-    /// Disabled breaker: nothing to record.
-    Unrecorded,
-}
+/// The `word` of a permit that has nothing (more) to record: finished, or taken from a
+/// disabled breaker. Its tag bits decode as no state a permit is taken in.
+const UNRECORDED: u64 = u64::MAX;
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`].
 ///
@@ -461,10 +461,13 @@ enum Kind {
 /// while the thread panics.
 #[must_use = "a permit records nothing unless told the outcome"]
 pub struct CallPermit<'a> {
+    // Whole words only: permits are built and moved on the hot path, and mixed-size
+    // fields there cost store-forwarding stalls.
     breaker: &'a Inner,
-    kind: Kind,
-    start: Option<Instant>,
-    done: bool,
+    /// The state word the permit was taken in, or `UNRECORDED`.
+    word: u64,
+    /// See `Inner::start_stamp`.
+    start: u64,
 }
 
 impl fmt::Debug for CallPermit<'_> {
@@ -473,20 +476,17 @@ impl fmt::Debug for CallPermit<'_> {
     }
 }
 
-impl<'a> CallPermit<'a> {
-    #[inline]
-    fn new(breaker: &'a Inner, kind: Kind, start: Option<Instant>) -> Self {
-        Self { breaker, kind, start, done: false }
-    }
-
+impl CallPermit<'_> {
     /// The call succeeded (it still counts as slow if it took `slow_call_duration`).
     #[inline]
     pub fn success(mut self) {
-        self.done = true;
         // The hot path: a fast success into a window of fast successes changes nothing.
-        if let (Kind::Closed(_), None, Window::Count(w)) = (self.kind, self.start, &self.breaker.window) {
-            if w.is_quiet() {
-                return;
+        if self.start == 0 && is_closed(self.word) {
+            if let Window::Count(w) = &self.breaker.window {
+                if w.is_quiet() {
+                    self.word = UNRECORDED;
+                    return;
+                }
             }
         }
         self.finish(Some(false));
@@ -494,13 +494,11 @@ impl<'a> CallPermit<'a> {
 
     /// The call failed.
     pub fn failure(mut self) {
-        self.done = true;
         self.finish(Some(true));
     }
 
     /// The call's outcome says nothing about the dependency.
     pub fn ignore(mut self) {
-        self.done = true;
         self.finish(None);
     }
 
@@ -515,20 +513,22 @@ impl<'a> CallPermit<'a> {
     }
 
     #[inline(never)]
-    fn finish(&self, failed: Option<bool>) {
-        match self.kind {
-            Kind::Closed(word) => {
+    fn finish(&mut self, failed: Option<bool>) {
+        let word = std::mem::replace(&mut self.word, UNRECORDED);
+        let breaker = self.breaker;
+        match state_of(word) {
+            _ if word == UNRECORDED => {}
+            CircuitState::Closed => {
                 if let Some(failed) = failed {
-                    let slow = self.breaker.is_slow(self.start);
-                    self.breaker.record_closed(word, failed, slow);
+                    breaker.record_closed(word, failed, breaker.is_slow(self.start));
                 }
             }
-            Kind::Trial(word) => {
+            CircuitState::HalfOpen => {
                 // A slow trial is not a success: the dependency is not healthy yet.
-                let failed = failed.map(|f| f || self.breaker.is_slow(self.start));
-                self.breaker.record_trial(word, failed);
+                let failed = failed.map(|f| f || breaker.is_slow(self.start));
+                breaker.record_trial(word, failed);
             }
-            Kind::Unrecorded => {}
+            _ => {}
         }
     }
 }
@@ -536,8 +536,7 @@ impl<'a> CallPermit<'a> {
 impl Drop for CallPermit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.done = true;
+        if self.word != UNRECORDED {
             let failed = std::thread::panicking().then_some(true);
             self.finish(failed);
         }
