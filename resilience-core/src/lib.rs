@@ -33,7 +33,7 @@ pub use bulkhead::{
     ThreadPoolBulkheadConfig,
 };
 pub use circuit_breaker::{
-    CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
+    BreakerCall, CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
     StateTransition, TransitionReason,
 };
 pub use error::{ConfigError, ResilienceError};

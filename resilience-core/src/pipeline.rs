@@ -66,6 +66,8 @@ impl<E> Copy for ErrorPolicy<E> {}
 pub struct Pipeline {
     name: Arc<str>,
     timeout: Option<Duration>,
+    /// `timeout` as the attempt's timer takes it.
+    timeout_nanos: u64,
     retry: Option<RetryConfig>,
     breaker: Option<CircuitBreaker>,
     rate_limiter: Option<RateLimiter>,
@@ -181,7 +183,15 @@ impl PipelineBuilder {
             }
         };
         let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
-        Ok(Pipeline { name, timeout: self.timeout, retry, breaker, rate_limiter, bulkhead })
+        Ok(Pipeline {
+            name,
+            timeout: self.timeout,
+            timeout_nanos: timeout::limit_nanos(self.timeout),
+            retry,
+            breaker,
+            rate_limiter,
+            bulkhead,
+        })
     }
 }
 
@@ -492,7 +502,7 @@ where
                             }
                         },
                     };
-                    let body = Limited::new((this.f)(), pipeline.timeout);
+                    let body = Limited::new((this.f)(), pipeline.timeout_nanos);
                     this.state.set(State::Running { body, permit, slot });
                 }
                 StateProj::Waiting { wait, .. } => {
@@ -502,7 +512,7 @@ where
                     };
                     match waited {
                         Ok(slot) => {
-                            let body = Limited::new((this.f)(), pipeline.timeout);
+                            let body = Limited::new((this.f)(), pipeline.timeout_nanos);
                             this.state.set(State::Running { body, permit, slot: Some(slot) });
                         }
                         Err(rejected) => return this.state.finish(Err(E::from(rejected))),

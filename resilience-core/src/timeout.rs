@@ -33,9 +33,10 @@ pin_project! {
 pub(crate) struct Elapsed;
 
 impl<F> Limited<F> {
+    /// `limit_nanos` is the limit in nanoseconds, 0 for none (see [`limit_nanos`]).
     #[inline]
-    pub(crate) fn new(inner: F, limit: Option<Duration>) -> Self {
-        Self { inner, sleep: None, limit_nanos: limit.map_or(0, |l| duration_nanos(l).max(1)) }
+    pub(crate) fn new(inner: F, limit_nanos: u64) -> Self {
+        Self { inner, sleep: None, limit_nanos }
     }
 
     fn limit(&self) -> Duration {
@@ -120,7 +121,7 @@ impl Timeout {
     /// Runs `fut`, failing with [`ResilienceError::Timeout`] if it outlives the limit.
     #[inline]
     pub fn call<F: Future>(&self, fut: F) -> TimeoutFuture<F> {
-        TimeoutFuture { inner: Limited::new(fut, Some(self.limit)), name: Arc::clone(&self.name) }
+        TimeoutFuture { inner: Limited::new(fut, limit_nanos(Some(self.limit))), name: Arc::clone(&self.name) }
     }
 
     /// Runs `f` on a helper thread and waits at most the limit for it. On time-out the
@@ -145,6 +146,11 @@ impl Timeout {
             Ok(out)
         }
     }
+}
+
+/// A limit as [`Limited`] takes it: nanoseconds, at least 1, or 0 for no limit.
+pub(crate) fn limit_nanos(limit: Option<Duration>) -> u64 {
+    limit.map_or(0, |l| duration_nanos(l).max(1))
 }
 
 pub(crate) fn validate(limit: Duration) -> Result<(), ConfigError> {

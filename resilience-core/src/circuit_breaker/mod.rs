@@ -204,13 +204,7 @@ impl CircuitBreaker {
     /// the thread is panicking.
     #[inline]
     pub fn try_acquire(&self) -> Result<CallPermit<'_>, ResilienceError> {
-        let inner = &*self.inner;
-        let word = inner.state.load(Acquire);
-        if is_closed(word) {
-            Ok(inner.closed_permit(word))
-        } else {
-            inner.acquire_slow(word)
-        }
+        CircuitBreakerRef(&self.inner).try_acquire()
     }
 
     /// Opens the breaker until [`reset`](Self::reset).
@@ -229,27 +223,28 @@ impl CircuitBreaker {
     }
 
     /// Runs `f` if the breaker permits, recording every error as a failure.
-    pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, E>
+    pub fn call<T, E, F, Fut>(&self, f: F) -> BreakerCall<'_, F, Fut, fn(&E) -> bool>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        self.call_with(|_: &E| true, f).await
+        fn always<E>(_: &E) -> bool {
+            true
+        }
+        self.call_with(always::<E>, f)
     }
 
     /// Runs `f` if the breaker permits; an error counts as a failure when `record_if`
     /// says so, and is otherwise ignored (neither success nor failure).
-    pub async fn call_with<T, E, F, Fut>(&self, record_if: impl Fn(&E) -> bool, f: F) -> Result<T, E>
+    pub fn call_with<T, E, F, Fut, R>(&self, record_if: R, f: F) -> BreakerCall<'_, F, Fut, R>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
+        R: Fn(&E) -> bool,
     {
-        let permit = self.try_acquire()?;
-        let result = f().await;
-        permit.record_result(&result, record_if);
-        result
+        BreakerCall { breaker: &self.inner, f: Some(f), record_if, permit: None, body: None }
     }
 
     /// The blocking form of [`call`](Self::call).
@@ -614,5 +609,69 @@ mod loom_tests {
             failing.join().unwrap();
             assert_ne!(b.state(), CircuitState::Closed);
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`CircuitBreaker::call`] and [`CircuitBreaker::call_with`]: asks the
+    /// breaker on its first poll, then runs the body and records its outcome.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct BreakerCall<'a, F, Fut, R> {
+        breaker: &'a Inner,
+        f: Option<F>,
+        record_if: R,
+        permit: Option<CallPermit<'a>>,
+        #[pin]
+        body: Option<Fut>,
+    }
+}
+
+impl<F, Fut, R> fmt::Debug for BreakerCall<'_, F, Fut, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerCall").field("breaker", &self.breaker.name).finish_non_exhaustive()
+    }
+}
+
+impl<T, E, F, Fut, R> Future for BreakerCall<'_, F, Fut, R>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+    R: Fn(&E) -> bool,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(f) = this.f.take() {
+            let breaker = CircuitBreakerRef(this.breaker);
+            match breaker.try_acquire() {
+                Ok(permit) => *this.permit = Some(permit),
+                Err(rejected) => return std::task::Poll::Ready(Err(E::from(rejected))),
+            }
+            this.body.set(Some(f()));
+        }
+        let Some(body) = this.body.as_mut().as_pin_mut() else { panic!("`BreakerCall` polled after it completed") };
+        let result = std::task::ready!(body.poll(cx));
+        this.body.set(None);
+        if let Some(permit) = this.permit.take() {
+            permit.record_result(&result, &*this.record_if);
+        }
+        std::task::Poll::Ready(result)
+    }
+}
+
+/// `try_acquire` on the shared state, for futures that hold `&Inner`.
+struct CircuitBreakerRef<'a>(&'a Inner);
+
+impl<'a> CircuitBreakerRef<'a> {
+    #[inline]
+    fn try_acquire(self) -> Result<CallPermit<'a>, ResilienceError> {
+        let word = self.0.state.load(Acquire);
+        if is_closed(word) {
+            Ok(self.0.closed_permit(word))
+        } else {
+            self.0.acquire_slow(word)
+        }
     }
 }
