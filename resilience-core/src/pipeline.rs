@@ -284,7 +284,18 @@ impl Pipeline {
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        PipelineCall { pipeline: self, policy: *policy, f, retry: None, state: State::Start }
+        PipelineCall {
+            pipeline: self,
+            policy: *policy,
+            f,
+            done: false,
+            permit: None,
+            slot: None,
+            body: None,
+            wait: None,
+            backoff: None,
+            retry: None,
+        }
     }
 
     /// Runs the blocking `f` on this thread through every policy.
@@ -430,40 +441,25 @@ type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError
 pin_project! {
     /// The future of [`Pipeline::call`] and [`Pipeline::call_with`].
     ///
-    /// A state machine written by hand rather than an `async fn`: a call that succeeds
-    /// at once goes through one short poll, and waiting for a bulkhead slot (the only
-    /// part that allocates) is off that path. Dropping it at any point releases every
-    /// permit it holds. It is `Send` whenever the body's future and `F` are.
+    /// A state machine written by hand rather than an `async fn`, with one optional
+    /// field per phase instead of an enum of states, so that a call that succeeds at
+    /// once is one short poll with no state moved around. Waiting for a bulkhead slot and
+    /// sleeping between retries are boxed: they are off that path and the only parts
+    /// that allocate. Dropping it at any point releases every permit it holds. It is
+    /// `Send` whenever the body's future and `F` are.
     #[must_use = "futures do nothing unless polled"]
     pub struct PipelineCall<'a, E, F, Fut> {
         pipeline: &'a Pipeline,
         policy: ErrorPolicy<E>,
         f: F,
-        // Boxed: only a call that failed once needs it.
-        retry: Option<Box<RetryState<'a>>>,
+        done: bool,
+        permit: Option<CallPermit<'a>>,
+        slot: Option<Slot<'a>>,
         #[pin]
-        state: State<'a, Fut>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    #[project_replace = StateReplace]
-    enum State<'a, Fut> {
-        /// About to start an attempt.
-        Start,
-        /// Admitted by the breaker and rate limiter, waiting for a bulkhead slot.
-        Waiting { wait: SlotWait<'a>, permit: Option<CallPermit<'a>> },
-        /// The body runs.
-        Running {
-            #[pin]
-            body: Limited<Fut>,
-            permit: Option<CallPermit<'a>>,
-            slot: Option<Slot<'a>>,
-        },
-        /// Between attempts.
-        Backoff { #[pin] sleep: Sleep },
-        Done,
+        body: Option<Limited<Fut>>,
+        wait: Option<SlotWait<'a>>,
+        backoff: Option<Pin<Box<Sleep>>>,
+        retry: Option<Box<RetryState<'a>>>,
     }
 }
 
@@ -484,98 +480,122 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let pipeline: &Pipeline = this.pipeline;
+        if *this.done {
+            panic!("`PipelineCall` polled after it completed");
+        }
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Start => {
+            let (outcome, permit) = if let Some(body) = this.body.as_mut().as_pin_mut() {
+                // A body that was pending before.
+                let outcome = ready!(body.poll(cx));
+                this.body.set(None);
+                *this.slot = None;
+                (outcome, this.permit.take())
+            } else {
+                if let Some(sleep) = this.backoff.as_mut() {
+                    ready!(sleep.as_mut().poll(cx));
+                    *this.backoff = None;
+                }
+                let (permit, slot) = if let Some(wait) = this.wait.as_mut() {
+                    let waited = ready!(wait.as_mut().poll(cx));
+                    *this.wait = None;
+                    match waited {
+                        Ok(slot) => (this.permit.take(), Some(slot)),
+                        Err(rejected) => {
+                            *this.permit = None;
+                            *this.done = true;
+                            return Poll::Ready(Err(E::from(rejected)));
+                        }
+                    }
+                } else {
+                    // A new attempt: breaker and rate limiter, then a bulkhead slot.
                     let permit = match pipeline.admit() {
                         Ok(permit) => permit,
-                        Err(rejected) => return this.state.finish(Err(E::from(rejected))),
+                        Err(rejected) => {
+                            *this.done = true;
+                            return Poll::Ready(Err(E::from(rejected)));
+                        }
                     };
                     let slot = match &pipeline.bulkhead {
                         None => None,
                         Some(b) => match b.try_slot() {
                             Ok(slot) => Some(slot),
-                            Err(rejected) if !b.waits() => return this.state.finish(Err(E::from(rejected))),
+                            Err(rejected) if !b.waits() => {
+                                *this.done = true;
+                                return Poll::Ready(Err(E::from(rejected)));
+                            }
                             Err(_) => {
-                                this.state.set(State::Waiting { wait: Box::pin(b.slot()), permit });
+                                *this.permit = permit;
+                                *this.wait = Some(Box::pin(b.slot()));
                                 continue;
                             }
                         },
                     };
-                    let body = Limited::new((this.f)(), pipeline.timeout_nanos);
-                    this.state.set(State::Running { body, permit, slot });
-                }
-                StateProj::Waiting { wait, .. } => {
-                    let waited = ready!(wait.as_mut().poll(cx));
-                    let StateReplace::Waiting { permit, .. } = this.state.as_mut().project_replace(State::Done) else {
-                        unreachable!("the state was Waiting")
-                    };
-                    match waited {
-                        Ok(slot) => {
-                            let body = Limited::new((this.f)(), pipeline.timeout_nanos);
-                            this.state.set(State::Running { body, permit, slot: Some(slot) });
-                        }
-                        Err(rejected) => return this.state.finish(Err(E::from(rejected))),
+                    (permit, slot)
+                };
+                this.body.set(Some(Limited::new((this.f)(), pipeline.timeout_nanos)));
+                // Poll the new body at once, keeping permit and slot in locals: a body
+                // that is ready never stores them in the future (and a panic in it still
+                // drops them, which records the failure and frees the slot).
+                let polled = match this.body.as_mut().as_pin_mut() {
+                    Some(body) => body.poll(cx),
+                    None => Poll::Pending,
+                };
+                match polled {
+                    Poll::Ready(outcome) => {
+                        this.body.set(None);
+                        drop(slot);
+                        (outcome, permit)
+                    }
+                    Poll::Pending => {
+                        *this.permit = permit;
+                        *this.slot = slot;
+                        return Poll::Pending;
                     }
                 }
-                StateProj::Running { body, permit, slot } => {
-                    let outcome = ready!(body.poll(cx));
-                    drop(slot.take());
-                    let permit = permit.take();
-                    let error = match outcome {
-                        Ok(Ok(value)) => {
-                            if let Some(p) = permit {
-                                p.success();
-                            }
-                            return this.state.finish(Ok(value));
-                        }
-                        Ok(Err(error)) => {
-                            if let Some(p) = permit {
-                                if (this.policy.record_if)(&error) {
-                                    p.failure();
-                                } else {
-                                    p.ignore();
-                                }
-                            }
-                            if !(this.policy.retry_if)(&error) {
-                                return this.state.finish(Err(error));
-                            }
-                            error
-                        }
-                        Err(Elapsed) => {
-                            if let Some(p) = permit {
-                                p.failure();
-                            }
-                            E::from(pipeline.timeout_error(pipeline.timeout.unwrap_or_default()))
-                        }
-                    };
-                    let delay = match &pipeline.retry {
-                        Some(config) => {
-                            this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay()
-                        }
-                        None => None,
-                    };
-                    match delay {
-                        Some(delay) => {
-                            retry_event(&pipeline.name, this.retry.as_deref(), delay);
-                            this.state.set(State::Backoff { sleep: tokio::time::sleep(delay) });
-                        }
-                        None => return this.state.finish(Err(error)),
+            };
+            let error = match outcome {
+                Ok(Ok(value)) => {
+                    if let Some(p) = permit {
+                        p.success();
                     }
+                    *this.done = true;
+                    return Poll::Ready(Ok(value));
                 }
-                StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Start);
+                Ok(Err(error)) => {
+                    if let Some(p) = permit {
+                        if (this.policy.record_if)(&error) {
+                            p.failure();
+                        } else {
+                            p.ignore();
+                        }
+                    }
+                    if !(this.policy.retry_if)(&error) {
+                        *this.done = true;
+                        return Poll::Ready(Err(error));
+                    }
+                    error
                 }
-                StateProj::Done => panic!("`PipelineCall` polled after it completed"),
+                Err(Elapsed) => {
+                    if let Some(p) = permit {
+                        p.failure();
+                    }
+                    E::from(pipeline.timeout_error(pipeline.timeout.unwrap_or_default()))
+                }
+            };
+            let delay = match &pipeline.retry {
+                Some(config) => this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay(),
+                None => None,
+            };
+            match delay {
+                Some(delay) => {
+                    retry_event(&pipeline.name, this.retry.as_deref(), delay);
+                    *this.backoff = Some(Box::pin(tokio::time::sleep(delay)));
+                }
+                None => {
+                    *this.done = true;
+                    return Poll::Ready(Err(error));
+                }
             }
         }
-    }
-}
-
-impl<'a, Fut> State<'a, Fut> {
-    fn finish<O>(mut self: Pin<&mut Self>, out: O) -> Poll<O> {
-        self.set(State::Done);
-        Poll::Ready(out)
     }
 }
