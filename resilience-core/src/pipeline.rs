@@ -453,11 +453,14 @@ pin_project! {
         policy: ErrorPolicy<E>,
         f: F,
         done: bool,
-        permit: Option<CallPermit<'a>>,
-        slot: Option<Slot<'a>>,
+        // Fields drop in this order: the body (and whatever it holds) goes before the
+        // slot and permit it ran under, so a cancelled call never lets the next one in
+        // while its body still exists.
         #[pin]
         body: Option<Limited<Fut>>,
         wait: Option<SlotWait<'a>>,
+        permit: Option<CallPermit<'a>>,
+        slot: Option<Slot<'a>>,
         backoff: Option<Pin<Box<Sleep>>>,
         retry: Option<Box<RetryState<'a>>>,
     }

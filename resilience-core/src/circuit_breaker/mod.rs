@@ -617,12 +617,13 @@ pin_project_lite::pin_project! {
     /// breaker on its first poll, then runs the body and records its outcome.
     #[must_use = "futures do nothing unless polled"]
     pub struct BreakerCall<'a, F, Fut, R> {
+        // The body drops before the permit it ran under.
+        #[pin]
+        body: Option<Fut>,
+        permit: Option<CallPermit<'a>>,
         breaker: &'a Inner,
         f: Option<F>,
         record_if: R,
-        permit: Option<CallPermit<'a>>,
-        #[pin]
-        body: Option<Fut>,
     }
 }
 
