@@ -190,3 +190,31 @@ fn a_panicking_blocking_body_releases_its_slot_and_counts_as_a_failure() {
     assert_eq!(bulkhead.available(), 1);
     assert_eq!(pipeline.circuit_breaker().unwrap().state(), CircuitState::Open);
 }
+
+/// Checks, when dropped, that the bulkhead slot its body ran under is still held.
+struct SlotStillHeld(resilience::SemaphoreBulkhead);
+
+impl Drop for SlotStillHeld {
+    fn drop(&mut self) {
+        assert_eq!(self.0.available(), 0, "the slot was freed before the body was dropped");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_body_is_dropped_before_its_slot_is_freed() {
+    let pipeline = Pipeline::builder("order")
+        .bulkhead(SemaphoreBulkheadConfig { max_concurrent: nzu(1), max_wait: Duration::ZERO })
+        .build()
+        .unwrap();
+    let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
+    let guard_bulkhead = bulkhead.clone();
+    let call = pipeline.call(move || {
+        let guard = SlotStillHeld(guard_bulkhead.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<Result<(), AppError>>().await
+        }
+    });
+    assert!(cancel_after(0, call).await.is_none());
+    assert_eq!(bulkhead.available(), 1);
+}
