@@ -34,5 +34,5 @@ impl Epoch {
 /// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
 #[inline]
 pub(crate) fn duration_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
 }
