@@ -19,11 +19,16 @@
 pub mod bulkhead;
 pub mod circuit_breaker;
 mod clock;
+pub mod config;
 mod error;
 mod fallback;
+mod leak;
+mod manager;
 mod offload;
 mod pipeline;
+mod preset;
 pub mod rate_limit;
+pub mod registry;
 pub mod retry;
 mod sync;
 mod timeout;
@@ -36,9 +41,20 @@ pub use circuit_breaker::{
     BreakerCall, CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
     StateTransition, TransitionReason,
 };
+pub use config::{
+    BreakerOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ConfigOverrides, RateLimitOverrides,
+    ResilienceConfig, RetryOverrides,
+};
 pub use error::{ConfigError, ResilienceError};
 pub use fallback::Fallback;
+pub use manager::{
+    manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
+    ResilienceManager,
+};
+pub use pipeline::PipelineCall;
 pub use pipeline::{ErrorPolicy, Pipeline, PipelineBuilder};
+pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
+pub use registry::{registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry};
 pub use retry::{Backoff, Jitter, Retry, RetryConfig};
 pub use timeout::{Timeout, TimeoutFuture};

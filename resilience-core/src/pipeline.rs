@@ -195,6 +195,61 @@ impl PipelineBuilder {
     }
 }
 
+impl Pipeline {
+    /// Builds the pipeline `config` describes for `name`, reusing the policy instances
+    /// of `previous` where they can be reconfigured in place: a semaphore bulkhead keeps
+    /// its permits in use (only its limit and wait change), and a breaker, rate limiter
+    /// or thread pool whose configuration did not change is kept as it is.
+    pub(crate) fn from_config(
+        name: &Arc<str>,
+        config: &crate::config::ResilienceConfig,
+        previous: Option<&Pipeline>,
+    ) -> Result<Pipeline, ConfigError> {
+        use crate::config::BulkheadKind;
+        config.validate()?;
+        let mut builder = Pipeline::builder(Arc::clone(name));
+        if let Some(limit) = config.timeout {
+            builder = builder.timeout(limit);
+        }
+        builder = builder.retry(config.retry);
+        if config.circuit_breaker.enabled {
+            builder = match previous.and_then(|p| p.breaker.as_ref()) {
+                Some(b) if *b.config() == config.circuit_breaker => builder.with_circuit_breaker(b.clone()),
+                _ => builder.circuit_breaker(config.circuit_breaker),
+            };
+        }
+        if let Some(limit) = config.rate_limit {
+            builder = match previous.and_then(|p| p.rate_limiter.as_ref()) {
+                Some(r) if r.config() == &limit => builder.with_rate_limiter(r.clone()),
+                _ => builder.rate_limit(limit),
+            };
+        }
+        let settings = &config.bulkhead;
+        if settings.enabled {
+            let reused = match (settings.kind, previous.and_then(|p| p.bulkhead.as_ref())) {
+                (BulkheadKind::Semaphore, Some(Bulkhead::Semaphore(b))) => {
+                    b.set_max_concurrent(settings.max_concurrent);
+                    b.set_max_wait(settings.max_wait);
+                    Some(Bulkhead::Semaphore(b.clone()))
+                }
+                (BulkheadKind::ThreadPool, Some(Bulkhead::ThreadPool(p)))
+                    if p.max_concurrent() == settings.max_concurrent.get()
+                        && p.queue_capacity() == settings.queue_capacity =>
+                {
+                    Some(Bulkhead::ThreadPool(p.clone()))
+                }
+                _ => None,
+            };
+            builder = match (reused, settings.kind) {
+                (Some(b), _) => builder.with_bulkhead(b),
+                (None, BulkheadKind::Semaphore) => builder.bulkhead(settings.semaphore()),
+                (None, BulkheadKind::ThreadPool) => builder.thread_pool(settings.thread_pool()),
+            };
+        }
+        builder.build()
+    }
+}
+
 /// How one attempt ended.
 enum Attempt<T, E> {
     /// The body ran to completion.
@@ -211,6 +266,19 @@ impl Pipeline {
         PipelineBuilder {
             name: name.into(),
             timeout: None,
+            retry: None,
+            breaker: None,
+            rate_limiter: None,
+            bulkhead: None,
+        }
+    }
+
+    /// A pipeline with no policy at all.
+    pub(crate) fn empty(name: Arc<str>) -> Self {
+        Pipeline {
+            name,
+            timeout: None,
+            timeout_nanos: 0,
             retry: None,
             breaker: None,
             rate_limiter: None,
@@ -284,10 +352,29 @@ impl Pipeline {
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
+        self.call_configured(policy, f, self.timeout_nanos, self.retry.as_ref())
+    }
+
+    /// A call with its own timeout (nanoseconds, 0 for none) and retry configuration
+    /// but this pipeline's shared breaker, rate limiter and bulkhead.
+    pub(crate) fn call_configured<'a, T, E, F, Fut>(
+        &'a self,
+        policy: &ErrorPolicy<E>,
+        f: F,
+        timeout_nanos: u64,
+        retry_config: Option<&'a RetryConfig>,
+    ) -> PipelineCall<'a, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
         PipelineCall {
             pipeline: self,
             policy: *policy,
             f,
+            timeout_nanos,
+            retry_config,
             done: false,
             permit: None,
             slot: None,
@@ -452,6 +539,9 @@ pin_project! {
         pipeline: &'a Pipeline,
         policy: ErrorPolicy<E>,
         f: F,
+        // Per call, so that call-site keys can differ from the shared pipeline's.
+        timeout_nanos: u64,
+        retry_config: Option<&'a RetryConfig>,
         done: bool,
         // Fields drop in this order: the body (and whatever it holds) goes before the
         // slot and permit it ran under, so a cancelled call never lets the next one in
@@ -535,7 +625,7 @@ where
                     };
                     (permit, slot)
                 };
-                this.body.set(Some(Limited::new((this.f)(), pipeline.timeout_nanos)));
+                this.body.set(Some(Limited::new((this.f)(), *this.timeout_nanos)));
                 // Poll the new body at once, keeping permit and slot in locals: a body
                 // that is ready never stores them in the future (and a panic in it still
                 // drops them, which records the failure and frees the slot).
@@ -582,10 +672,10 @@ where
                     if let Some(p) = permit {
                         p.failure();
                     }
-                    E::from(pipeline.timeout_error(pipeline.timeout.unwrap_or_default()))
+                    E::from(pipeline.timeout_error(Duration::from_nanos(*this.timeout_nanos)))
                 }
             };
-            let delay = match &pipeline.retry {
+            let delay = match *this.retry_config {
                 Some(config) => this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay(),
                 None => None,
             };

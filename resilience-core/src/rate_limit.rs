@@ -103,6 +103,7 @@ pub struct RateLimiter {
 
 struct Single {
     name: Arc<str>,
+    config: RateLimiterConfig,
     gcra: Gcra,
     tat: AtomicU64,
     epoch: Epoch,
@@ -125,6 +126,7 @@ impl RateLimiter {
         Ok(Self {
             inner: Arc::new(Single {
                 name: name.into(),
+                config,
                 gcra: Gcra::new(&config),
                 tat: AtomicU64::new(0),
                 epoch: Epoch::now(),
@@ -135,6 +137,11 @@ impl RateLimiter {
     /// The limiter's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &RateLimiterConfig {
+        &self.inner.config
     }
 
     /// Admits one call now, or rejects it.

@@ -63,7 +63,7 @@ impl Bulkhead {
     /// Whether a call may wait for a slot (a semaphore bulkhead with a `max_wait`).
     #[inline]
     pub(crate) fn waits(&self) -> bool {
-        matches!(self, Self::Semaphore(b) if !b.max_wait().is_zero())
+        matches!(self, Self::Semaphore(b) if b.waits())
     }
 
     /// A slot without waiting, if one is free.

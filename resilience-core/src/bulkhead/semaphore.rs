@@ -6,7 +6,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use super::permits::{Permits, MAX_PERMITS};
+use crate::clock::duration_nanos;
 use crate::error::{ConfigError, ResilienceError};
 
 /// Limits of a [`SemaphoreBulkhead`].
@@ -51,7 +54,8 @@ pub struct SemaphoreBulkhead {
 
 struct Inner {
     name: Arc<str>,
-    max_wait: Duration,
+    /// Nanoseconds; changes in place on reconfiguration.
+    max_wait_nanos: AtomicU64,
     permits: Permits,
 }
 
@@ -61,7 +65,7 @@ impl fmt::Debug for SemaphoreBulkhead {
             .field("name", &self.inner.name)
             .field("max_concurrent", &self.max_concurrent())
             .field("available", &self.available())
-            .field("max_wait", &self.inner.max_wait)
+            .field("max_wait", &self.max_wait())
             .finish()
     }
 }
@@ -73,7 +77,7 @@ impl SemaphoreBulkhead {
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.into(),
-                max_wait: config.max_wait,
+                max_wait_nanos: AtomicU64::new(duration_nanos(config.max_wait)),
                 permits: Permits::new(config.max_concurrent.get()),
             }),
         })
@@ -97,7 +101,17 @@ impl SemaphoreBulkhead {
     /// How long a call waits for a slot.
     #[inline]
     pub fn max_wait(&self) -> Duration {
-        self.inner.max_wait
+        Duration::from_nanos(self.inner.max_wait_nanos.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn waits(&self) -> bool {
+        self.inner.max_wait_nanos.load(Relaxed) != 0
+    }
+
+    /// Changes how long later calls wait for a slot; calls already waiting keep theirs.
+    pub fn set_max_wait(&self, max_wait: Duration) {
+        self.inner.max_wait_nanos.store(duration_nanos(max_wait), Relaxed);
     }
 
     /// Changes the limit in place. Calls in flight keep their slots and return them as
@@ -128,7 +142,7 @@ impl SemaphoreBulkhead {
 
     /// Takes a slot, waiting up to `max_wait` (on the tokio clock).
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, ResilienceError> {
-        if self.inner.permits.acquire(self.inner.max_wait).await {
+        if self.inner.permits.acquire(self.max_wait()).await {
             Ok(BulkheadPermit { permits: &self.inner.permits })
         } else {
             Err(self.full())
@@ -137,7 +151,7 @@ impl SemaphoreBulkhead {
 
     /// Takes a slot, blocking the thread up to `max_wait`.
     pub fn acquire_blocking(&self) -> Result<BulkheadPermit<'_>, ResilienceError> {
-        if self.inner.permits.acquire_blocking(self.inner.max_wait) {
+        if self.inner.permits.acquire_blocking(self.max_wait()) {
             Ok(BulkheadPermit { permits: &self.inner.permits })
         } else {
             Err(self.full())

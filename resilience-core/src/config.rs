@@ -1,0 +1,335 @@
+//! The effective configuration of a dependency, and the partial configurations
+//! (overrides) that presets, registrations, settings files and call sites layer on it.
+//!
+//! Precedence, lowest first: global defaults ← strategy or dependency-type preset ← the
+//! named dependency's own configuration ← call-site keys. Since each layer is applied on
+//! top of the one below, the timeout follows the hierarchy operation > dependency >
+//! dependency type > global.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::bulkhead::{SemaphoreBulkheadConfig, ThreadPoolBulkheadConfig};
+use crate::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
+use crate::error::ConfigError;
+use crate::rate_limit::RateLimiterConfig;
+use crate::retry::{Jitter, RetryConfig};
+
+/// Which kind of bulkhead isolates a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BulkheadKind {
+    /// A concurrency cap on the caller's task or thread.
+    #[default]
+    Semaphore,
+    /// Dedicated worker threads and a bounded queue.
+    ThreadPool,
+}
+
+impl BulkheadKind {
+    /// The snake-case name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Semaphore => "semaphore",
+            Self::ThreadPool => "thread_pool",
+        }
+    }
+}
+
+/// Bulkhead settings of a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BulkheadSettings {
+    /// Whether calls are isolated at all. Default false.
+    pub enabled: bool,
+    /// Semaphore or thread pool. Default semaphore.
+    pub kind: BulkheadKind,
+    /// Concurrent calls (worker threads for a thread pool). Default 100.
+    pub max_concurrent: NonZeroUsize,
+    /// How long a call may wait for a slot (semaphore). Default zero: fail fast.
+    pub max_wait: Duration,
+    /// Calls that may queue for a worker (thread pool). Default 100.
+    pub queue_capacity: usize,
+}
+
+impl Default for BulkheadSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            kind: BulkheadKind::Semaphore,
+            max_concurrent: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            max_wait: Duration::ZERO,
+            queue_capacity: 100,
+        }
+    }
+}
+
+impl BulkheadSettings {
+    pub(crate) fn semaphore(&self) -> SemaphoreBulkheadConfig {
+        SemaphoreBulkheadConfig { max_concurrent: self.max_concurrent, max_wait: self.max_wait }
+    }
+
+    pub(crate) fn thread_pool(&self) -> ThreadPoolBulkheadConfig {
+        ThreadPoolBulkheadConfig { max_concurrent: self.max_concurrent, queue_capacity: self.queue_capacity }
+    }
+}
+
+/// Everything that decides how calls to one dependency are protected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResilienceConfig {
+    /// Per-attempt timeout; `None` for none. Default 30 s.
+    pub timeout: Option<Duration>,
+    /// Retries. Default 3 attempts from 1 s, factor 2.0.
+    pub retry: RetryConfig,
+    /// Circuit breaker. Default 5 failures, 60 s recovery, 2 successes to close.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Bulkhead. Default off (100 when switched on).
+    pub bulkhead: BulkheadSettings,
+    /// Rate limit. Default none.
+    pub rate_limit: Option<RateLimiterConfig>,
+}
+
+impl Default for ResilienceConfig {
+    /// The global defaults of CONTRACT §5.
+    fn default() -> Self {
+        Self {
+            timeout: Some(Duration::from_secs(30)),
+            retry: RetryConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            bulkhead: BulkheadSettings::default(),
+            rate_limit: None,
+        }
+    }
+}
+
+impl ResilienceConfig {
+    /// Checks every enabled policy's configuration, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(t) = self.timeout {
+            crate::timeout::validate(t)?;
+        }
+        if self.retry.enabled {
+            self.retry.validate()?;
+        }
+        if self.circuit_breaker.enabled {
+            self.circuit_breaker.validate()?;
+        }
+        if self.bulkhead.enabled {
+            match self.bulkhead.kind {
+                BulkheadKind::Semaphore => self.bulkhead.semaphore().validate()?,
+                BulkheadKind::ThreadPool => self.bulkhead.thread_pool().validate()?,
+            }
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
+        }
+        Ok(())
+    }
+
+    /// This configuration with `overrides` applied on top.
+    pub fn with(mut self, overrides: &ConfigOverrides) -> Self {
+        overrides.apply(&mut self);
+        self
+    }
+}
+
+/// Optional circuit-breaker keys; `None` leaves the value below in force. Setting
+/// `failure_threshold`, `failure_rate` or `slow_call_duration` switches the breaker on
+/// unless `enabled` says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `CircuitBreakerConfig`, documented there
+pub struct BreakerOverrides {
+    pub enabled: Option<bool>,
+    pub failure_threshold: Option<NonZeroU32>,
+    pub failure_rate: Option<f64>,
+    pub minimum_calls: Option<NonZeroU32>,
+    /// Selects a count-based window of this many calls.
+    pub window_size: Option<NonZeroU32>,
+    /// Selects a time-based window of this duration (wins over `window_size`).
+    pub window_duration: Option<Duration>,
+    pub slow_call_duration: Option<Duration>,
+    pub slow_call_rate: Option<f64>,
+    pub recovery_timeout: Option<Duration>,
+    pub half_open_max_calls: Option<NonZeroU32>,
+    pub success_threshold: Option<NonZeroU32>,
+}
+
+/// Optional retry keys; `None` leaves the value below in force. Setting
+/// `max_attempts` switches retries on unless `enabled` says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `RetryConfig`, documented there
+pub struct RetryOverrides {
+    pub enabled: Option<bool>,
+    pub max_attempts: Option<NonZeroU32>,
+    pub base_delay: Option<Duration>,
+    pub exponential_base: Option<f64>,
+    pub max_delay: Option<Duration>,
+    pub jitter: Option<Jitter>,
+    pub max_elapsed: Option<Duration>,
+}
+
+/// Optional bulkhead keys; `None` leaves the value below in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // one field per key of `BulkheadSettings`, documented there
+pub struct BulkheadOverrides {
+    pub enabled: Option<bool>,
+    pub kind: Option<BulkheadKind>,
+    /// Setting it (without `enabled = false`) switches the bulkhead on.
+    pub max_concurrent: Option<NonZeroUsize>,
+    pub max_wait: Option<Duration>,
+    pub queue_capacity: Option<usize>,
+}
+
+/// Optional rate-limit keys; setting `rate` switches rate limiting on.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `RateLimiterConfig`, documented there
+pub struct RateLimitOverrides {
+    pub rate: Option<f64>,
+    pub burst: Option<NonZeroU32>,
+    pub per_key: Option<bool>,
+}
+
+/// A partial [`ResilienceConfig`]: what one layer (preset, registration, settings
+/// entry, call site) says, leaving everything else to the layers below.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigOverrides {
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Circuit-breaker keys.
+    pub circuit_breaker: BreakerOverrides,
+    /// Retry keys.
+    pub retry: RetryOverrides,
+    /// Bulkhead keys.
+    pub bulkhead: BulkheadOverrides,
+    /// Rate-limit keys.
+    pub rate_limit: RateLimitOverrides,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+impl ConfigOverrides {
+    /// True when this layer says nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Writes every key this layer sets into `config`.
+    pub fn apply(&self, config: &mut ResilienceConfig) {
+        if self.timeout.is_some() {
+            config.timeout = self.timeout;
+        }
+        let (b, c) = (&self.circuit_breaker, &mut config.circuit_breaker);
+        // A layer that says when to open a breaker wants one, unless it says otherwise.
+        if b.failure_threshold.is_some() || b.failure_rate.is_some() || b.slow_call_duration.is_some() {
+            c.enabled = true;
+        }
+        set(&mut c.enabled, b.enabled);
+        if b.failure_threshold.is_some() {
+            c.failure_threshold = b.failure_threshold;
+        }
+        if b.failure_rate.is_some() {
+            c.failure_rate = b.failure_rate;
+        }
+        set(&mut c.minimum_calls, b.minimum_calls);
+        if let Some(size) = b.window_size {
+            c.window = SlidingWindow::Count { size };
+        }
+        if let Some(duration) = b.window_duration {
+            c.window = SlidingWindow::Time { duration };
+        }
+        if b.slow_call_duration.is_some() {
+            c.slow_call_duration = b.slow_call_duration;
+        }
+        if b.slow_call_rate.is_some() {
+            c.slow_call_rate = b.slow_call_rate;
+        }
+        set(&mut c.recovery_timeout, b.recovery_timeout);
+        if b.half_open_max_calls.is_some() {
+            c.half_open_max_calls = b.half_open_max_calls;
+        }
+        set(&mut c.success_threshold, b.success_threshold);
+
+        let (r, c) = (&self.retry, &mut config.retry);
+        if r.max_attempts.is_some() {
+            c.enabled = true;
+        }
+        set(&mut c.enabled, r.enabled);
+        set(&mut c.max_attempts, r.max_attempts);
+        set(&mut c.base_delay, r.base_delay);
+        set(&mut c.exponential_base, r.exponential_base);
+        set(&mut c.max_delay, r.max_delay);
+        set(&mut c.jitter, r.jitter);
+        if r.max_elapsed.is_some() {
+            c.max_elapsed = r.max_elapsed;
+        }
+
+        let (k, c) = (&self.bulkhead, &mut config.bulkhead);
+        if k.max_concurrent.is_some() {
+            c.enabled = true;
+        }
+        set(&mut c.enabled, k.enabled);
+        set(&mut c.kind, k.kind);
+        set(&mut c.max_concurrent, k.max_concurrent);
+        set(&mut c.max_wait, k.max_wait);
+        set(&mut c.queue_capacity, k.queue_capacity);
+
+        let l = &self.rate_limit;
+        if let Some(rate) = l.rate {
+            config.rate_limit.get_or_insert_with(RateLimiterConfig::default).rate = rate;
+        }
+        if let Some(limit) = config.rate_limit.as_mut() {
+            set(&mut limit.burst, l.burst);
+            set(&mut limit.per_key, l.per_key);
+        }
+    }
+
+    /// This layer with `top` applied over it (keys `top` sets win).
+    pub fn merged_with(&self, top: &ConfigOverrides) -> ConfigOverrides {
+        fn pick<T: Copy>(low: Option<T>, high: Option<T>) -> Option<T> {
+            high.or(low)
+        }
+        let (a, b) = (&self.circuit_breaker, &top.circuit_breaker);
+        let (ra, rb) = (&self.retry, &top.retry);
+        let (ka, kb) = (&self.bulkhead, &top.bulkhead);
+        let (la, lb) = (&self.rate_limit, &top.rate_limit);
+        ConfigOverrides {
+            timeout: pick(self.timeout, top.timeout),
+            circuit_breaker: BreakerOverrides {
+                enabled: pick(a.enabled, b.enabled),
+                failure_threshold: pick(a.failure_threshold, b.failure_threshold),
+                failure_rate: pick(a.failure_rate, b.failure_rate),
+                minimum_calls: pick(a.minimum_calls, b.minimum_calls),
+                window_size: pick(a.window_size, b.window_size),
+                window_duration: pick(a.window_duration, b.window_duration),
+                slow_call_duration: pick(a.slow_call_duration, b.slow_call_duration),
+                slow_call_rate: pick(a.slow_call_rate, b.slow_call_rate),
+                recovery_timeout: pick(a.recovery_timeout, b.recovery_timeout),
+                half_open_max_calls: pick(a.half_open_max_calls, b.half_open_max_calls),
+                success_threshold: pick(a.success_threshold, b.success_threshold),
+            },
+            retry: RetryOverrides {
+                enabled: pick(ra.enabled, rb.enabled),
+                max_attempts: pick(ra.max_attempts, rb.max_attempts),
+                base_delay: pick(ra.base_delay, rb.base_delay),
+                exponential_base: pick(ra.exponential_base, rb.exponential_base),
+                max_delay: pick(ra.max_delay, rb.max_delay),
+                jitter: pick(ra.jitter, rb.jitter),
+                max_elapsed: pick(ra.max_elapsed, rb.max_elapsed),
+            },
+            bulkhead: BulkheadOverrides {
+                enabled: pick(ka.enabled, kb.enabled),
+                kind: pick(ka.kind, kb.kind),
+                max_concurrent: pick(ka.max_concurrent, kb.max_concurrent),
+                max_wait: pick(ka.max_wait, kb.max_wait),
+                queue_capacity: pick(ka.queue_capacity, kb.queue_capacity),
+            },
+            rate_limit: RateLimitOverrides {
+                rate: pick(la.rate, lb.rate),
+                burst: pick(la.burst, lb.burst),
+                per_key: pick(la.per_key, lb.per_key),
+            },
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The manager: named, strategy-aware calls through the registry.
+
+use std::future::Future;
+use std::sync::LazyLock;
+
+use crate::circuit_breaker::CircuitState;
+use crate::config::{ConfigOverrides, ResilienceConfig};
+use crate::error::{ConfigError, ResilienceError};
+use crate::pipeline::{ErrorPolicy, PipelineCall};
+use crate::preset::ResilienceStrategy;
+use crate::registry::{self, Defaults, Registry};
+use crate::timeout::limit_nanos;
+
+/// Runs calls through the pipeline of a named dependency.
+///
+/// The global manager, [`manager()`], uses the global [`registry()`](crate::registry());
+/// [`ResilienceManager::new`] makes one with its own registry and global defaults.
+///
+/// ```
+/// # use resilience_core::{manager, ResilienceError, ResilienceStrategy};
+/// # async fn demo() -> Result<u32, ResilienceError> {
+/// let stock = manager().execute("inventory", ResilienceStrategy::InternalService, || async { Ok(42) }).await?;
+/// # Ok(stock) }
+/// ```
+#[derive(Debug)]
+pub struct ResilienceManager {
+    /// `None`: whatever the global registry is at the time of the call.
+    registry: Option<&'static Registry>,
+}
+
+impl Default for ResilienceManager {
+    /// A manager with its own registry and the global defaults of CONTRACT §5.
+    fn default() -> Self {
+        Self { registry: Some(Box::leak(Box::new(Registry::new()))) }
+    }
+}
+
+impl ResilienceManager {
+    /// A manager with its own registry, whose global defaults are `defaults`.
+    pub fn new(defaults: ResilienceConfig) -> Result<Self, ConfigError> {
+        defaults.validate()?;
+        let registry = Registry::with_defaults(Defaults { global: defaults, ..Defaults::default() });
+        Ok(Self { registry: Some(Box::leak(Box::new(registry))) })
+    }
+
+    /// The registry this manager resolves names in.
+    pub fn registry(&self) -> &'static Registry {
+        self.registry.unwrap_or_else(registry::registry)
+    }
+
+    /// Runs `f` through the pipeline of `name`. If `name` was never registered it is
+    /// created with `strategy`'s defaults. Resolving a name takes no lock after its first
+    /// call on a thread.
+    #[inline]
+    pub fn execute<T, E, F, Fut>(
+        &self,
+        name: &str,
+        strategy: ResilienceStrategy,
+        f: F,
+    ) -> PipelineCall<'static, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.registry().resolve(name, strategy).pipeline().call(f)
+    }
+
+    /// Like [`execute`](Self::execute), with call-site keys. `timeout` and `retry` keys
+    /// apply to this call; breaker, bulkhead and rate-limit keys configure the shared
+    /// instances only if this call creates the dependency (registration and settings
+    /// decide them otherwise).
+    pub async fn execute_with<T, E, F, Fut>(
+        &self,
+        name: &str,
+        strategy: ResilienceStrategy,
+        overrides: &ConfigOverrides,
+        f: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        let dependency = self.registry().resolve_with(name, strategy, overrides);
+        let pipeline = dependency.pipeline();
+        let config = dependency.config().with(overrides);
+        let retry = config.retry.enabled.then_some(config.retry).filter(|r| r.max_attempts.get() > 1);
+        pipeline.call_configured(&ErrorPolicy::default(), f, limit_nanos(config.timeout), retry.as_ref()).await
+    }
+
+    /// The blocking form of [`execute`](Self::execute): runs `f` on this thread (see
+    /// [`Pipeline::call_blocking`](crate::Pipeline::call_blocking)); needs no runtime.
+    pub fn execute_blocking<T, E, F>(&self, name: &str, strategy: ResilienceStrategy, f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        self.registry().resolve(name, strategy).pipeline().call_blocking(f)
+    }
+
+    /// The breaker state of `name`, if it exists and has a breaker.
+    pub fn circuit_state(&self, name: &str) -> Option<CircuitState> {
+        self.registry().get(name)?.pipeline().circuit_breaker().map(|b| b.state())
+    }
+}
+
+static MANAGER: LazyLock<ResilienceManager> = LazyLock::new(|| ResilienceManager { registry: None });
+
+/// The global manager, over the global registry.
+pub fn manager() -> &'static ResilienceManager {
+    &MANAGER
+}
+
+/// Runs `op` as a call to the internal service `name`.
+pub fn resilient_internal_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    manager().execute(name, ResilienceStrategy::InternalService, op)
+}
+
+/// Runs `op` as a call to the external service `name`.
+pub fn resilient_external_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    manager().execute(name, ResilienceStrategy::ExternalService, op)
+}
+
+/// Runs `op` as a call to the database `name`.
+pub fn resilient_database_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    manager().execute(name, ResilienceStrategy::Database, op)
+}
+
+/// Runs `op` as a call to the cache `name`.
+pub fn resilient_cache_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    manager().execute(name, ResilienceStrategy::Cache, op)
+}

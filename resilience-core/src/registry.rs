@@ -1,0 +1,411 @@
+//! The named-dependency registry: one shared set of policy instances per name.
+//!
+//! A dependency is created the first time its name is registered or used, and lives for
+//! the rest of the process. Registering or reconfiguring it later rebuilds its pipeline
+//! in place (keeping the bulkhead's permits in use, and the breaker and rate limiter
+//! when their configuration did not change) and publishes it atomically, so every call
+//! site that already uses the name picks the new configuration up on its next call.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+
+use crate::circuit_breaker::CircuitState;
+use crate::config::{ConfigOverrides, ResilienceConfig};
+use crate::error::ConfigError;
+use crate::leak::LeakedCell;
+use crate::pipeline::Pipeline;
+use crate::preset::{DependencyType, ResilienceStrategy};
+use crate::Bulkhead;
+
+/// What picks a dependency's preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DependencyKind {
+    /// Registered with a type (registration macro, settings file or [`Registry::register`]).
+    Type(DependencyType),
+    /// Never registered: the strategy of the call that first used it.
+    Strategy(ResilienceStrategy),
+}
+
+impl DependencyKind {
+    fn preset(self) -> ConfigOverrides {
+        match self {
+            Self::Type(t) => t.preset(),
+            Self::Strategy(s) => s.preset(),
+        }
+    }
+}
+
+/// The layers below every dependency's own configuration: the global defaults and,
+/// per strategy and per dependency type, changes to its preset (from a settings file).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    /// The global defaults.
+    pub global: ResilienceConfig,
+    /// Changes to strategy presets.
+    pub strategies: HashMap<ResilienceStrategy, ConfigOverrides>,
+    /// Changes to dependency-type presets.
+    pub types: HashMap<DependencyType, ConfigOverrides>,
+}
+
+impl Defaults {
+    /// The effective configuration of a dependency of `kind` whose own configuration is
+    /// `own`: global defaults ← preset ← changes to the preset ← `own`.
+    pub fn resolve(&self, kind: DependencyKind, own: &ConfigOverrides) -> ResilienceConfig {
+        let preset_changes = match kind {
+            DependencyKind::Type(t) => self.types.get(&t),
+            DependencyKind::Strategy(s) => self.strategies.get(&s),
+        };
+        let mut config = self.global.clone().with(&kind.preset());
+        if let Some(changes) = preset_changes {
+            changes.apply(&mut config);
+        }
+        own.apply(&mut config);
+        config
+    }
+}
+
+/// One named dependency and its current pipeline.
+pub struct Dependency {
+    name: Arc<str>,
+    state: Mutex<DependencyState>,
+    pipeline: LeakedCell<Pipeline>,
+}
+
+#[derive(Clone)]
+struct DependencyState {
+    kind: DependencyKind,
+    registered: bool,
+    own: ConfigOverrides,
+    config: ResilienceConfig,
+}
+
+impl fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dependency").field("name", &self.name).field("kind", &self.kind()).finish_non_exhaustive()
+    }
+}
+
+impl Dependency {
+    /// The dependency's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pipeline in force now. A reconfiguration publishes a new one; calls already
+    /// running finish on the one they started with (sharing its bulkhead permits).
+    #[inline]
+    pub fn pipeline(&self) -> &'static Pipeline {
+        self.pipeline.get()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DependencyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What picks its preset.
+    pub fn kind(&self) -> DependencyKind {
+        self.state().kind
+    }
+
+    /// Whether it was registered (rather than created by a call with a strategy).
+    pub fn is_registered(&self) -> bool {
+        self.state().registered
+    }
+
+    /// Its own configuration layer (registration or settings entry).
+    pub fn own_config(&self) -> ConfigOverrides {
+        self.state().own.clone()
+    }
+
+    /// The effective configuration in force.
+    pub fn config(&self) -> ResilienceConfig {
+        self.state().config.clone()
+    }
+
+    /// Builds the pipeline for a new state without publishing it.
+    fn prepare(&self, state: &DependencyState) -> Result<Pipeline, ConfigError> {
+        Pipeline::from_config(&self.name, &state.config, Some(self.pipeline()))
+    }
+}
+
+/// Where a registry keeps its dependencies.
+pub struct Registry {
+    id: u64,
+    defaults: RwLock<Defaults>,
+    dependencies: RwLock<HashMap<Arc<str>, &'static Dependency>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("dependencies", &self.names()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A point-in-time view of one dependency, for health reports and admin endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencySnapshot {
+    /// Its name.
+    pub name: String,
+    /// What picks its preset.
+    pub kind: DependencyKind,
+    /// Whether it was registered.
+    pub registered: bool,
+    /// The effective configuration.
+    pub config: ResilienceConfig,
+    /// The breaker's state, if it has a breaker.
+    pub circuit_state: Option<CircuitState>,
+    /// Free bulkhead slots, if it has a bulkhead.
+    pub bulkhead_available: Option<usize>,
+    /// The bulkhead's limit, if it has a bulkhead.
+    pub bulkhead_max_concurrent: Option<usize>,
+}
+
+impl Registry {
+    /// An empty registry with the global defaults of CONTRACT §5.
+    pub fn new() -> Self {
+        Self::with_defaults(Defaults::default())
+    }
+
+    /// An empty registry with these defaults.
+    pub fn with_defaults(defaults: Defaults) -> Self {
+        Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            defaults: RwLock::new(defaults),
+            dependencies: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, &'static Dependency>> {
+        self.dependencies.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, &'static Dependency>> {
+        self.dependencies.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The defaults below every dependency.
+    pub fn defaults(&self) -> Defaults {
+        self.defaults.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The dependency registered or used under `name`.
+    pub fn get(&self, name: &str) -> Option<&'static Dependency> {
+        self.read().get(name).copied()
+    }
+
+    /// Every dependency name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// A view of every dependency, sorted by name.
+    pub fn snapshot(&self) -> Vec<DependencySnapshot> {
+        let mut deps: Vec<&'static Dependency> = self.read().values().copied().collect();
+        deps.sort_by(|a, b| a.name.cmp(&b.name));
+        deps.into_iter()
+            .map(|d| {
+                let state = d.state().clone();
+                let pipeline = d.pipeline();
+                let bulkhead = pipeline.bulkhead();
+                DependencySnapshot {
+                    name: d.name.to_string(),
+                    kind: state.kind,
+                    registered: state.registered,
+                    config: state.config,
+                    circuit_state: pipeline.circuit_breaker().map(|b| b.state()),
+                    bulkhead_available: bulkhead.map(|b| match b {
+                        Bulkhead::Semaphore(s) => s.available(),
+                        Bulkhead::ThreadPool(p) => p.max_concurrent().saturating_sub(p.active()),
+                    }),
+                    bulkhead_max_concurrent: bulkhead.map(Bulkhead::max_concurrent),
+                }
+            })
+            .collect()
+    }
+
+    /// Registers `name` as a dependency of type `dependency_type` with its own
+    /// configuration `config` (over the type's preset). If the name is already in use,
+    /// it is reconfigured in place and the change reaches every call site using it.
+    /// An invalid configuration changes nothing.
+    pub fn register(
+        &self,
+        name: &str,
+        dependency_type: DependencyType,
+        config: ConfigOverrides,
+    ) -> Result<&'static Dependency, ConfigError> {
+        let defaults = self.defaults();
+        let state = DependencyState {
+            kind: DependencyKind::Type(dependency_type),
+            registered: true,
+            config: defaults.resolve(DependencyKind::Type(dependency_type), &config),
+            own: config,
+        };
+        if let Some(existing) = self.get(name) {
+            let mut current = existing.state();
+            let pipeline = existing.prepare(&state)?;
+            *current = state;
+            existing.pipeline.set(pipeline);
+            drop(current);
+            tracing::info!(target: "resilience::registry", name, kind = dependency_type.as_str(), "dependency reconfigured");
+            return Ok(existing);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let pipeline = Pipeline::from_config(&name, &state.config, None)?;
+        let mut map = self.write();
+        if let Some(raced) = map.get(&name).copied() {
+            drop(map);
+            // Another thread created it meanwhile: reconfigure that one.
+            return self.register(&raced.name, dependency_type, state.own);
+        }
+        let dependency: &'static Dependency = Box::leak(Box::new(Dependency {
+            name: Arc::clone(&name),
+            state: Mutex::new(state),
+            pipeline: LeakedCell::new(pipeline),
+        }));
+        map.insert(name, dependency);
+        Ok(dependency)
+    }
+
+    /// The dependency `name`, created with `strategy`'s defaults (and `call_site`'s
+    /// keys) if it was never registered nor used; that is logged once.
+    pub fn resolve(&self, name: &str, strategy: ResilienceStrategy) -> &'static Dependency {
+        self.resolve_with(name, strategy, &ConfigOverrides::default())
+    }
+
+    /// Like [`resolve`](Self::resolve); `call_site` keys configure the dependency's
+    /// shared instances only if this call creates it.
+    pub fn resolve_with(
+        &self,
+        name: &str,
+        strategy: ResilienceStrategy,
+        call_site: &ConfigOverrides,
+    ) -> &'static Dependency {
+        if let Some(d) = cache_get(self.id, name) {
+            return d;
+        }
+        let dependency = match self.get(name) {
+            Some(d) => d,
+            None => self.create(name, strategy, call_site),
+        };
+        cache_put(self.id, name, dependency);
+        dependency
+    }
+
+    #[cold]
+    fn create(&self, name: &str, strategy: ResilienceStrategy, call_site: &ConfigOverrides) -> &'static Dependency {
+        let kind = DependencyKind::Strategy(strategy);
+        let defaults = self.defaults();
+        let mut own = call_site.clone();
+        let mut config = defaults.resolve(kind, &own);
+        let name: Arc<str> = Arc::from(name);
+        let pipeline = match Pipeline::from_config(&name, &config, None) {
+            Ok(p) => p,
+            Err(error) => {
+                // Call-site keys are checked at compile time by the macros; a bad set
+                // passed by hand falls back to the strategy's defaults.
+                tracing::warn!(target: "resilience::registry", name = &*name, %error, "invalid call-site configuration ignored");
+                own = ConfigOverrides::default();
+                config = defaults.resolve(kind, &own);
+                Pipeline::from_config(&name, &config, None).unwrap_or_else(|_| Pipeline::empty(Arc::clone(&name)))
+            }
+        };
+        let mut map = self.write();
+        if let Some(existing) = map.get(&name) {
+            return existing;
+        }
+        tracing::info!(
+            target: "resilience::registry",
+            name = &*name,
+            strategy = strategy.as_str(),
+            "dependency used before it was registered; using the strategy's defaults"
+        );
+        let dependency: &'static Dependency = Box::leak(Box::new(Dependency {
+            name: Arc::clone(&name),
+            state: Mutex::new(DependencyState { kind, registered: false, own, config }),
+            pipeline: LeakedCell::new(pipeline),
+        }));
+        map.insert(name, dependency);
+        dependency
+    }
+
+    /// Replaces the defaults and reconfigures every dependency accordingly. Every new
+    /// configuration is built first: if any is invalid, nothing changes.
+    pub fn set_defaults(&self, defaults: Defaults) -> Result<(), ConfigError> {
+        let mut guard = self.defaults.write().unwrap_or_else(|p| p.into_inner());
+        let deps: Vec<&'static Dependency> = self.read().values().copied().collect();
+        let mut prepared = Vec::with_capacity(deps.len());
+        for d in &deps {
+            let mut state = d.state().clone();
+            state.config = defaults.resolve(state.kind, &state.own);
+            let pipeline = Pipeline::from_config(&d.name, &state.config, Some(d.pipeline()))
+                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{}", d.name), e.to_string()))?;
+            prepared.push((d, state, pipeline));
+        }
+        *guard = defaults;
+        for (d, state, pipeline) in prepared {
+            *d.state() = state;
+            d.pipeline.set(pipeline);
+        }
+        Ok(())
+    }
+}
+
+// A per-thread cache from (registry, name) to dependency, so resolving a name on the hot
+// path takes no lock. Entries never go stale: a dependency, once created, stays the one
+// for its name in its registry.
+const CACHE_SLOTS: usize = 64;
+
+thread_local! {
+    static CACHE: [Cell<Option<(u64, &'static Dependency)>>; CACHE_SLOTS] =
+        const { [const { Cell::new(None) }; CACHE_SLOTS] };
+}
+
+fn slot_of(name: &str) -> usize {
+    // FxHash over the bytes: names are short, and this runs on every call.
+    let mut h: u64 = 0;
+    for chunk in name.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    (h >> 58) as usize % CACHE_SLOTS
+}
+
+#[inline]
+fn cache_get(registry: u64, name: &str) -> Option<&'static Dependency> {
+    CACHE.with(|cache| match cache[slot_of(name)].get() {
+        Some((id, d)) if id == registry && *d.name == *name => Some(d),
+        _ => None,
+    })
+}
+
+fn cache_put(registry: u64, name: &str, dependency: &'static Dependency) {
+    CACHE.with(|cache| cache[slot_of(name)].set(Some((registry, dependency))));
+}
+
+static GLOBAL: LazyLock<LeakedCell<Registry>> = LazyLock::new(|| LeakedCell::new(Registry::new()));
+
+/// The global registry, used by [`manager()`](crate::manager) and the macros.
+pub fn registry() -> &'static Registry {
+    GLOBAL.get()
+}
+
+/// Replaces the global registry (for tests): later calls through the global manager and
+/// the macros resolve names in `registry`. The previous registry stays valid for calls
+/// already running.
+pub fn set_registry(registry: Registry) -> &'static Registry {
+    GLOBAL.set(registry)
+}
