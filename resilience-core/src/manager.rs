@@ -82,7 +82,10 @@ impl ResilienceManager {
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        let dependency = self.registry().resolve_with(name, strategy, overrides);
+        // Timeout and retry are per call; only the keys of shared instances can shape a
+        // dependency this call creates.
+        let shared = ConfigOverrides { timeout: None, retry: Default::default(), ..overrides.clone() };
+        let dependency = self.registry().resolve_with(name, strategy, &shared);
         let pipeline = dependency.pipeline();
         let config = dependency.config().with(overrides);
         let retry = config.retry.enabled.then_some(config.retry).filter(|r| r.max_attempts.get() > 1);

@@ -409,3 +409,22 @@ pub fn registry() -> &'static Registry {
 pub fn set_registry(registry: Registry) -> &'static Registry {
     GLOBAL.set(registry)
 }
+
+#[cfg(all(test, not(resilience_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_registry_can_be_swapped() {
+        let before = registry();
+        before.resolve("swap_test", ResilienceStrategy::Cache);
+        assert!(registry().get("swap_test").is_some());
+        let fresh = set_registry(Registry::new());
+        assert!(std::ptr::eq(fresh, registry()));
+        assert!(registry().get("swap_test").is_none(), "a fresh registry knows no names");
+        // The per-thread cache must not hand out the old registry's dependency.
+        let d = registry().resolve("swap_test", ResilienceStrategy::Database);
+        assert_eq!(d.kind(), DependencyKind::Strategy(ResilienceStrategy::Database));
+        assert!(before.get("swap_test").is_some(), "the old registry stays valid");
+    }
+}

@@ -6,6 +6,7 @@ mod bulkhead;
 mod cancellation;
 mod pipeline;
 mod rate_limit;
+mod registry;
 mod retry;
 mod support;
 mod timeout;
