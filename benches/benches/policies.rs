@@ -248,3 +248,24 @@ static PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| {
 fn ours_pipeline(bencher: Bencher, yields: u8) {
     bench_async(bencher, yields, |y| PIPELINE.call(move || body(y)));
 }
+
+static MANAGER: LazyLock<resilience::ResilienceManager> = LazyLock::new(|| {
+    let manager = resilience::ResilienceManager::default();
+    // The same policies as `PIPELINE`, as a registered dependency.
+    let own = resilience::ConfigOverrides {
+        timeout: Some(TIMEOUT),
+        circuit_breaker: resilience::BreakerOverrides { failure_threshold: NonZeroU32::new(5), ..Default::default() },
+        bulkhead: resilience::BulkheadOverrides { max_concurrent: NonZeroUsize::new(LIMIT), ..Default::default() },
+        ..Default::default()
+    };
+    manager.registry().register("bench_db", resilience::DependencyType::Database, own).expect("valid");
+    manager
+});
+
+/// `manager.execute` on a registered name: the pipeline plus resolving the name.
+#[divan::bench(args = YIELDS, threads = [1, 2])]
+fn ours_manager_execute(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| {
+        MANAGER.execute("bench_db", resilience::ResilienceStrategy::Database, move || body(y))
+    });
+}

@@ -279,36 +279,52 @@ impl Registry {
         Ok(dependency)
     }
 
-    /// The dependency `name`, created with `strategy`'s defaults (and `call_site`'s
-    /// keys) if it was never registered nor used; that is logged once.
+    /// The dependency `name`, created with `strategy`'s defaults if it was never
+    /// registered nor used (which is logged once). After the first call on a thread this
+    /// takes no lock.
+    #[inline]
     pub fn resolve(&self, name: &str, strategy: ResilienceStrategy) -> &'static Dependency {
-        self.resolve_with(name, strategy, &ConfigOverrides::default())
+        match cache_get(self.id, name) {
+            Some(d) => d,
+            None => self.resolve_slow(name, strategy, None),
+        }
     }
 
     /// Like [`resolve`](Self::resolve); `call_site` keys configure the dependency's
     /// shared instances only if this call creates it.
+    #[inline]
     pub fn resolve_with(
         &self,
         name: &str,
         strategy: ResilienceStrategy,
         call_site: &ConfigOverrides,
     ) -> &'static Dependency {
-        if let Some(d) = cache_get(self.id, name) {
-            return d;
+        match cache_get(self.id, name) {
+            Some(d) => d,
+            None => self.resolve_slow(name, strategy, Some(call_site)),
         }
+    }
+
+    #[cold]
+    fn resolve_slow(
+        &self,
+        name: &str,
+        strategy: ResilienceStrategy,
+        call_site: Option<&ConfigOverrides>,
+    ) -> &'static Dependency {
         let dependency = match self.get(name) {
             Some(d) => d,
-            None => self.create(name, strategy, call_site),
+            None => self.create(name, strategy, call_site.cloned().unwrap_or_default()),
         };
         cache_put(self.id, name, dependency);
         dependency
     }
 
     #[cold]
-    fn create(&self, name: &str, strategy: ResilienceStrategy, call_site: &ConfigOverrides) -> &'static Dependency {
+    fn create(&self, name: &str, strategy: ResilienceStrategy, call_site: ConfigOverrides) -> &'static Dependency {
         let kind = DependencyKind::Strategy(strategy);
         let defaults = self.defaults();
-        let mut own = call_site.clone();
+        let mut own = call_site;
         let mut config = defaults.resolve(kind, &own);
         let name: Arc<str> = Arc::from(name);
         let pipeline = match Pipeline::from_config(&name, &config, None) {
@@ -373,6 +389,7 @@ thread_local! {
         const { [const { Cell::new(None) }; CACHE_SLOTS] };
 }
 
+#[inline]
 fn slot_of(name: &str) -> usize {
     // FxHash over the bytes: names are short, and this runs on every call.
     let mut h: u64 = 0;
