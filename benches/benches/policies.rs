@@ -184,7 +184,7 @@ static BREAKER: LazyLock<CircuitBreaker> =
 
 #[divan::bench(args = YIELDS, threads = [1, 2])]
 fn ours_breaker(bencher: Bencher, yields: u8) {
-    bench_async(bencher, yields, |y| BREAKER.call(move || body(y)));
+    bench_async(bencher, yields, |y| BREAKER.call(body(y)));
 }
 
 static RETRY: LazyLock<Retry> = LazyLock::new(|| Retry::new("bench", RetryConfig::default()).expect("valid"));

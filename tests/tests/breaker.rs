@@ -15,11 +15,11 @@ fn breaker(config: CircuitBreakerConfig) -> CircuitBreaker {
 }
 
 async fn fail(b: &CircuitBreaker) -> Result<(), AppError> {
-    b.call(|| async { Err::<(), _>(AppError::Down) }).await
+    b.call(async { Err::<(), _>(AppError::Down) }).await
 }
 
 async fn succeed(b: &CircuitBreaker) -> Result<(), AppError> {
-    b.call(|| async { Ok::<(), AppError>(()) }).await
+    b.call(async { Ok::<(), AppError>(()) }).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -33,9 +33,9 @@ async fn opens_on_failure_threshold_and_rejects_without_running() {
     assert_eq!(b.state(), CircuitState::Open);
     let mut ran = false;
     let r = b
-        .call(|| {
+        .call(async {
             ran = true;
-            async { Ok::<(), AppError>(()) }
+            Ok::<(), AppError>(())
         })
         .await;
     assert!(r.unwrap_err().is_circuit_open());
@@ -169,10 +169,10 @@ async fn opens_on_slow_call_rate() {
         succeed(&b).await.unwrap();
     }
     for _ in 0..2 {
-        b.call(slow).await.unwrap();
+        b.call(slow()).await.unwrap();
     }
     assert_eq!(b.state(), CircuitState::Closed, "below minimum_calls");
-    b.call(slow).await.unwrap();
+    b.call(slow()).await.unwrap();
     // 3 of 5 calls slow: 60 %.
     assert_eq!(b.state(), CircuitState::Open);
     assert_eq!(b.metrics().slow_calls, 3, "while open, the window still shows why");
@@ -203,12 +203,12 @@ async fn record_if_ignores_errors_that_say_nothing_about_the_dependency() {
     let b = breaker(CircuitBreakerConfig { failure_threshold: Some(nz(1)), ..Default::default() });
     let not_a_failure = |e: &AppError| *e != AppError::NotFound;
     for _ in 0..5 {
-        let r = b.call_with(not_a_failure, || async { Err::<(), _>(AppError::NotFound) }).await;
+        let r = b.call_with(not_a_failure, async { Err::<(), _>(AppError::NotFound) }).await;
         assert_eq!(r, Err(AppError::NotFound));
     }
     assert_eq!(b.state(), CircuitState::Closed);
     assert_eq!(b.metrics().calls, 0);
-    b.call_with(not_a_failure, || async { Err::<(), _>(AppError::Down) }).await.ok();
+    b.call_with(not_a_failure, async { Err::<(), _>(AppError::Down) }).await.ok();
     assert_eq!(b.state(), CircuitState::Open);
 }
 
@@ -272,7 +272,7 @@ async fn a_panicking_body_counts_as_a_failure() {
     let task_breaker = b.clone();
     let joined = tokio::spawn(async move {
         task_breaker
-            .call(|| async {
+            .call(async {
                 if true {
                     panic!("body panicked");
                 }

@@ -222,29 +222,29 @@ impl CircuitBreaker {
         self.inner.transition_from_any(CircuitState::Closed, TransitionReason::Reset);
     }
 
-    /// Runs `f` if the breaker permits, recording every error as a failure.
-    pub fn call<T, E, F, Fut>(&self, f: F) -> BreakerCall<'_, F, Fut, fn(&E) -> bool>
+    /// Runs `body` if the breaker permits, recording every error as a failure. The
+    /// breaker is asked when the returned future is first polled; a rejected call never
+    /// polls `body`.
+    pub fn call<T, E, Fut>(&self, body: Fut) -> BreakerCall<'_, Fut, fn(&E) -> bool>
     where
-        F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
         fn always<E>(_: &E) -> bool {
             true
         }
-        self.call_with(always::<E>, f)
+        self.call_with(always::<E>, body)
     }
 
-    /// Runs `f` if the breaker permits; an error counts as a failure when `record_if`
+    /// Runs `body` if the breaker permits; an error counts as a failure when `record_if`
     /// says so, and is otherwise ignored (neither success nor failure).
-    pub fn call_with<T, E, F, Fut, R>(&self, record_if: R, f: F) -> BreakerCall<'_, F, Fut, R>
+    pub fn call_with<T, E, Fut, R>(&self, record_if: R, body: Fut) -> BreakerCall<'_, Fut, R>
     where
-        F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
         R: Fn(&E) -> bool,
     {
-        BreakerCall { breaker: &self.inner, f: Some(f), record_if, permit: None, body: None }
+        BreakerCall { body, breaker: &self.inner, permit: None, asked: false, record_if }
     }
 
     /// The blocking form of [`call`](Self::call).
@@ -614,28 +614,27 @@ mod loom_tests {
 
 pin_project_lite::pin_project! {
     /// The future of [`CircuitBreaker::call`] and [`CircuitBreaker::call_with`]: asks the
-    /// breaker on its first poll, then runs the body and records its outcome.
+    /// breaker on its first poll, then polls the body and records its outcome.
     #[must_use = "futures do nothing unless polled"]
-    pub struct BreakerCall<'a, F, Fut, R> {
+    pub struct BreakerCall<'a, Fut, R> {
         // The body drops before the permit it ran under.
         #[pin]
-        body: Option<Fut>,
-        permit: Option<CallPermit<'a>>,
+        body: Fut,
         breaker: &'a Inner,
-        f: Option<F>,
+        permit: Option<CallPermit<'a>>,
+        asked: bool,
         record_if: R,
     }
 }
 
-impl<F, Fut, R> fmt::Debug for BreakerCall<'_, F, Fut, R> {
+impl<Fut, R> fmt::Debug for BreakerCall<'_, Fut, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerCall").field("breaker", &self.breaker.name).finish_non_exhaustive()
     }
 }
 
-impl<T, E, F, Fut, R> Future for BreakerCall<'_, F, Fut, R>
+impl<T, E, Fut, R> Future for BreakerCall<'_, Fut, R>
 where
-    F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: From<ResilienceError>,
     R: Fn(&E) -> bool,
@@ -643,18 +642,15 @@ where
     type Output = Result<T, E>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(f) = this.f.take() {
-            let breaker = CircuitBreakerRef(this.breaker);
-            match breaker.try_acquire() {
+        let this = self.project();
+        if !*this.asked {
+            *this.asked = true;
+            match CircuitBreakerRef(this.breaker).try_acquire() {
                 Ok(permit) => *this.permit = Some(permit),
                 Err(rejected) => return std::task::Poll::Ready(Err(E::from(rejected))),
             }
-            this.body.set(Some(f()));
         }
-        let Some(body) = this.body.as_mut().as_pin_mut() else { panic!("`BreakerCall` polled after it completed") };
-        let result = std::task::ready!(body.poll(cx));
-        this.body.set(None);
+        let result = std::task::ready!(this.body.poll(cx));
         if let Some(permit) = this.permit.take() {
             permit.record_result(&result, &*this.record_if);
         }
