@@ -106,9 +106,72 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// A settings file could not be read.
+    #[error("cannot read settings file `{file}`: {message}")]
+    #[non_exhaustive]
+    Io {
+        /// The file.
+        file: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// A settings file is not valid YAML.
+    #[error("{file}:{line}:{column}: invalid YAML: {message}")]
+    #[non_exhaustive]
+    Syntax {
+        /// The file (`<string>` for text given directly).
+        file: String,
+        /// The line (1-based).
+        line: usize,
+        /// The column (1-based).
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// A settings file has a key the schema does not know.
+    #[error("{location}: unknown key `{key}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    #[non_exhaustive]
+    UnknownKey {
+        /// Where: `file:line`, or the file and the environment variable.
+        location: String,
+        /// The full key path.
+        key: String,
+        /// The closest known key, when one is close.
+        suggestion: Option<String>,
+    },
+    /// A settings value is malformed or out of range.
+    #[error("{location}: invalid `{key}`: {message}")]
+    #[non_exhaustive]
+    InvalidValue {
+        /// Where: `file:line`, or the file and the environment variable.
+        location: String,
+        /// The full key path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The environment section asked for does not exist.
+    #[error("{file}: no environment section `{name}`; the file has: {available}")]
+    #[non_exhaustive]
+    UnknownEnvironment {
+        /// The file.
+        file: String,
+        /// The environment asked for.
+        name: String,
+        /// The sections the file has.
+        available: String,
+    },
 }
 
 impl ConfigError {
+    /// The key path the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } | Self::UnknownKey { key, .. } | Self::InvalidValue { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
         Self::Invalid { key: key.to_owned(), message: message.into() }
     }

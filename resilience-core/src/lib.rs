@@ -30,6 +30,7 @@ mod preset;
 pub mod rate_limit;
 pub mod registry;
 pub mod retry;
+mod settings;
 mod sync;
 mod timeout;
 
@@ -57,4 +58,5 @@ pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
 pub use registry::{registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry};
 pub use retry::{Backoff, Jitter, Retry, RetryConfig};
+pub use settings::{init, reload, Settings, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX};
 pub use timeout::{Timeout, TimeoutFuture};

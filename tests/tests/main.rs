@@ -8,5 +8,6 @@ mod pipeline;
 mod rate_limit;
 mod registry;
 mod retry;
+mod settings;
 mod support;
 mod timeout;

@@ -1,0 +1,183 @@
+//! Settings files: the contract's schema, environments, variables, and error messages.
+
+use std::time::Duration;
+
+use resilience::{BulkheadKind, ConfigError, DependencyType, Registry, ResilienceStrategy, Settings};
+
+use crate::support::nz;
+
+const CONTRACT_EXAMPLE: &str = r#"
+resilience:
+  timeouts: { default: 30s, database: 10s, api_call: 15s, cache: 2s, message_queue: 10s, file_system: 30s }
+  circuit_breaker: { failure_threshold: 5, recovery_timeout: 60s, success_threshold: 2 }
+  retry: { max_attempts: 3, base_delay: 1s, exponential_base: 2.0, max_delay: 30s, jitter: full }
+  bulkheads:
+    file_system: { kind: thread_pool, max_concurrent: 8, queue_capacity: 100 }
+  strategies:
+    external_service: { timeout: 20s }
+external_dependencies:
+  user_db: { type: database, max_concurrent: 10, timeout: 5s }
+  payment_gateway: { type: external_api, max_concurrent: 5, circuit_breaker: { failure_threshold: 3 } }
+development:
+  resilience:
+    timeouts: { default: 5s }
+production:
+  external_dependencies:
+    user_db: { max_concurrent: 40 }
+"#;
+
+fn err(text: &str) -> String {
+    Settings::from_yaml_str(text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_contract_s_example_applies() {
+    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap();
+    let registry = Registry::new();
+    settings.apply_to(&registry).unwrap();
+    assert_eq!(registry.names(), ["payment_gateway", "user_db"]);
+    let user_db = registry.get("user_db").unwrap().config();
+    assert_eq!(user_db.timeout, Some(Duration::from_secs(5)), "dependency over type");
+    assert_eq!(user_db.bulkhead.max_concurrent.get(), 10);
+    assert_eq!(user_db.retry.jitter, resilience::Jitter::Full, "global retry");
+    let gateway = registry.get("payment_gateway").unwrap().config();
+    assert_eq!(gateway.timeout, Some(Duration::from_secs(15)), "timeouts.api_call");
+    assert_eq!(gateway.circuit_breaker.failure_threshold, Some(nz(3)));
+    let defaults = registry.defaults();
+    assert_eq!(
+        defaults
+            .resolve(resilience::DependencyKind::Type(DependencyType::FileSystem), &Default::default())
+            .bulkhead
+            .kind,
+        BulkheadKind::ThreadPool
+    );
+    let external = defaults
+        .resolve(resilience::DependencyKind::Strategy(ResilienceStrategy::ExternalService), &Default::default());
+    assert_eq!(external.timeout, Some(Duration::from_secs(20)), "strategies.external_service");
+}
+
+#[test]
+fn an_environment_section_and_variables_override_the_file() {
+    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_environment("production").unwrap();
+    assert_eq!(settings.environment(), Some("production"));
+    let (_, _, user_db) = settings.dependencies().find(|(n, _, _)| *n == "user_db").unwrap();
+    assert_eq!(user_db.bulkhead.max_concurrent.map(|n| n.get()), Some(40));
+    assert_eq!(user_db.timeout, Some(Duration::from_secs(5)), "the rest of the entry stays");
+
+    let vars = [
+        ("RESILIENCE_ENV".to_owned(), "development".to_owned()),
+        ("RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__TIMEOUT".to_owned(), "3s".to_owned()),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap();
+    assert_eq!(settings.environment(), Some("development"));
+    assert_eq!(settings.defaults().global.timeout, Some(Duration::from_secs(5)));
+    let (_, _, user_db) = settings.dependencies().find(|(n, _, _)| *n == "user_db").unwrap();
+    assert_eq!(user_db.timeout, Some(Duration::from_secs(3)));
+}
+
+#[test]
+fn an_unknown_key_names_its_path_and_line() {
+    let text = "resilience:\n  circuit_breaker:\n    failure_treshold: 5\n";
+    assert_eq!(
+        err(text),
+        "<string>:3: unknown key `resilience.circuit_breaker.failure_treshold`; did you mean `failure_threshold`?"
+    );
+    assert_eq!(err("resilence:\n  timeouts: {}\n"), "<string>:1: unknown key `resilence`; did you mean `resilience`?");
+}
+
+#[test]
+fn a_bad_duration_says_how_to_write_one() {
+    let text = "external_dependencies:\n  user_db:\n    type: database\n    timeout: 5 seconds\n";
+    assert_eq!(
+        err(text),
+        "<string>:4: invalid `external_dependencies.user_db.timeout`: `5 seconds` is not a duration; write a number and a unit: `250ms`, `30s`, `5m`, `1h`"
+    );
+    let text = "resilience:\n  timeouts: { default: 30 }\n";
+    assert_eq!(
+        err(text),
+        "<string>:2: invalid `resilience.timeouts.default`: a duration needs a unit, such as `250ms`, `30s`, `5m` or `1h`"
+    );
+}
+
+#[test]
+fn a_zero_threshold_is_refused() {
+    let text = "resilience:\n  circuit_breaker:\n    failure_threshold: 0\n";
+    assert_eq!(
+        err(text),
+        "<string>:3: invalid `resilience.circuit_breaker.failure_threshold`: must be at least 1, found 0"
+    );
+}
+
+#[test]
+fn an_unknown_dependency_type_suggests_one() {
+    let text = "external_dependencies:\n  queue:\n    type: message_queu\n";
+    assert_eq!(
+        err(text),
+        "<string>:3: invalid `external_dependencies.queue.type`: unknown value `message_queu`; did you mean `message_queue`?"
+    );
+    let text = "external_dependencies:\n  queue: { max_concurrent: 3 }\n";
+    assert!(err(text).contains("missing `type`"), "{}", err(text));
+}
+
+#[test]
+fn a_bad_variable_names_the_variable() {
+    let vars = [("RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__MAX_CONCURRENT".to_owned(), "many".to_owned())];
+    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "<string> (variable RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__MAX_CONCURRENT): invalid `external_dependencies.user_db.max_concurrent`: expected a whole number, found a string"
+    );
+    let vars = [("RESILIENCE__RESILIENCE__TIMEOUTS__DEFALT".to_owned(), "1s".to_owned())];
+    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
+    assert!(matches!(&e, ConfigError::UnknownKey { suggestion: Some(s), .. } if s == "default"), "{e}");
+}
+
+#[test]
+fn a_missing_environment_lists_the_sections() {
+    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_environment("staging").unwrap_err();
+    assert_eq!(e.to_string(), "<string>: no environment section `staging`; the file has: development, production");
+}
+
+#[test]
+fn a_rule_across_keys_points_at_the_key() {
+    let text = "external_dependencies:\n  db:\n    type: database\n    circuit_breaker:\n      window_size: 10\n      failure_threshold: 20\n";
+    assert_eq!(
+        err(text),
+        "<string>:6: invalid `external_dependencies.db.circuit_breaker.failure_threshold`: 20 failures can never fit in a window of 10 calls"
+    );
+}
+
+#[test]
+fn syntax_errors_and_files() {
+    let e = err("resilience:\n  timeouts: { default: 30s\n");
+    assert!(e.starts_with("<string>:"), "{e}");
+    assert!(e.contains("invalid YAML"), "{e}");
+    let missing = Settings::from_file("/nonexistent/resilience.yaml").unwrap_err();
+    assert!(missing.to_string().starts_with("cannot read settings file `/nonexistent/resilience.yaml`"), "{missing}");
+    let dir = std::env::temp_dir().join(format!("resilience-settings-{}.yaml", std::process::id()));
+    std::fs::write(&dir, "resilience:\n  retry:\n    jitter: fullish\n").unwrap();
+    let e = Settings::from_file(&dir).unwrap_err().to_string();
+    std::fs::remove_file(&dir).ok();
+    assert!(e.starts_with(&format!("{}:3: invalid `resilience.retry.jitter`", dir.display())), "{e}");
+}
+
+#[test]
+fn settings_that_do_not_fit_the_registry_change_nothing() {
+    let registry = Registry::new();
+    // A dependency registered by code, with a small window.
+    let own = resilience::ConfigOverrides {
+        circuit_breaker: resilience::BreakerOverrides { window_size: Some(nz(10)), ..Default::default() },
+        ..Default::default()
+    };
+    registry.register("ledger", DependencyType::Database, own).unwrap();
+    // Valid on its own, but rates over at least 20 calls cannot work in `ledger`'s window of 10.
+    let settings = Settings::from_yaml_str(
+        "resilience:\n  circuit_breaker: { failure_rate: 50, minimum_calls: 20 }\nexternal_dependencies:\n  user_db: { type: database }\n",
+    )
+    .unwrap();
+    let e = settings.apply_to(&registry).unwrap_err();
+    assert!(e.to_string().contains("external_dependencies.ledger"), "{e}");
+    assert!(registry.get("user_db").is_none(), "nothing was registered");
+    assert_eq!(registry.defaults().global.circuit_breaker.failure_rate, None, "defaults unchanged");
+}
