@@ -324,3 +324,47 @@ fn strategy_and_type_names_parse() {
     assert_eq!("file_system".parse::<DependencyType>(), Ok(DependencyType::FileSystem));
     assert!("filesystem".parse::<DependencyType>().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reconfigures_live_call_sites_with_calls_in_flight() {
+    let settings = |limit: usize| {
+        resilience::Settings::from_yaml_str(&format!(
+            "external_dependencies:\n  reload_test_orders: {{ type: message_queue, max_concurrent: {limit}, retry: {{ enabled: false }} }}\n"
+        ))
+        .unwrap()
+    };
+    resilience::init(&settings(1)).unwrap();
+    let m = resilience::manager();
+    let bulkhead = || match m.registry().get("reload_test_orders").unwrap().pipeline().bulkhead() {
+        Some(Bulkhead::Semaphore(b)) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let call = tokio::spawn(async move {
+        let mut started_tx = Some(started_tx);
+        m.execute("reload_test_orders", ResilienceStrategy::Database, || {
+            let (mut held, started_tx) = (held.clone(), started_tx.take());
+            async move {
+                if let Some(tx) = started_tx {
+                    tx.send(()).ok();
+                }
+                while !*held.borrow_and_update() {
+                    held.changed().await.ok();
+                }
+                Ok::<_, AppError>(())
+            }
+        })
+        .await
+    });
+    started.await.unwrap();
+    let quick = || m.execute("reload_test_orders", ResilienceStrategy::Database, || async { Ok::<_, AppError>(()) });
+    assert!(quick().await.unwrap_err().is_bulkhead_full());
+    resilience::reload(&settings(2)).unwrap();
+    // The call in flight still holds its permit under the new limit of 2.
+    assert_eq!(bulkhead().available(), 1);
+    quick().await.unwrap();
+    release.send(true).unwrap();
+    call.await.unwrap().unwrap();
+    assert_eq!(bulkhead().available(), 2);
+}
