@@ -24,6 +24,7 @@ mod error;
 mod fallback;
 mod leak;
 mod manager;
+mod observe;
 mod offload;
 mod pipeline;
 mod preset;

@@ -18,6 +18,7 @@ use crate::bulkhead::{
 };
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{self, run_detached, Elapsed, Limited};
@@ -72,6 +73,7 @@ pub struct Pipeline {
     breaker: Option<CircuitBreaker>,
     rate_limiter: Option<RateLimiter>,
     bulkhead: Option<Bulkhead>,
+    metrics: Arc<PipelineMetrics>,
 }
 
 /// Builds a [`Pipeline`]; see [`Pipeline::builder`].
@@ -184,13 +186,14 @@ impl PipelineBuilder {
         };
         let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
         Ok(Pipeline {
-            name,
             timeout: self.timeout,
             timeout_nanos: timeout::limit_nanos(self.timeout),
             retry,
             breaker,
             rate_limiter,
             bulkhead,
+            metrics: Arc::new(PipelineMetrics::new(&name)),
+            name,
         })
     }
 }
@@ -276,6 +279,7 @@ impl Pipeline {
     /// A pipeline with no policy at all.
     pub(crate) fn empty(name: Arc<str>) -> Self {
         Pipeline {
+            metrics: Arc::new(PipelineMetrics::new(&name)),
             name,
             timeout: None,
             timeout_nanos: 0,
@@ -576,6 +580,15 @@ where
         if *this.done {
             panic!("`PipelineCall` polled after it completed");
         }
+        let metrics = &*pipeline.metrics;
+        macro_rules! finish {
+            ($result:expr, $ok:expr) => {{
+                let attempts = this.retry_config.map(|_| this.retry.as_deref().map_or(1, RetryState::attempt));
+                metrics.finished(attempts, $ok);
+                *this.done = true;
+                return Poll::Ready($result);
+            }};
+        }
         loop {
             let (outcome, permit) = if let Some(body) = this.body.as_mut().as_pin_mut() {
                 // A body that was pending before.
@@ -595,28 +608,21 @@ where
                         Ok(slot) => (this.permit.take(), Some(slot)),
                         Err(rejected) => {
                             *this.permit = None;
-                            *this.done = true;
-                            return Poll::Ready(Err(E::from(rejected)));
+                            finish!(Err(E::from(rejected)), false)
                         }
                     }
                 } else {
                     // A new attempt: breaker and rate limiter, then a bulkhead slot.
                     let permit = match pipeline.admit() {
                         Ok(permit) => permit,
-                        Err(rejected) => {
-                            *this.done = true;
-                            return Poll::Ready(Err(E::from(rejected)));
-                        }
+                        Err(rejected) => finish!(Err(E::from(rejected)), false),
                     };
                     let slot = match &pipeline.bulkhead {
                         None => None,
                         Some(b) => match b.try_slot() {
-                            Ok(slot) => Some(slot),
-                            Err(rejected) if !b.waits() => {
-                                *this.done = true;
-                                return Poll::Ready(Err(E::from(rejected)));
-                            }
-                            Err(_) => {
+                            Some(slot) => Some(slot),
+                            None if !b.waits() => finish!(Err(E::from(b.full())), false),
+                            None => {
                                 *this.permit = permit;
                                 *this.wait = Some(Box::pin(b.slot()));
                                 continue;
@@ -646,13 +652,19 @@ where
                     }
                 }
             };
+            if *this.timeout_nanos != 0 {
+                match &outcome {
+                    Ok(Ok(_)) => metrics.time_successful.increment(1),
+                    Ok(Err(_)) => metrics.time_failed.increment(1),
+                    Err(Elapsed) => metrics.time_timeout.increment(1),
+                }
+            }
             let error = match outcome {
                 Ok(Ok(value)) => {
                     if let Some(p) = permit {
                         p.success();
                     }
-                    *this.done = true;
-                    return Poll::Ready(Ok(value));
+                    finish!(Ok(value), true)
                 }
                 Ok(Err(error)) => {
                     if let Some(p) = permit {
@@ -663,8 +675,7 @@ where
                         }
                     }
                     if !(this.policy.retry_if)(&error) {
-                        *this.done = true;
-                        return Poll::Ready(Err(error));
+                        finish!(Err(error), false)
                     }
                     error
                 }
@@ -684,10 +695,7 @@ where
                     retry_event(&pipeline.name, this.retry.as_deref(), delay);
                     *this.backoff = Some(Box::pin(tokio::time::sleep(delay)));
                 }
-                None => {
-                    *this.done = true;
-                    return Poll::Ready(Err(error));
-                }
+                None => finish!(Err(error), false),
             }
         }
     }

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 
 use crate::clock::Epoch;
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::metrics::RateLimiterMetrics;
 
 /// Limits of a [`RateLimiter`] or [`KeyedRateLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +104,7 @@ pub struct RateLimiter {
 
 struct Single {
     name: Arc<str>,
+    metrics: RateLimiterMetrics,
     config: RateLimiterConfig,
     gcra: Gcra,
     tat: AtomicU64,
@@ -123,9 +125,11 @@ impl RateLimiter {
     /// Builds a limiter with its full burst available.
     pub fn new(name: impl Into<Arc<str>>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let name: Arc<str> = name.into();
         Ok(Self {
             inner: Arc::new(Single {
-                name: name.into(),
+                metrics: RateLimiterMetrics::new(&name),
+                name,
                 config,
                 gcra: Gcra::new(&config),
                 tat: AtomicU64::new(0),
@@ -148,10 +152,16 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<(), ResilienceError> {
         let inner = &*self.inner;
-        inner
-            .gcra
-            .check(&inner.tat, inner.epoch.nanos())
-            .map_err(|wait| ResilienceError::rate_limited(&inner.name, Duration::from_nanos(wait)))
+        match inner.gcra.check(&inner.tat, inner.epoch.nanos()) {
+            Ok(()) => {
+                inner.metrics.permitted.increment(1);
+                Ok(())
+            }
+            Err(wait) => {
+                inner.metrics.rejected.increment(1);
+                Err(ResilienceError::rate_limited(&inner.name, Duration::from_nanos(wait)))
+            }
+        }
     }
 }
 
@@ -165,6 +175,7 @@ impl RateLimiter {
 /// at most once per `burst / rate` (and at least 1 ms apart).
 pub struct KeyedRateLimiter<K: Hash + Eq> {
     name: Arc<str>,
+    metrics: RateLimiterMetrics,
     gcra: Gcra,
     max_keys: usize,
     cells: DashMap<K, AtomicU64>,
@@ -188,8 +199,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Builds a limiter that tracks no key yet.
     pub fn new(name: impl Into<Arc<str>>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let name: Arc<str> = name.into();
         Ok(Self {
-            name: name.into(),
+            metrics: RateLimiterMetrics::new(&name),
+            name,
             gcra: Gcra::new(&config),
             max_keys: config.max_keys.get(),
             cells: DashMap::new(),
@@ -234,7 +247,16 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 }
             }
         };
-        verdict.map_err(|wait| ResilienceError::rate_limited(&self.name, Duration::from_nanos(wait)))
+        match verdict {
+            Ok(()) => {
+                self.metrics.permitted.increment(1);
+                Ok(())
+            }
+            Err(wait) => {
+                self.metrics.rejected.increment(1);
+                Err(ResilienceError::rate_limited(&self.name, Duration::from_nanos(wait)))
+            }
+        }
     }
 
     /// Drops every idle key, at most once per tolerance period.

@@ -236,6 +236,21 @@ impl Registry {
             .collect()
     }
 
+    /// Sets every gauge that follows a value continuously (breaker state and failure
+    /// rate, free bulkhead slots) for every dependency. Exporters call this before they
+    /// render, so the hot path never has to.
+    pub fn refresh_gauges(&self) {
+        for d in self.read().values() {
+            let pipeline = d.pipeline();
+            if let Some(b) = pipeline.circuit_breaker() {
+                b.refresh_gauges();
+            }
+            if let Some(b) = pipeline.bulkhead() {
+                b.refresh_gauges();
+            }
+        }
+    }
+
     /// Registers `name` as a dependency of type `dependency_type` with its own
     /// configuration `config` (over the type's preset). If the name is already in use,
     /// it is reconfigured in place and the change reaches every call site using it.

@@ -4,6 +4,7 @@ mod breaker;
 mod breaker_model;
 mod bulkhead;
 mod cancellation;
+mod observe;
 mod pipeline;
 mod rate_limit;
 mod registry;

@@ -52,11 +52,20 @@ impl Bulkhead {
         }
     }
 
+    /// The rejection, counted in the bulkhead's metrics.
     #[cold]
-    fn full(&self) -> ResilienceError {
+    pub(crate) fn full(&self) -> ResilienceError {
         match self {
             Self::Semaphore(b) => b.full(),
             Self::ThreadPool(b) => b.inline_full(),
+        }
+    }
+
+    /// Sets the available-slots gauge to the current count.
+    pub(crate) fn refresh_gauges(&self) {
+        match self {
+            Self::Semaphore(b) => b.refresh_gauges(),
+            Self::ThreadPool(b) => b.refresh_gauges(),
         }
     }
 
@@ -68,16 +77,12 @@ impl Bulkhead {
 
     /// A slot without waiting, if one is free.
     #[inline]
-    pub(crate) fn try_slot(&self) -> Result<Slot<'_>, ResilienceError> {
+    pub(crate) fn try_slot(&self) -> Option<Slot<'_>> {
         let permits = match self {
             Self::Semaphore(b) => b.permits(),
             Self::ThreadPool(b) => b.inline_permits(),
         };
-        if permits.try_acquire() {
-            Ok(Slot(permits))
-        } else {
-            Err(self.full())
-        }
+        permits.try_acquire().then(|| Slot(permits))
     }
 
     /// A slot, waiting up to a semaphore bulkhead's `max_wait`.
@@ -85,7 +90,7 @@ impl Bulkhead {
         match self {
             Self::Semaphore(b) if b.permits().acquire(b.max_wait()).await => Ok(Slot(b.permits())),
             Self::Semaphore(_) => Err(self.full()),
-            Self::ThreadPool(_) => self.try_slot(),
+            Self::ThreadPool(_) => self.try_slot().ok_or_else(|| self.full()),
         }
     }
 
@@ -94,7 +99,7 @@ impl Bulkhead {
         match self {
             Self::Semaphore(b) if b.permits().acquire_blocking(b.max_wait()) => Ok(Slot(b.permits())),
             Self::Semaphore(_) => Err(self.full()),
-            Self::ThreadPool(_) => self.try_slot(),
+            Self::ThreadPool(_) => self.try_slot().ok_or_else(|| self.full()),
         }
     }
 }

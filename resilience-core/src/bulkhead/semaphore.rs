@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::permits::{Permits, MAX_PERMITS};
 use crate::clock::duration_nanos;
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::metrics::BulkheadMetrics;
 
 /// Limits of a [`SemaphoreBulkhead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +58,7 @@ struct Inner {
     /// Nanoseconds; changes in place on reconfiguration.
     max_wait_nanos: AtomicU64,
     permits: Permits,
+    metrics: BulkheadMetrics,
 }
 
 impl fmt::Debug for SemaphoreBulkhead {
@@ -74,9 +76,11 @@ impl SemaphoreBulkhead {
     /// Builds a bulkhead with all slots free.
     pub fn new(name: impl Into<Arc<str>>, config: SemaphoreBulkheadConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let name: Arc<str> = name.into();
         Ok(Self {
             inner: Arc::new(Inner {
-                name: name.into(),
+                metrics: BulkheadMetrics::new(&name, config.max_concurrent.get()),
+                name,
                 max_wait_nanos: AtomicU64::new(duration_nanos(config.max_wait)),
                 permits: Permits::new(config.max_concurrent.get()),
             }),
@@ -118,6 +122,8 @@ impl SemaphoreBulkhead {
     /// usual; if the new limit is lower, new calls are admitted once enough have ended.
     pub fn set_max_concurrent(&self, max_concurrent: NonZeroUsize) {
         self.inner.permits.set_limit(max_concurrent.get());
+        self.inner.metrics.max_allowed.set(max_concurrent.get() as f64);
+        self.refresh_gauges();
     }
 
     #[inline]
@@ -125,8 +131,15 @@ impl SemaphoreBulkhead {
         &self.inner.permits
     }
 
+    /// Sets the available-slots gauge to the current count.
+    pub(crate) fn refresh_gauges(&self) {
+        self.inner.metrics.available.set(self.available() as f64);
+    }
+
     #[cold]
     pub(crate) fn full(&self) -> ResilienceError {
+        self.inner.metrics.rejected.increment(1);
+        self.refresh_gauges();
         ResilienceError::bulkhead_full(&self.inner.name, self.max_concurrent())
     }
 

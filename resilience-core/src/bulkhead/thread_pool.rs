@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::permits::Permits;
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::metrics::BulkheadMetrics;
 
 /// A call for a worker. It is handed a function that frees the worker's slot, to call
 /// once its result is computed and before the result is delivered: a caller that has
@@ -68,6 +69,7 @@ pub struct ThreadPoolBulkhead {
 struct Handle {
     shared: Arc<Shared>,
     inline: Permits,
+    metrics: BulkheadMetrics,
 }
 
 struct Shared {
@@ -146,7 +148,11 @@ impl ThreadPoolBulkhead {
             queue: Mutex::new(Queue { jobs: VecDeque::new(), busy: 0, shutdown: false }),
             work: Condvar::new(),
         });
-        let handle = Handle { shared: Arc::clone(&shared), inline: Permits::new(config.max_concurrent.get()) };
+        let handle = Handle {
+            shared: Arc::clone(&shared),
+            inline: Permits::new(config.max_concurrent.get()),
+            metrics: BulkheadMetrics::new(&shared.name, config.max_concurrent.get()),
+        };
         for i in 0..shared.workers {
             let worker = Arc::clone(&shared);
             std::thread::Builder::new().name(format!("{}-{i}", shared.name)).spawn(move || worker.work()).map_err(
@@ -181,8 +187,15 @@ impl ThreadPoolBulkhead {
         self.inner.shared.queue().jobs.len()
     }
 
+    #[cold]
     fn full(&self) -> ResilienceError {
+        self.inner.metrics.rejected.increment(1);
         ResilienceError::bulkhead_full(&self.inner.shared.name, self.inner.shared.workers)
+    }
+
+    /// Sets the available-slots gauge: workers not busy.
+    pub(crate) fn refresh_gauges(&self) {
+        self.inner.metrics.available.set(self.max_concurrent().saturating_sub(self.active()) as f64);
     }
 
     fn submit(&self, job: Job) -> Result<(), ResilienceError> {

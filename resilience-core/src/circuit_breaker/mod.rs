@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use crate::clock::{duration_nanos, Epoch};
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::metrics::BreakerMetrics;
 use crate::sync::{lock, AtomicU64, Mutex, Ordering::*};
 use state::{
     generation_of, half_open_word, is_closed, issued, pack, same_half_open_period, state_of, successes, ISSUED_ONE,
@@ -113,6 +114,7 @@ struct Inner {
     epoch: Epoch,
     /// Held while changing state, so transitions are serialised; holds the subscribers.
     listeners: Mutex<Arc<Vec<Listener>>>,
+    metrics: BreakerMetrics,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -137,9 +139,10 @@ impl CircuitBreaker {
             SlidingWindow::Time { duration } => Window::Time(TimeWindow::new(duration_nanos(duration))),
         };
         let initial = if config.enabled { CircuitState::Closed } else { CircuitState::Disabled };
+        let name: Arc<str> = name.into();
         Ok(Self {
             inner: Arc::new(Inner {
-                name: name.into(),
+                name: Arc::clone(&name),
                 times_calls: config.slow_call_duration.is_some(),
                 recovery_nanos: duration_nanos(config.recovery_timeout),
                 slow_nanos: config.slow_call_duration.map_or(u64::MAX, duration_nanos),
@@ -151,6 +154,11 @@ impl CircuitBreaker {
                 window,
                 epoch,
                 listeners: Mutex::new(Arc::new(Vec::new())),
+                metrics: {
+                    let m = BreakerMetrics::new(&name);
+                    m.set_state(initial);
+                    m
+                },
             }),
         })
     }
@@ -187,6 +195,13 @@ impl CircuitBreaker {
             failure_rate: rate(stats.failures),
             slow_call_rate: rate(stats.slow),
         }
+    }
+
+    /// Sets the state and failure-rate gauges to the current values.
+    pub(crate) fn refresh_gauges(&self) {
+        let m = self.metrics();
+        self.inner.metrics.set_state(m.state);
+        self.inner.metrics.failure_rate.set(m.failure_rate);
     }
 
     /// Calls `listener` on every later transition, after the state has changed.
@@ -296,12 +311,12 @@ impl Inner {
             match state_of(word) {
                 CircuitState::Closed => return Ok(self.closed_permit(word)),
                 CircuitState::Disabled => return Ok(CallPermit { breaker: self, word: UNRECORDED, start: 0 }),
-                CircuitState::ForcedOpen => return Err(ResilienceError::circuit_open(&self.name, None)),
+                CircuitState::ForcedOpen => return Err(self.not_permitted(None)),
                 CircuitState::Open => {
                     let elapsed = self.now_nanos().saturating_sub(self.opened_at.load(Acquire));
                     if elapsed < self.recovery_nanos {
                         let wait = Duration::from_nanos(self.recovery_nanos - elapsed);
-                        return Err(ResilienceError::circuit_open(&self.name, Some(wait)));
+                        return Err(self.not_permitted(Some(wait)));
                     }
                     self.transition(word, CircuitState::HalfOpen, TransitionReason::RecoveryTimeout);
                 }
@@ -309,7 +324,7 @@ impl Inner {
                     let mut trials = self.half_open.load(Acquire);
                     while same_half_open_period(trials, word) {
                         if issued(trials) >= self.half_open_calls {
-                            return Err(ResilienceError::circuit_open(&self.name, None));
+                            return Err(self.not_permitted(None));
                         }
                         match self.half_open.compare_exchange_weak(trials, trials + ISSUED_ONE, AcqRel, Acquire) {
                             Ok(_) => return Ok(CallPermit { breaker: self, word, start: self.start_stamp() }),
@@ -320,6 +335,12 @@ impl Inner {
             }
             word = self.state.load(Acquire);
         }
+    }
+
+    #[cold]
+    fn not_permitted(&self, retry_after: Option<Duration>) -> ResilienceError {
+        self.metrics.not_permitted.increment(1);
+        ResilienceError::circuit_open(&self.name, retry_after)
     }
 
     fn is_slow(&self, start: u64) -> bool {
@@ -346,6 +367,9 @@ impl Inner {
                 Some(w.record(self.now_nanos(), failed, slow))
             }
         };
+        if let Some(s) = stats {
+            self.metrics.failure_rate.set(if s.calls == 0 { 0.0 } else { s.failures as f64 * 100.0 / s.calls as f64 });
+        }
         if let Some(reason) = stats.and_then(|s| self.trip_reason(s)) {
             self.transition(word, CircuitState::Open, reason);
         }
@@ -425,6 +449,10 @@ impl Inner {
             Arc::clone(&guard)
         };
         let change = StateTransition { name: Arc::clone(&self.name), from: state_of(expected), to, reason };
+        self.metrics.transition(change.from, to);
+        if to == CircuitState::Closed || to == CircuitState::Open {
+            self.metrics.failure_rate.set(0.0);
+        }
         emit(&change);
         for listener in listeners.iter() {
             listener(&change);
@@ -480,6 +508,7 @@ impl CallPermit<'_> {
             if let Window::Count(w) = &self.breaker.window {
                 if w.is_quiet() {
                     self.word = UNRECORDED;
+                    self.breaker.metrics.successful.increment(1);
                     return;
                 }
             }
@@ -494,6 +523,9 @@ impl CallPermit<'_> {
 
     /// The call's outcome says nothing about the dependency.
     pub fn ignore(mut self) {
+        if self.word != UNRECORDED {
+            self.breaker.metrics.ignored.increment(1);
+        }
         self.finish(None);
     }
 
@@ -511,6 +543,12 @@ impl CallPermit<'_> {
     fn finish(&mut self, failed: Option<bool>) {
         let word = std::mem::replace(&mut self.word, UNRECORDED);
         let breaker = self.breaker;
+        match failed {
+            _ if word == UNRECORDED => {}
+            Some(false) => breaker.metrics.successful.increment(1),
+            Some(true) => breaker.metrics.failed.increment(1),
+            None => {}
+        }
         match state_of(word) {
             _ if word == UNRECORDED => {}
             CircuitState::Closed => {

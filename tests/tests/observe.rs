@@ -1,0 +1,111 @@
+//! The metrics of CONTRACT §7, through a recording `metrics` recorder.
+
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::CompositeKey;
+use resilience::{BreakerOverrides, BulkheadOverrides, ConfigOverrides, DependencyType, Registry, ResilienceManager};
+use resilience::{ResilienceStrategy, RetryOverrides};
+
+use crate::support::{nz, nzu, AppError};
+
+fn labels(key: &CompositeKey) -> Vec<(String, String)> {
+    let mut l: Vec<_> = key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+    l.sort();
+    l
+}
+
+type Snapshot = [(CompositeKey, Option<metrics::Unit>, Option<metrics::SharedString>, DebugValue)];
+
+fn find<'s>(snapshot: &'s Snapshot, name: &str, want: &[(&str, &str)]) -> Option<&'s DebugValue> {
+    let mut want: Vec<(String, String)> = want.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    want.sort();
+    snapshot.iter().find(|(k, _, _, _)| k.key().name() == name && labels(k) == want).map(|(_, _, _, v)| v)
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_retry_and_bulkhead_metrics_have_the_contract_s_names_and_labels() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are resolved when the policies are built: build them under the recorder.
+    let manager = metrics::with_local_recorder(&recorder, || {
+        let manager = ResilienceManager::default();
+        let registry: &Registry = manager.registry();
+        let flaky = ConfigOverrides {
+            circuit_breaker: BreakerOverrides { failure_threshold: Some(nz(2)), ..Default::default() },
+            retry: RetryOverrides {
+                max_attempts: Some(nz(2)),
+                base_delay: Some(Duration::from_millis(1)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        registry.register("metrics_flaky", DependencyType::ExternalApi, flaky).unwrap();
+        let narrow = ConfigOverrides {
+            bulkhead: BulkheadOverrides { max_concurrent: Some(nzu(1)), ..Default::default() },
+            ..Default::default()
+        };
+        registry.register("metrics_narrow", DependencyType::Database, narrow).unwrap();
+        manager
+    });
+
+    // A retry that succeeds: fail once, then succeed.
+    let mut first = true;
+    manager
+        .execute("metrics_flaky", ResilienceStrategy::ExternalService, || {
+            let fail = std::mem::replace(&mut first, false);
+            async move {
+                if fail {
+                    Err(AppError::Down)
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+    // The breaker opens on the next failure (two in the window); that call's retry and
+    // the next call are rejected.
+    let _ = manager
+        .execute("metrics_flaky", ResilienceStrategy::ExternalService, || async { Err::<(), _>(AppError::Down) })
+        .await;
+    let rejected =
+        manager.execute("metrics_flaky", ResilienceStrategy::ExternalService, || async { Ok::<_, AppError>(()) }).await;
+    assert!(rejected.unwrap_err().is_circuit_open());
+    // A bulkhead rejection.
+    let narrow = manager.registry().get("metrics_narrow").unwrap().pipeline();
+    let resilience::Bulkhead::Semaphore(b) = narrow.bulkhead().unwrap() else { panic!("semaphore") };
+    let held = b.try_acquire().unwrap();
+    let full =
+        manager.execute("metrics_narrow", ResilienceStrategy::Database, || async { Ok::<_, AppError>(()) }).await;
+    assert!(full.unwrap_err().is_bulkhead_full());
+    drop(held);
+    metrics::with_local_recorder(&recorder, || manager.registry().refresh_gauges());
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, want: &[(&str, &str)]| match find(&snapshot, name, want) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name} {want:?}: {other:?}"),
+    };
+    let gauge = |name: &str, want: &[(&str, &str)]| match find(&snapshot, name, want) {
+        Some(DebugValue::Gauge(g)) => g.into_inner(),
+        other => panic!("{name} {want:?}: {other:?}"),
+    };
+    let flaky = ("name", "metrics_flaky");
+    assert_eq!(counter("resilience_circuitbreaker_calls_total", &[flaky, ("kind", "successful")]), 1);
+    assert_eq!(counter("resilience_circuitbreaker_calls_total", &[flaky, ("kind", "failed")]), 2);
+    assert_eq!(counter("resilience_circuitbreaker_calls_total", &[flaky, ("kind", "not_permitted")]), 2);
+    assert_eq!(counter("resilience_circuitbreaker_transitions_total", &[flaky, ("from", "closed"), ("to", "open")]), 1);
+    assert_eq!(gauge("resilience_circuitbreaker_state", &[flaky, ("state", "open")]), 1.0);
+    assert_eq!(gauge("resilience_circuitbreaker_state", &[flaky, ("state", "closed")]), 0.0);
+    assert!(find(&snapshot, "resilience_circuitbreaker_failure_rate", &[flaky]).is_some());
+    assert_eq!(counter("resilience_retry_calls_total", &[flaky, ("kind", "successful_with_retry")]), 1);
+    assert_eq!(counter("resilience_retry_calls_total", &[flaky, ("kind", "failed_with_retry")]), 1);
+    assert_eq!(counter("resilience_retry_calls_total", &[flaky, ("kind", "failed_without_retry")]), 1);
+    assert_eq!(counter("resilience_timelimiter_calls_total", &[flaky, ("kind", "successful")]), 1);
+    assert_eq!(counter("resilience_timelimiter_calls_total", &[flaky, ("kind", "failed")]), 2);
+    let narrow = ("name", "metrics_narrow");
+    assert_eq!(counter("resilience_bulkhead_rejected_total", &[narrow]), 1);
+    assert_eq!(gauge("resilience_bulkhead_max_allowed_concurrent_calls", &[narrow]), 1.0);
+    assert_eq!(gauge("resilience_bulkhead_available_concurrent_calls", &[narrow]), 1.0);
+}
