@@ -379,6 +379,7 @@ impl Pipeline {
             f,
             timeout_nanos,
             retry_config,
+            span: call_span(&self.name),
             done: false,
             permit: None,
             slot: None,
@@ -521,6 +522,26 @@ impl Pipeline {
     }
 }
 
+/// The span of one protected call: the dependency and a correlation id unique in the
+/// process, which every event inside the call (retries, transitions) carries.
+#[inline]
+fn call_span(name: &str) -> Option<Box<tracing::Span>> {
+    if tracing::enabled!(target: "resilience::call", tracing::Level::DEBUG) {
+        new_call_span(name)
+    } else {
+        None
+    }
+}
+
+#[cold]
+fn new_call_span(name: &str) -> Option<Box<tracing::Span>> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span =
+        tracing::debug_span!(target: "resilience::call", "resilient_call", dependency = name, correlation_id = id);
+    (!span.is_disabled()).then(|| Box::new(span))
+}
+
 #[cold]
 fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
     let attempt = retry.map_or(0, RetryState::attempt);
@@ -546,6 +567,9 @@ pin_project! {
         // Per call, so that call-site keys can differ from the shared pipeline's.
         timeout_nanos: u64,
         retry_config: Option<&'a RetryConfig>,
+        // Entered on every poll. `None` unless a subscriber wants `resilience::call`
+        // spans at debug level; boxed so that a call without one carries one word.
+        span: Option<Box<tracing::Span>>,
         done: bool,
         // Fields drop in this order: the body (and whatever it holds) goes before the
         // slot and permit it ran under, so a cancelled call never lets the next one in
@@ -580,6 +604,7 @@ where
         if *this.done {
             panic!("`PipelineCall` polled after it completed");
         }
+        let _entered = this.span.as_deref().map(tracing::Span::enter);
         let metrics = &*pipeline.metrics;
         macro_rules! finish {
             ($result:expr, $ok:expr) => {{
