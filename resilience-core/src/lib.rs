@@ -53,11 +53,14 @@ pub use manager::{
     manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
     ResilienceManager,
 };
+pub use observe::health::{Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, Severity};
 pub use pipeline::PipelineCall;
 pub use pipeline::{ErrorPolicy, Pipeline, PipelineBuilder};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
-pub use registry::{registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry};
+pub use registry::{
+    health, registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry,
+};
 pub use retry::{Backoff, Jitter, Retry, RetryConfig};
 pub use settings::{init, reload, Settings, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX};
 pub use timeout::{Timeout, TimeoutFuture};

@@ -236,6 +236,11 @@ impl Registry {
             .collect()
     }
 
+    /// The health of every dependency, with the alerts of the seed notes.
+    pub fn health(&self) -> crate::observe::health::HealthReport {
+        crate::observe::health::report(self)
+    }
+
     /// Sets every gauge that follows a value continuously (breaker state and failure
     /// rate, free bulkhead slots) for every dependency. Exporters call this before they
     /// render, so the hot path never has to.
@@ -433,6 +438,11 @@ static GLOBAL: LazyLock<LeakedCell<Registry>> = LazyLock::new(|| LeakedCell::new
 /// The global registry, used by [`manager()`](crate::manager) and the macros.
 pub fn registry() -> &'static Registry {
     GLOBAL.get()
+}
+
+/// The health of every dependency of the global registry (CONTRACT §7).
+pub fn health() -> crate::observe::health::HealthReport {
+    registry().health()
 }
 
 /// Replaces the global registry (for tests): later calls through the global manager and

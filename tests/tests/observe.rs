@@ -168,3 +168,74 @@ fn every_call_has_a_span_with_its_dependency_and_a_correlation_id() {
     let (a, b) = (field(&spans[0], "correlation_id"), field(&spans[1], "correlation_id"));
     assert!(!a.is_empty() && a != b, "correlation ids {a} and {b}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_reports_states_alerts_and_json() {
+    let manager = ResilienceManager::default();
+    let registry = manager.registry();
+    assert_eq!(registry.health().status, resilience::HealthStatus::Up, "no dependency is up");
+    let one_failure = ConfigOverrides {
+        circuit_breaker: BreakerOverrides { failure_threshold: Some(nz(1)), ..Default::default() },
+        retry: RetryOverrides { enabled: Some(false), ..Default::default() },
+        ..Default::default()
+    };
+    registry.register("health_down", DependencyType::ExternalApi, one_failure).unwrap();
+    let narrow = ConfigOverrides {
+        bulkhead: BulkheadOverrides { max_concurrent: Some(nzu(1)), ..Default::default() },
+        ..Default::default()
+    };
+    registry.register("health_busy", DependencyType::Database, narrow).unwrap();
+    let _ = manager
+        .execute("health_down", ResilienceStrategy::ExternalService, || async { Err::<(), _>(AppError::Down) })
+        .await;
+    let resilience::Bulkhead::Semaphore(b) = registry.get("health_busy").unwrap().pipeline().bulkhead().unwrap() else {
+        panic!("semaphore")
+    };
+    let _held = b.try_acquire().unwrap();
+
+    let report = registry.health();
+    assert_eq!(report.status, resilience::HealthStatus::Degraded);
+    let down = report.dependencies.iter().find(|d| d.name == "health_down").unwrap();
+    assert_eq!(down.status, resilience::HealthStatus::Down);
+    assert_eq!(down.circuit_state, Some(resilience::CircuitState::Open));
+    let busy = report.dependencies.iter().find(|d| d.name == "health_busy").unwrap();
+    assert_eq!((busy.bulkhead_in_use, busy.bulkhead_max_concurrent), (Some(1), Some(1)));
+    assert_eq!(busy.status, resilience::HealthStatus::Degraded);
+    let kinds: Vec<_> = report.alerts.iter().map(|a| (a.severity, a.kind, a.dependency.as_str())).collect();
+    assert_eq!(kinds, [(resilience::Severity::Critical, resilience::AlertKind::BulkheadUtilization, "health_busy")]);
+
+    // Open for more than five minutes: critical.
+    tokio::time::advance(Duration::from_secs(301)).await;
+    let report = registry.health();
+    assert!(report
+        .alerts
+        .iter()
+        .any(|a| a.kind == resilience::AlertKind::BreakerOpen && a.dependency == "health_down"));
+    // A failure rate above 10 % over at least `minimum_calls` (10) calls: critical.
+    let tolerant = ConfigOverrides {
+        circuit_breaker: BreakerOverrides { failure_threshold: Some(nz(50)), ..Default::default() },
+        retry: RetryOverrides { enabled: Some(false), ..Default::default() },
+        ..Default::default()
+    };
+    registry.register("health_flaky", DependencyType::MessageQueue, tolerant).unwrap();
+    for i in 0..10 {
+        let _ = manager
+            .execute("health_flaky", ResilienceStrategy::Database, || async move {
+                if i < 2 {
+                    Err(AppError::Down)
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+    }
+    let report = registry.health();
+    let flaky: Vec<_> = report.alerts.iter().filter(|a| a.dependency == "health_flaky").collect();
+    assert_eq!(flaky.len(), 1);
+    assert_eq!((flaky[0].severity, flaky[0].kind), (resilience::Severity::Critical, resilience::AlertKind::ErrorRate));
+    assert_eq!(flaky[0].message, "20.0 % of the last 10 calls failed");
+    let json = report.to_json();
+    assert!(json.starts_with("{\"status\":\"DEGRADED\""), "{json}");
+    assert!(json.contains("\"circuit_state\":\"open\""), "{json}");
+    assert!(json.contains("\"kind\":\"breaker_open\""), "{json}");
+}

@@ -197,6 +197,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// How long the breaker has been open (or forced open); `None` in any other state.
+    pub fn open_for(&self) -> Option<Duration> {
+        match self.state() {
+            CircuitState::Open | CircuitState::ForcedOpen => {
+                let inner = &*self.inner;
+                Some(Duration::from_nanos(inner.now_nanos().saturating_sub(inner.opened_at.load(Acquire))))
+            }
+            _ => None,
+        }
+    }
+
     /// Sets the state and failure-rate gauges to the current values.
     pub(crate) fn refresh_gauges(&self) {
         let m = self.metrics();
@@ -437,13 +448,13 @@ impl Inner {
             }
             let generation = generation_of(expected) + 1;
             match to {
-                CircuitState::Open => self.opened_at.store(self.now_nanos(), Release),
+                CircuitState::Open | CircuitState::ForcedOpen => self.opened_at.store(self.now_nanos(), Release),
                 CircuitState::HalfOpen => self.half_open.store(half_open_word(generation), Release),
                 CircuitState::Closed => match &self.window {
                     Window::Count(w) => w.reset(),
                     Window::Time(w) => w.reset(),
                 },
-                CircuitState::ForcedOpen | CircuitState::Disabled => {}
+                CircuitState::Disabled => {}
             }
             self.state.store(pack(to, generation), Release);
             Arc::clone(&guard)

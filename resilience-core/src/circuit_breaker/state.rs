@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// The state of a circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     /// Calls flow and their outcomes are recorded.
     Closed,

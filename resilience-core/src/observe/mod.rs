@@ -10,4 +10,5 @@
 //! path and refreshed for every dependency by [`Registry::refresh_gauges`](crate::Registry::refresh_gauges),
 //! which an exporter calls before it renders.
 
+pub(crate) mod health;
 pub(crate) mod metrics;

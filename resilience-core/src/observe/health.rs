@@ -1,0 +1,198 @@
+//! The health report: every dependency's state and the alerts of the seed notes.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::circuit_breaker::CircuitState;
+use crate::registry::Registry;
+use crate::Bulkhead;
+
+/// Overall or per-dependency health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    /// Working normally.
+    Up,
+    /// Working, with something to look at (a half-open breaker, an alert).
+    Degraded,
+    /// Not working: the breaker is open.
+    Down,
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Act now.
+    Critical,
+    /// Look soon.
+    Warning,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AlertKind {
+    /// The breaker has been open longer than 5 minutes (critical).
+    BreakerOpen,
+    /// The failure rate in the breaker's window is above 10 % (critical) or 5 % (warning),
+    /// once the window holds at least `minimum_calls` calls.
+    ErrorRate,
+    /// The bulkhead is more than 95 % (critical) or 80 % (warning) in use.
+    BulkheadUtilization,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// How urgent.
+    pub severity: Severity,
+    /// About what.
+    pub kind: AlertKind,
+    /// The dependency.
+    pub dependency: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// One dependency in a [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DependencyHealth {
+    /// Its name.
+    pub name: String,
+    /// Its health.
+    pub status: HealthStatus,
+    /// Its breaker's state, if it has a breaker.
+    pub circuit_state: Option<CircuitState>,
+    /// Seconds its breaker has been open.
+    pub open_seconds: Option<f64>,
+    /// Failed calls in the breaker's window, in percent.
+    pub error_rate: Option<f64>,
+    /// Calls in the breaker's window.
+    pub window_calls: Option<u64>,
+    /// Bulkhead slots in use.
+    pub bulkhead_in_use: Option<usize>,
+    /// The bulkhead's limit.
+    pub bulkhead_max_concurrent: Option<usize>,
+}
+
+/// Every dependency's health, an overall status and the alerts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// `Up` when every dependency is up, `Down` when every one is down, else `Degraded`
+    /// (`Up` with no dependency).
+    pub status: HealthStatus,
+    /// Every dependency, by name.
+    pub dependencies: Vec<DependencyHealth>,
+    /// Alerts, critical first.
+    pub alerts: Vec<Alert>,
+}
+
+impl HealthReport {
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+const OPEN_TOO_LONG: Duration = Duration::from_secs(5 * 60);
+
+/// Builds the report for every dependency of `registry`.
+pub(crate) fn report(registry: &Registry) -> HealthReport {
+    let mut dependencies = Vec::new();
+    let mut alerts = Vec::new();
+    for name in registry.names() {
+        let Some(dependency) = registry.get(&name) else { continue };
+        let pipeline = dependency.pipeline();
+        let mut alert = |severity, kind, message: String| {
+            alerts.push(Alert { severity, kind, dependency: name.clone(), message });
+        };
+        let mut health = DependencyHealth {
+            name: name.clone(),
+            status: HealthStatus::Up,
+            circuit_state: None,
+            open_seconds: None,
+            error_rate: None,
+            window_calls: None,
+            bulkhead_in_use: None,
+            bulkhead_max_concurrent: None,
+        };
+        if let Some(breaker) = pipeline.circuit_breaker() {
+            let m = breaker.metrics();
+            health.circuit_state = Some(m.state);
+            health.window_calls = Some(m.calls);
+            health.error_rate = Some(m.failure_rate);
+            health.status = match m.state {
+                CircuitState::Open | CircuitState::ForcedOpen => HealthStatus::Down,
+                CircuitState::HalfOpen => HealthStatus::Degraded,
+                CircuitState::Closed | CircuitState::Disabled => HealthStatus::Up,
+            };
+            if let Some(open) = breaker.open_for() {
+                health.open_seconds = Some(open.as_secs_f64());
+                if open > OPEN_TOO_LONG {
+                    alert(
+                        Severity::Critical,
+                        AlertKind::BreakerOpen,
+                        format!("circuit breaker open for {}s", open.as_secs()),
+                    );
+                }
+            }
+            if m.calls > 0 && m.calls >= u64::from(breaker.config().minimum_calls.get()) {
+                let level = if m.failure_rate > 10.0 {
+                    Some(Severity::Critical)
+                } else if m.failure_rate > 5.0 {
+                    Some(Severity::Warning)
+                } else {
+                    None
+                };
+                if let Some(severity) = level {
+                    alert(
+                        severity,
+                        AlertKind::ErrorRate,
+                        format!("{:.1} % of the last {} calls failed", m.failure_rate, m.calls),
+                    );
+                }
+            }
+        }
+        if let Some(bulkhead) = pipeline.bulkhead() {
+            let max = bulkhead.max_concurrent();
+            let in_use = match bulkhead {
+                Bulkhead::Semaphore(b) => max.saturating_sub(b.available()),
+                Bulkhead::ThreadPool(p) => p.active(),
+            };
+            health.bulkhead_in_use = Some(in_use);
+            health.bulkhead_max_concurrent = Some(max);
+            let used = in_use as f64 * 100.0 / max.max(1) as f64;
+            let level = if used > 95.0 {
+                Some(Severity::Critical)
+            } else if used > 80.0 {
+                Some(Severity::Warning)
+            } else {
+                None
+            };
+            if let Some(severity) = level {
+                alert(
+                    severity,
+                    AlertKind::BulkheadUtilization,
+                    format!("bulkhead {used:.0} % in use ({in_use}/{max})"),
+                );
+            }
+        }
+        if health.status == HealthStatus::Up && alerts.iter().any(|a| a.dependency == name) {
+            health.status = HealthStatus::Degraded;
+        }
+        dependencies.push(health);
+    }
+    alerts.sort_by_key(|a| (a.severity != Severity::Critical, a.dependency.clone()));
+    let down = dependencies.iter().filter(|d| d.status == HealthStatus::Down).count();
+    let status = if dependencies.iter().all(|d| d.status == HealthStatus::Up) {
+        HealthStatus::Up
+    } else if down == dependencies.len() {
+        HealthStatus::Down
+    } else {
+        HealthStatus::Degraded
+    };
+    HealthReport { status, dependencies, alerts }
+}
