@@ -18,6 +18,7 @@ use crate::bulkhead::{
 };
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
+use crate::observe::latency::{self, LatencyStats};
 use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
 use crate::retry::{RetryConfig, RetryState};
@@ -74,6 +75,7 @@ pub struct Pipeline {
     rate_limiter: Option<RateLimiter>,
     bulkhead: Option<Bulkhead>,
     metrics: Arc<PipelineMetrics>,
+    latency: Arc<LatencyStats>,
 }
 
 /// Builds a [`Pipeline`]; see [`Pipeline::builder`].
@@ -193,6 +195,7 @@ impl PipelineBuilder {
             rate_limiter,
             bulkhead,
             metrics: Arc::new(PipelineMetrics::new(&name)),
+            latency: Arc::new(LatencyStats::new(&name)),
             name,
         })
     }
@@ -280,6 +283,7 @@ impl Pipeline {
     pub(crate) fn empty(name: Arc<str>) -> Self {
         Pipeline {
             metrics: Arc::new(PipelineMetrics::new(&name)),
+            latency: Arc::new(LatencyStats::new(&name)),
             name,
             timeout: None,
             timeout_nanos: 0,
@@ -318,6 +322,11 @@ impl Pipeline {
     /// The bulkhead.
     pub fn bulkhead(&self) -> Option<&Bulkhead> {
         self.bulkhead.as_ref()
+    }
+
+    /// The sampled latency of calls through this pipeline.
+    pub(crate) fn latency(&self) -> &LatencyStats {
+        &self.latency
     }
 
     /// Breaker and rate limiter, the checks made before a bulkhead slot is taken.
@@ -380,6 +389,7 @@ impl Pipeline {
             timeout_nanos,
             retry_config,
             span: call_span(&self.name),
+            sampled_at: 0,
             done: false,
             permit: None,
             slot: None,
@@ -570,6 +580,9 @@ pin_project! {
         // Entered on every poll. `None` unless a subscriber wants `resilience::call`
         // spans at debug level; boxed so that a call without one carries one word.
         span: Option<Box<tracing::Span>>,
+        // See `observe::latency`: nonzero for the calls that are timed, a sample of
+        // the calls whose body did not finish on its first poll.
+        sampled_at: u64,
         done: bool,
         // Fields drop in this order: the body (and whatever it holds) goes before the
         // slot and permit it ran under, so a cancelled call never lets the next one in
@@ -610,6 +623,9 @@ where
             ($result:expr, $ok:expr) => {{
                 let attempts = this.retry_config.map(|_| this.retry.as_deref().map_or(1, RetryState::attempt));
                 metrics.finished(attempts, $ok);
+                if *this.sampled_at != 0 {
+                    pipeline.latency.finish(*this.sampled_at);
+                }
                 *this.done = true;
                 return Poll::Ready($result);
             }};
@@ -673,6 +689,10 @@ where
                     Poll::Pending => {
                         *this.permit = permit;
                         *this.slot = slot;
+                        if *this.sampled_at == 0 {
+                            // Only calls that wait are timed (see `observe::latency`).
+                            *this.sampled_at = latency::start_stamp();
+                        }
                         return Poll::Pending;
                     }
                 }

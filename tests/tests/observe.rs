@@ -239,3 +239,42 @@ async fn health_reports_states_alerts_and_json() {
     assert!(json.contains("\"circuit_state\":\"open\""), "{json}");
     assert!(json.contains("\"kind\":\"breaker_open\""), "{json}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn sampled_call_durations_feed_the_histogram_and_the_p95_alert() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let manager = metrics::with_local_recorder(&recorder, || {
+        let manager = ResilienceManager::default();
+        let own = ConfigOverrides { timeout: Some(Duration::from_secs(60)), ..Default::default() };
+        manager.registry().register("latency_slow", DependencyType::ExternalApi, own).unwrap();
+        manager
+    });
+    // One call in 16 per thread is timed: 64 calls give 4 samples of 3 s each.
+    for _ in 0..64 {
+        manager
+            .execute("latency_slow", ResilienceStrategy::ExternalService, || async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok::<_, AppError>(())
+            })
+            .await
+            .unwrap();
+    }
+    let snapshot = snapshotter.snapshot().into_vec();
+    match find(&snapshot, "resilience_call_duration_seconds", &[("name", "latency_slow")]) {
+        Some(DebugValue::Histogram(values)) => {
+            assert_eq!(values.len(), 64, "4 samples, each recorded with a weight of 16");
+            assert!(values.iter().all(|v| (v.into_inner() - 3.0).abs() < 1e-9), "{values:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = manager.registry().health();
+    let slow = report.dependencies.iter().find(|d| d.name == "latency_slow").unwrap();
+    assert!(slow.p95_seconds.is_some_and(|p| (3.0..=4.1).contains(&p)), "{:?}", slow.p95_seconds);
+    assert!(report
+        .alerts
+        .iter()
+        .any(|a| a.kind == resilience::AlertKind::LatencyP95 && a.severity == resilience::Severity::Warning));
+    // The p95 covers the calls since the previous report: none now.
+    assert_eq!(manager.registry().health().dependencies[0].p95_seconds, None);
+}

@@ -42,6 +42,8 @@ pub enum AlertKind {
     ErrorRate,
     /// The bulkhead is more than 95 % (critical) or 80 % (warning) in use.
     BulkheadUtilization,
+    /// The 95th percentile of call durations is above 5 s (critical) or 2 s (warning).
+    LatencyP95,
 }
 
 /// One alert.
@@ -72,6 +74,10 @@ pub struct DependencyHealth {
     pub error_rate: Option<f64>,
     /// Calls in the breaker's window.
     pub window_calls: Option<u64>,
+    /// The 95th percentile of the durations of the calls sampled since the previous
+    /// report (calls that did not finish on their first poll, one in 16 per thread), as
+    /// an upper bound in seconds.
+    pub p95_seconds: Option<f64>,
     /// Bulkhead slots in use.
     pub bulkhead_in_use: Option<usize>,
     /// The bulkhead's limit.
@@ -116,6 +122,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
             open_seconds: None,
             error_rate: None,
             window_calls: None,
+            p95_seconds: None,
             bulkhead_in_use: None,
             bulkhead_max_concurrent: None,
         };
@@ -154,6 +161,19 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
                         format!("{:.1} % of the last {} calls failed", m.failure_rate, m.calls),
                     );
                 }
+            }
+        }
+        if let Some(p95) = pipeline.latency().p95_since_last_report() {
+            health.p95_seconds = Some(p95.as_secs_f64());
+            let level = if p95 > Duration::from_secs(5) {
+                Some(Severity::Critical)
+            } else if p95 > Duration::from_secs(2) {
+                Some(Severity::Warning)
+            } else {
+                None
+            };
+            if let Some(severity) = level {
+                alert(severity, AlertKind::LatencyP95, format!("p95 latency up to {:.1}s", p95.as_secs_f64()));
             }
         }
         if let Some(bulkhead) = pipeline.bulkhead() {

@@ -11,4 +11,5 @@
 //! which an exporter calls before it renders.
 
 pub(crate) mod health;
+pub(crate) mod latency;
 pub(crate) mod metrics;
