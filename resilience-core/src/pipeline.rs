@@ -690,8 +690,10 @@ where
                         *this.permit = permit;
                         *this.slot = slot;
                         if *this.sampled_at == 0 {
-                            // Only calls that wait are timed (see `observe::latency`).
-                            *this.sampled_at = latency::start_stamp();
+                            // Only calls that wait are timed (see `observe::latency`); the
+                            // timer just read the clock, so that reading is the start.
+                            let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
+                            *this.sampled_at = latency::start_stamp(started);
                         }
                         return Poll::Pending;
                     }

@@ -42,6 +42,11 @@ impl<F> Limited<F> {
     fn limit(&self) -> Duration {
         Duration::from_nanos(self.limit_nanos)
     }
+
+    /// When the attempt started, if its timer was created (it went `Pending`).
+    pub(crate) fn started(&self) -> Option<Instant> {
+        self.sleep.as_ref().and_then(|s| s.deadline().checked_sub(self.limit()))
+    }
 }
 
 impl<F: Future> Future for Limited<F> {
@@ -57,7 +62,13 @@ impl<F: Future> Future for Limited<F> {
         }
         if this.sleep.is_none() {
             // The first poll is the attempt's start, to within this one poll.
-            this.sleep.set(Some(tokio::time::sleep(Duration::from_nanos(*this.limit_nanos))));
+            let limit = Duration::from_nanos(*this.limit_nanos);
+            let start = Instant::now();
+            this.sleep.set(Some(match start.checked_add(limit) {
+                Some(deadline) => tokio::time::sleep_until(deadline),
+                // Beyond the clock's range: a timer that never fires.
+                None => tokio::time::sleep(limit),
+            }));
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => {

@@ -29,24 +29,28 @@ thread_local! {
 static EPOCH: LazyLock<Epoch> = LazyLock::new(Epoch::now);
 
 /// The start stamp of a call if this call is sampled (nanoseconds since the process
-/// epoch, plus one), else 0.
+/// epoch, plus one), else 0. `started` is when the call started, if the caller already
+/// knows (it then costs no clock read).
 #[inline]
-pub(crate) fn start_stamp() -> u64 {
+pub(crate) fn start_stamp(started: Option<tokio::time::Instant>) -> u64 {
     let sampled = TICK.with(|t| {
         let n = t.get().wrapping_add(1);
         t.set(n);
         n % SAMPLE_EVERY == 0
     });
     if sampled {
-        sampled_now()
+        stamp(started)
     } else {
         0
     }
 }
 
 #[cold]
-fn sampled_now() -> u64 {
-    EPOCH.nanos() + 1
+fn stamp(started: Option<tokio::time::Instant>) -> u64 {
+    match started {
+        Some(at) => EPOCH.nanos_at(at) + 1,
+        None => EPOCH.nanos() + 1,
+    }
 }
 
 pub(crate) struct LatencyStats {
