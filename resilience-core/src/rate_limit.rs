@@ -93,6 +93,21 @@ impl Gcra {
     }
 }
 
+/// Counts a GCRA outcome and turns a wait into the error.
+#[inline]
+fn verdict(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<(), u64>) -> Result<(), ResilienceError> {
+    match outcome {
+        Ok(()) => {
+            metrics.permitted.increment(1);
+            Ok(())
+        }
+        Err(wait) => {
+            metrics.rejected.increment(1);
+            Err(ResilienceError::rate_limited(name, Duration::from_nanos(wait)))
+        }
+    }
+}
+
 /// One rate limit shared by every call.
 ///
 /// A rejected call gets [`ResilienceError::RateLimited`] with the time after which it
@@ -152,16 +167,7 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<(), ResilienceError> {
         let inner = &*self.inner;
-        match inner.gcra.check(&inner.tat, inner.epoch.nanos()) {
-            Ok(()) => {
-                inner.metrics.permitted.increment(1);
-                Ok(())
-            }
-            Err(wait) => {
-                inner.metrics.rejected.increment(1);
-                Err(ResilienceError::rate_limited(&inner.name, Duration::from_nanos(wait)))
-            }
-        }
+        verdict(&inner.metrics, &inner.name, inner.gcra.check(&inner.tat, inner.epoch.nanos()))
     }
 }
 
@@ -226,7 +232,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Admits one call under `key` now, or rejects it.
     pub fn check_key(&self, key: &K) -> Result<(), ResilienceError> {
         let now = self.epoch.nanos();
-        let verdict = if let Some(tat) = self.cells.get(key) {
+        let outcome = if let Some(tat) = self.cells.get(key) {
             self.gcra.check(&tat, now)
         } else {
             if self.tracked.load(Relaxed) >= self.max_keys {
@@ -247,16 +253,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 }
             }
         };
-        match verdict {
-            Ok(()) => {
-                self.metrics.permitted.increment(1);
-                Ok(())
-            }
-            Err(wait) => {
-                self.metrics.rejected.increment(1);
-                Err(ResilienceError::rate_limited(&self.name, Duration::from_nanos(wait)))
-            }
-        }
+        verdict(&self.metrics, &self.name, outcome)
     }
 
     /// Drops every idle key, at most once per tolerance period.

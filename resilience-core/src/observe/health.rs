@@ -105,6 +105,17 @@ impl HealthReport {
 
 const OPEN_TOO_LONG: Duration = Duration::from_secs(5 * 60);
 
+/// Critical above `critical`, warning above `warning`.
+fn level(value: f64, critical: f64, warning: f64) -> Option<Severity> {
+    if value > critical {
+        Some(Severity::Critical)
+    } else if value > warning {
+        Some(Severity::Warning)
+    } else {
+        None
+    }
+}
+
 /// Builds the report for every dependency of `registry`.
 pub(crate) fn report(registry: &Registry) -> HealthReport {
     let mut dependencies = Vec::new();
@@ -147,14 +158,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
                 }
             }
             if m.calls > 0 && m.calls >= u64::from(breaker.config().minimum_calls.get()) {
-                let level = if m.failure_rate > 10.0 {
-                    Some(Severity::Critical)
-                } else if m.failure_rate > 5.0 {
-                    Some(Severity::Warning)
-                } else {
-                    None
-                };
-                if let Some(severity) = level {
+                if let Some(severity) = level(m.failure_rate, 10.0, 5.0) {
                     alert(
                         severity,
                         AlertKind::ErrorRate,
@@ -165,14 +169,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
         }
         if let Some(p95) = pipeline.latency().p95_since_last_report() {
             health.p95_seconds = Some(p95.as_secs_f64());
-            let level = if p95 > Duration::from_secs(5) {
-                Some(Severity::Critical)
-            } else if p95 > Duration::from_secs(2) {
-                Some(Severity::Warning)
-            } else {
-                None
-            };
-            if let Some(severity) = level {
+            if let Some(severity) = level(p95.as_secs_f64(), 5.0, 2.0) {
                 alert(severity, AlertKind::LatencyP95, format!("p95 latency up to {:.1}s", p95.as_secs_f64()));
             }
         }
@@ -185,14 +182,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
             health.bulkhead_in_use = Some(in_use);
             health.bulkhead_max_concurrent = Some(max);
             let used = in_use as f64 * 100.0 / max.max(1) as f64;
-            let level = if used > 95.0 {
-                Some(Severity::Critical)
-            } else if used > 80.0 {
-                Some(Severity::Warning)
-            } else {
-                None
-            };
-            if let Some(severity) = level {
+            if let Some(severity) = level(used, 95.0, 80.0) {
                 alert(
                     severity,
                     AlertKind::BulkheadUtilization,
