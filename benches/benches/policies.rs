@@ -269,3 +269,29 @@ fn ours_manager_execute(bencher: Bencher, yields: u8) {
         MANAGER.execute("bench_db", resilience::ResilienceStrategy::Database, move || body(y))
     });
 }
+
+static SITE: resilience::__private::CallSite = resilience::__private::CallSite::new(
+    "bench_site",
+    resilience::DependencyKind::Type(resilience::DependencyType::Database),
+    resilience::ConfigOverrides::EMPTY,
+);
+
+static SITE_REGISTERED: LazyLock<()> = LazyLock::new(|| {
+    // The same policies as `PIPELINE`, registered under the call site's name.
+    let own = resilience::ConfigOverrides {
+        timeout: Some(TIMEOUT),
+        circuit_breaker: resilience::BreakerOverrides { failure_threshold: NonZeroU32::new(5), ..Default::default() },
+        bulkhead: resilience::BulkheadOverrides { max_concurrent: NonZeroUsize::new(LIMIT), ..Default::default() },
+        ..Default::default()
+    };
+    resilience::registry().register("bench_site", resilience::DependencyType::Database, own).expect("valid");
+});
+
+/// What `#[resilient]` will expand to: a `static` call site and `__private::execute`.
+#[divan::bench(args = YIELDS, threads = [1, 2])]
+fn ours_call_site(bencher: Bencher, yields: u8) {
+    LazyLock::force(&SITE_REGISTERED);
+    bench_async(bencher, yields, |y| {
+        resilience::__private::execute(&SITE, &resilience::ErrorPolicy::default(), move || body(y))
+    });
+}

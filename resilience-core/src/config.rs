@@ -189,7 +189,7 @@ pub struct RateLimitOverrides {
 
 /// A partial [`ResilienceConfig`]: what one layer (preset, registration, settings
 /// entry, call site) says, leaving everything else to the layers below.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ConfigOverrides {
     /// Per-attempt timeout.
     pub timeout: Option<Duration>,
@@ -201,6 +201,58 @@ pub struct ConfigOverrides {
     pub bulkhead: BulkheadOverrides,
     /// Rate-limit keys.
     pub rate_limit: RateLimitOverrides,
+}
+
+impl BreakerOverrides {
+    /// No key set (a `const` form of `Default`).
+    pub const EMPTY: Self = Self {
+        enabled: None,
+        failure_threshold: None,
+        failure_rate: None,
+        minimum_calls: None,
+        window_size: None,
+        window_duration: None,
+        slow_call_duration: None,
+        slow_call_rate: None,
+        recovery_timeout: None,
+        half_open_max_calls: None,
+        success_threshold: None,
+    };
+}
+
+impl RetryOverrides {
+    /// No key set (a `const` form of `Default`).
+    pub const EMPTY: Self = Self {
+        enabled: None,
+        max_attempts: None,
+        base_delay: None,
+        exponential_base: None,
+        max_delay: None,
+        jitter: None,
+        max_elapsed: None,
+    };
+}
+
+impl BulkheadOverrides {
+    /// No key set (a `const` form of `Default`).
+    pub const EMPTY: Self =
+        Self { enabled: None, kind: None, max_concurrent: None, max_wait: None, queue_capacity: None };
+}
+
+impl RateLimitOverrides {
+    /// No key set (a `const` form of `Default`).
+    pub const EMPTY: Self = Self { rate: None, burst: None, per_key: None };
+}
+
+impl ConfigOverrides {
+    /// No key set (a `const` form of `Default`, for `static` call sites).
+    pub const EMPTY: Self = Self {
+        timeout: None,
+        circuit_breaker: BreakerOverrides::EMPTY,
+        retry: RetryOverrides::EMPTY,
+        bulkhead: BulkheadOverrides::EMPTY,
+        rate_limit: RateLimitOverrides::EMPTY,
+    };
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {

@@ -11,17 +11,36 @@ pub(crate) struct LeakedCell<T: 'static> {
     current: AtomicPtr<T>,
 }
 
+impl<T: std::fmt::Debug + 'static> std::fmt::Debug for LeakedCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeakedCell").field(&self.try_get()).finish()
+    }
+}
+
 impl<T: 'static> LeakedCell<T> {
     pub(crate) fn new(value: T) -> Self {
         Self { current: AtomicPtr::new(Box::leak(Box::new(value))) }
     }
 
+    /// A cell holding nothing yet (usable in a `static`).
+    pub(crate) const fn empty() -> Self {
+        Self { current: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> &'static T {
+        match self.try_get() {
+            Some(value) => value,
+            None => unreachable!("a LeakedCell made with `new` always holds a value"),
+        }
+    }
+
     #[inline]
     #[allow(unsafe_code)]
-    pub(crate) fn get(&self) -> &'static T {
-        // SAFETY: `current` only ever holds pointers obtained from `Box::leak`, which are
-        // valid, aligned and never freed, so they can be shared for `'static`.
-        unsafe { &*self.current.load(Ordering::Acquire) }
+    pub(crate) fn try_get(&self) -> Option<&'static T> {
+        // SAFETY: `current` only ever holds null or pointers obtained from `Box::leak`,
+        // which are valid, aligned and never freed, so they can be shared for `'static`.
+        unsafe { self.current.load(Ordering::Acquire).as_ref() }
     }
 
     /// Publishes `value`; the previous value stays valid (leaked) for its readers.

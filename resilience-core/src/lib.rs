@@ -23,6 +23,8 @@ pub mod config;
 mod error;
 mod fallback;
 mod leak;
+#[doc(hidden)]
+pub mod macro_support;
 mod manager;
 mod observe;
 mod offload;

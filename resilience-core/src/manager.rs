@@ -84,7 +84,7 @@ impl ResilienceManager {
     {
         // Timeout and retry are per call; only the keys of shared instances can shape a
         // dependency this call creates.
-        let shared = ConfigOverrides { timeout: None, retry: Default::default(), ..overrides.clone() };
+        let shared = ConfigOverrides { timeout: None, retry: Default::default(), ..*overrides };
         let dependency = self.registry().resolve_with(name, strategy, &shared);
         let pipeline = dependency.pipeline();
         let config = dependency.config().with(overrides);

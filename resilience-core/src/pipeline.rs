@@ -300,11 +300,13 @@ impl Pipeline {
     }
 
     /// The per-attempt timeout.
+    #[inline]
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
 
     /// The retry configuration.
+    #[inline]
     pub fn retry(&self) -> Option<&RetryConfig> {
         self.retry.as_ref()
     }
@@ -322,6 +324,12 @@ impl Pipeline {
     /// The bulkhead.
     pub fn bulkhead(&self) -> Option<&Bulkhead> {
         self.bulkhead.as_ref()
+    }
+
+    /// `timeout` as the attempt's timer takes it (nanoseconds, 0 for none).
+    #[inline]
+    pub(crate) fn timeout_nanos(&self) -> u64 {
+        self.timeout_nanos
     }
 
     /// The sampled latency of calls through this pipeline.
@@ -415,17 +423,33 @@ impl Pipeline {
     }
 
     /// Like [`call_blocking`](Self::call_blocking), with an [`ErrorPolicy`].
-    pub fn call_blocking_with<T, E, F>(&self, policy: &ErrorPolicy<E>, mut f: F) -> Result<T, E>
+    pub fn call_blocking_with<T, E, F>(&self, policy: &ErrorPolicy<E>, f: F) -> Result<T, E>
     where
         F: FnMut() -> Result<T, E>,
         E: From<ResilienceError>,
     {
-        self.blocking_loop(policy, || {
+        self.call_blocking_configured(policy, f, self.timeout, self.retry.as_ref())
+    }
+
+    /// A blocking call with its own timeout and retry configuration but this
+    /// pipeline's shared breaker, rate limiter and bulkhead.
+    pub(crate) fn call_blocking_configured<T, E, F>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        mut f: F,
+        timeout: Option<Duration>,
+        retry: Option<&RetryConfig>,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: From<ResilienceError>,
+    {
+        self.blocking_loop(policy, retry, || {
             let permit = self.admit()?;
             let _slot = self.bulkhead.as_ref().map(Bulkhead::slot_blocking).transpose()?;
-            let start = self.timeout.map(|_| Instant::now());
+            let start = timeout.map(|_| Instant::now());
             let result = f();
-            Ok(self.settle(policy, permit, start, Some(result)))
+            Ok(self.settle(policy, permit, timeout, start, Some(result)))
         })
     }
 
@@ -450,7 +474,7 @@ impl Pipeline {
         E: From<ResilienceError> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.blocking_loop(policy, || {
+        self.blocking_loop(policy, self.retry.as_ref(), || {
             let permit = self.admit()?;
             let job = Arc::clone(&f);
             let result = match &self.bulkhead {
@@ -471,7 +495,7 @@ impl Pipeline {
                 }
                 None => run_detached(move || job(), self.timeout),
             };
-            Ok(self.settle(policy, permit, None, result))
+            Ok(self.settle(policy, permit, self.timeout, None, result))
         })
     }
 
@@ -481,10 +505,11 @@ impl Pipeline {
         &self,
         policy: &ErrorPolicy<E>,
         permit: Option<CallPermit<'_>>,
+        timeout: Option<Duration>,
         start: Option<Instant>,
         result: Option<Result<T, E>>,
     ) -> Attempt<T, E> {
-        let overran = match (self.timeout, start) {
+        let overran = match (timeout, start) {
             (Some(limit), Some(start)) => start.elapsed() > limit,
             _ => false,
         };
@@ -499,7 +524,7 @@ impl Pipeline {
                 if let Some(p) = permit {
                     p.failure();
                 }
-                Attempt::TimedOut(self.timeout.unwrap_or_default())
+                Attempt::TimedOut(timeout.unwrap_or_default())
             }
         }
     }
@@ -507,12 +532,13 @@ impl Pipeline {
     fn blocking_loop<T, E>(
         &self,
         policy: &ErrorPolicy<E>,
+        retry: Option<&RetryConfig>,
         mut attempt: impl FnMut() -> Result<Attempt<T, E>, ResilienceError>,
     ) -> Result<T, E>
     where
         E: From<ResilienceError>,
     {
-        let mut retry = self.retry.as_ref().map(RetryState::new);
+        let mut retry = retry.map(RetryState::new);
         loop {
             let error = match attempt().unwrap_or_else(Attempt::Rejected) {
                 Attempt::Done(Ok(v)) => return Ok(v),

@@ -117,7 +117,7 @@ impl Dependency {
 
     /// Its own configuration layer (registration or settings entry).
     pub fn own_config(&self) -> ConfigOverrides {
-        self.state().own.clone()
+        self.state().own
     }
 
     /// The effective configuration in force.
@@ -306,7 +306,7 @@ impl Registry {
     pub fn resolve(&self, name: &str, strategy: ResilienceStrategy) -> &'static Dependency {
         match cache_get(self.id, name) {
             Some(d) => d,
-            None => self.resolve_slow(name, strategy, None),
+            None => self.resolve_slow(name, DependencyKind::Strategy(strategy), None),
         }
     }
 
@@ -321,7 +321,18 @@ impl Registry {
     ) -> &'static Dependency {
         match cache_get(self.id, name) {
             Some(d) => d,
-            None => self.resolve_slow(name, strategy, Some(call_site)),
+            None => self.resolve_slow(name, DependencyKind::Strategy(strategy), Some(call_site)),
+        }
+    }
+
+    /// The dependency `name`; if it was never registered nor used it is created with the
+    /// preset of `kind` (a dependency type for `#[database_call]` and its siblings) and
+    /// the `call_site` keys. Takes no lock after the first call on a thread.
+    #[inline]
+    pub fn resolve_as(&self, name: &str, kind: DependencyKind, call_site: &ConfigOverrides) -> &'static Dependency {
+        match cache_get(self.id, name) {
+            Some(d) => d,
+            None => self.resolve_slow(name, kind, Some(call_site)),
         }
     }
 
@@ -329,20 +340,19 @@ impl Registry {
     fn resolve_slow(
         &self,
         name: &str,
-        strategy: ResilienceStrategy,
+        kind: DependencyKind,
         call_site: Option<&ConfigOverrides>,
     ) -> &'static Dependency {
         let dependency = match self.get(name) {
             Some(d) => d,
-            None => self.create(name, strategy, call_site.cloned().unwrap_or_default()),
+            None => self.create(name, kind, call_site.cloned().unwrap_or_default()),
         };
         cache_put(self.id, name, dependency);
         dependency
     }
 
     #[cold]
-    fn create(&self, name: &str, strategy: ResilienceStrategy, call_site: ConfigOverrides) -> &'static Dependency {
-        let kind = DependencyKind::Strategy(strategy);
+    fn create(&self, name: &str, kind: DependencyKind, call_site: ConfigOverrides) -> &'static Dependency {
         let defaults = self.defaults();
         let mut own = call_site;
         let mut config = defaults.resolve(kind, &own);
@@ -365,8 +375,11 @@ impl Registry {
         tracing::info!(
             target: "resilience::registry",
             name = &*name,
-            strategy = strategy.as_str(),
-            "dependency used before it was registered; using the strategy's defaults"
+            preset = match kind {
+                DependencyKind::Strategy(s) => s.as_str(),
+                DependencyKind::Type(t) => t.as_str(),
+            },
+            "dependency used before it was registered; using its preset's defaults"
         );
         let dependency: &'static Dependency = Box::leak(Box::new(Dependency {
             name: Arc::clone(&name),
@@ -436,6 +449,7 @@ fn cache_put(registry: u64, name: &str, dependency: &'static Dependency) {
 static GLOBAL: LazyLock<LeakedCell<Registry>> = LazyLock::new(|| LeakedCell::new(Registry::new()));
 
 /// The global registry, used by [`manager()`](crate::manager) and the macros.
+#[inline]
 pub fn registry() -> &'static Registry {
     GLOBAL.get()
 }

@@ -30,3 +30,14 @@
 //! ```
 
 pub use resilience_core::*;
+
+/// What the attribute macros expand to. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use resilience_core::macro_support::*;
+    pub use resilience_core::{
+        BreakerOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, DependencyKind, ErrorPolicy, Jitter,
+        RateLimitOverrides, ResilienceError, RetryOverrides,
+    };
+    pub use std::time::Duration;
+}

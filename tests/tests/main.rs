@@ -3,6 +3,7 @@
 mod breaker;
 mod breaker_model;
 mod bulkhead;
+mod call_site;
 mod cancellation;
 mod observe;
 mod pipeline;

@@ -201,7 +201,7 @@ impl Settings {
         }
         registry.set_defaults(defaults.clone())?;
         for (name, ty, own) in &self.model.dependencies {
-            registry.register(name, *ty, own.clone())?;
+            registry.register(name, *ty, *own)?;
         }
         Ok(())
     }
