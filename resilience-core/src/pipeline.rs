@@ -386,7 +386,7 @@ impl Pipeline {
         retry_config: Option<&'a RetryConfig>,
     ) -> PipelineCall<'a, E, F, Fut>
     where
-        F: FnMut() -> Fut,
+        F: MakeAttempt<Fut>,
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
@@ -584,6 +584,36 @@ fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
     tracing::debug!(target: "resilience::retry", name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
 }
 
+/// What starts one attempt of a call: any `FnMut() -> Fut`, or a type of an integration
+/// (such as a tower service and its request) that cannot be written as a closure.
+pub trait MakeAttempt<Fut> {
+    /// Starts an attempt.
+    fn make_attempt(&mut self) -> Fut;
+}
+
+impl<F: FnMut() -> Fut, Fut> MakeAttempt<Fut> for F {
+    #[inline]
+    fn make_attempt(&mut self) -> Fut {
+        self()
+    }
+}
+
+/// Runs `attempts` through every policy of `pipeline`, with the pipeline's own timeout
+/// and retries: the form of [`Pipeline::call_with`] for attempt makers that are not
+/// closures.
+pub fn call_attempts<'a, T, E, F, Fut>(
+    pipeline: &'a Pipeline,
+    policy: &ErrorPolicy<E>,
+    attempts: F,
+) -> PipelineCall<'a, E, F, Fut>
+where
+    F: MakeAttempt<Fut>,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    pipeline.call_configured(policy, attempts, pipeline.timeout_nanos, pipeline.retry.as_ref())
+}
+
 type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError>> + Send + 'a>>;
 
 pin_project! {
@@ -631,7 +661,7 @@ impl<E, F, Fut> fmt::Debug for PipelineCall<'_, E, F, Fut> {
 
 impl<T, E, F, Fut> Future for PipelineCall<'_, E, F, Fut>
 where
-    F: FnMut() -> Fut,
+    F: MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
     E: From<ResilienceError>,
 {
@@ -698,7 +728,7 @@ where
                     };
                     (permit, slot)
                 };
-                this.body.set(Some(Limited::new((this.f)(), *this.timeout_nanos)));
+                this.body.set(Some(Limited::new(this.f.make_attempt(), *this.timeout_nanos)));
                 // Poll the new body at once, keeping permit and slot in locals: a body
                 // that is ready never stores them in the future (and a panic in it still
                 // drops them, which records the failure and frees the slot).

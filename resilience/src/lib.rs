@@ -31,6 +31,9 @@
 
 pub use resilience_core::*;
 
+#[cfg(feature = "tower")]
+pub mod tower;
+
 /// What the attribute macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {

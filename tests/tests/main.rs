@@ -13,3 +13,4 @@ mod retry;
 mod settings;
 mod support;
 mod timeout;
+mod tower_layer;
