@@ -29,14 +29,16 @@ pub struct ResilienceManager {
 }
 
 impl Default for ResilienceManager {
-    /// A manager with its own registry and the global defaults of CONTRACT §5.
+    /// A manager with its own registry and the global defaults of CONTRACT §5. Like
+    /// every registry, it lives for the rest of the process: make managers at start-up.
     fn default() -> Self {
         Self { registry: Some(Box::leak(Box::new(Registry::new()))) }
     }
 }
 
 impl ResilienceManager {
-    /// A manager with its own registry, whose global defaults are `defaults`.
+    /// A manager with its own registry (which lives for the rest of the process), whose
+    /// global defaults are `defaults`.
     pub fn new(defaults: ResilienceConfig) -> Result<Self, ConfigError> {
         defaults.validate()?;
         let registry = Registry::with_defaults(Defaults { global: defaults, ..Defaults::default() });
