@@ -117,42 +117,33 @@ pub fn manager() -> &'static ResilienceManager {
     &MANAGER
 }
 
-/// Runs `op` as a call to the internal service `name`.
-pub fn resilient_internal_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
-{
-    manager().execute(name, ResilienceStrategy::InternalService, op)
+macro_rules! shortcut {
+    ($(#[$doc:meta])* $function:ident => $strategy:ident) => {
+        $(#[$doc])*
+        pub fn $function<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
+        where
+            F: FnMut() -> Fut,
+            Fut: Future<Output = Result<T, E>>,
+            E: From<ResilienceError>,
+        {
+            manager().execute(name, ResilienceStrategy::$strategy, op)
+        }
+    };
 }
 
-/// Runs `op` as a call to the external service `name`.
-pub fn resilient_external_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
-{
-    manager().execute(name, ResilienceStrategy::ExternalService, op)
-}
-
-/// Runs `op` as a call to the database `name`.
-pub fn resilient_database_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
-{
-    manager().execute(name, ResilienceStrategy::Database, op)
-}
-
-/// Runs `op` as a call to the cache `name`.
-pub fn resilient_cache_call<T, E, F, Fut>(name: &str, op: F) -> PipelineCall<'static, E, F, Fut>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
-{
-    manager().execute(name, ResilienceStrategy::Cache, op)
-}
+shortcut!(
+    /// Runs `op` as a call to the internal service `name` (strategy `InternalService`).
+    resilient_internal_call => InternalService
+);
+shortcut!(
+    /// Runs `op` as a call to the external service `name` (strategy `ExternalService`).
+    resilient_external_call => ExternalService
+);
+shortcut!(
+    /// Runs `op` as a call to the database `name` (strategy `Database`).
+    resilient_database_call => Database
+);
+shortcut!(
+    /// Runs `op` as a call to the cache `name` (strategy `Cache`).
+    resilient_cache_call => Cache
+);
