@@ -114,3 +114,33 @@ where
     let (pipeline, _, timeout, retry) = site.settings();
     pipeline.call_blocking_configured(policy, f, timeout, retry)
 }
+
+/// A `NonZeroU32` from a literal the macro checked to be positive.
+pub const fn nz32(n: u32) -> std::num::NonZeroU32 {
+    match std::num::NonZeroU32::new(n) {
+        Some(v) => v,
+        None => std::num::NonZeroU32::MIN,
+    }
+}
+
+/// A `NonZeroUsize` from a literal the macro checked to be positive.
+pub const fn nzusize(n: usize) -> std::num::NonZeroUsize {
+    match std::num::NonZeroUsize::new(n) {
+        Some(v) => v,
+        None => std::num::NonZeroUsize::MIN,
+    }
+}
+
+/// What a registration macro does: registers `name` in the global registry. The keys
+/// were checked when the macro expanded; a registration the registry still refuses (its
+/// defaults from a settings file make the result invalid) is logged as an error and the
+/// dependency keeps its configuration (or gets its type's defaults if it is new).
+pub fn register(name: &'static str, dependency_type: DependencyType, keys: ConfigOverrides) -> &'static Dependency {
+    match registry().register(name, dependency_type, keys) {
+        Ok(dependency) => dependency,
+        Err(error) => {
+            tracing::error!(target: "resilience::registry", name, %error, "registration refused");
+            registry().resolve_as(name, DependencyKind::Type(dependency_type), &ConfigOverrides::EMPTY)
+        }
+    }
+}

@@ -30,6 +30,10 @@
 //! ```
 
 pub use resilience_core::*;
+pub use resilience_macros::{
+    register_api_dependency, register_cache_dependency, register_database_dependency, register_file_system_dependency,
+    register_message_queue_dependency,
+};
 
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -8,6 +8,7 @@ mod cancellation;
 mod observe;
 mod pipeline;
 mod rate_limit;
+mod registration;
 mod registry;
 mod retry;
 mod settings;

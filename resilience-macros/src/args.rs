@@ -1,0 +1,296 @@
+//! The keys of the runtime configuration, as macro arguments (one struct per group,
+//! field names matching the core's `*Overrides` one to one).
+
+use darling::FromMeta;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Expr, ExprPath};
+
+use crate::value::{DurationArg, Number, Percent, Positive};
+
+fn opt<T>(value: &Option<T>, tokens: impl Fn(&T) -> TokenStream) -> TokenStream {
+    match value {
+        Some(v) => {
+            let t = tokens(v);
+            quote!(::core::option::Option::Some(#t))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn word<'a>(expr: &'a Expr, expected: &[&str]) -> darling::Result<&'a syn::Ident> {
+    let ident = match expr {
+        Expr::Path(ExprPath { path, .. }) => path.get_ident(),
+        _ => None,
+    };
+    match ident {
+        Some(i) if expected.contains(&i.to_string().as_str()) => Ok(i),
+        Some(i) => Err(darling::Error::unknown_value(&i.to_string()).with_span(i)),
+        None => Err(darling::Error::custom(format!("expected one of: {}", expected.join(", "))).with_span(expr)),
+    }
+}
+
+/// `jitter = none | full | equal | decorrelated`.
+#[derive(Debug, Clone)]
+pub(crate) struct JitterArg(syn::Ident);
+
+impl FromMeta for JitterArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        let i = word(expr, &["none", "full", "equal", "decorrelated"])?;
+        let variant = match i.to_string().as_str() {
+            "full" => "Full",
+            "equal" => "Equal",
+            "decorrelated" => "Decorrelated",
+            _ => "None",
+        };
+        Ok(Self(syn::Ident::new(variant, i.span())))
+    }
+}
+
+/// `kind = semaphore | thread_pool`.
+#[derive(Debug, Clone)]
+pub(crate) struct KindArg(syn::Ident);
+
+impl FromMeta for KindArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        let i = word(expr, &["semaphore", "thread_pool"])?;
+        let variant = if i == "thread_pool" { "ThreadPool" } else { "Semaphore" };
+        Ok(Self(syn::Ident::new(variant, i.span())))
+    }
+}
+
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct BreakerArgs {
+    enabled: Option<bool>,
+    failure_threshold: Option<Positive>,
+    failure_rate: Option<Percent>,
+    minimum_calls: Option<Positive>,
+    window_size: Option<Positive>,
+    window_duration: Option<DurationArg>,
+    slow_call_duration: Option<DurationArg>,
+    slow_call_rate: Option<Percent>,
+    recovery_timeout: Option<DurationArg>,
+    half_open_max_calls: Option<Positive>,
+    success_threshold: Option<Positive>,
+}
+
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct RetryArgs {
+    enabled: Option<bool>,
+    max_attempts: Option<Positive>,
+    base_delay: Option<DurationArg>,
+    exponential_base: Option<Number>,
+    max_delay: Option<DurationArg>,
+    jitter: Option<JitterArg>,
+    max_elapsed: Option<DurationArg>,
+}
+
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct BulkheadArgs {
+    enabled: Option<bool>,
+    kind: Option<KindArg>,
+    max_concurrent: Option<Positive>,
+    max_wait: Option<DurationArg>,
+    queue_capacity: Option<Number>,
+}
+
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct RateLimitArgs {
+    rate: Option<Number>,
+    burst: Option<Positive>,
+    per_key: Option<bool>,
+}
+
+/// The keys of a registration macro after its name.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct RegistrationArgs {
+    timeout: Option<DurationArg>,
+    max_concurrent: Option<Positive>,
+    max_wait: Option<DurationArg>,
+    queue_capacity: Option<Number>,
+    kind: Option<KindArg>,
+    circuit_breaker: Option<BreakerArgs>,
+    retry: Option<RetryArgs>,
+    bulkhead: Option<BulkheadArgs>,
+    rate_limit: Option<RateLimitArgs>,
+}
+
+fn dur(d: &DurationArg) -> TokenStream {
+    d.tokens()
+}
+
+fn float(n: f64) -> TokenStream {
+    quote!(#n)
+}
+
+impl BreakerArgs {
+    fn tokens(&self) -> TokenStream {
+        let enabled = opt(&self.enabled, |b| quote!(#b));
+        let failure_threshold = opt(&self.failure_threshold, |p| p.u32_tokens());
+        let failure_rate = opt(&self.failure_rate, |p| float(p.0));
+        let minimum_calls = opt(&self.minimum_calls, |p| p.u32_tokens());
+        let window_size = opt(&self.window_size, |p| p.u32_tokens());
+        let window_duration = opt(&self.window_duration, dur);
+        let slow_call_duration = opt(&self.slow_call_duration, dur);
+        let slow_call_rate = opt(&self.slow_call_rate, |p| float(p.0));
+        let recovery_timeout = opt(&self.recovery_timeout, dur);
+        let half_open_max_calls = opt(&self.half_open_max_calls, |p| p.u32_tokens());
+        let success_threshold = opt(&self.success_threshold, |p| p.u32_tokens());
+        quote!(::resilience::__private::BreakerOverrides {
+            enabled: #enabled,
+            failure_threshold: #failure_threshold,
+            failure_rate: #failure_rate,
+            minimum_calls: #minimum_calls,
+            window_size: #window_size,
+            window_duration: #window_duration,
+            slow_call_duration: #slow_call_duration,
+            slow_call_rate: #slow_call_rate,
+            recovery_timeout: #recovery_timeout,
+            half_open_max_calls: #half_open_max_calls,
+            success_threshold: #success_threshold,
+        })
+    }
+
+    /// Rules across keys: all errors at once.
+    fn validate(&self, errors: &mut darling::error::Accumulator) {
+        if let (Some(t), Some(w)) = (self.failure_threshold, self.window_size) {
+            if t.value > w.value {
+                errors.push(
+                    darling::Error::custom(format!(
+                        "`failure_threshold` of {} can never be reached in a `window_size` of {} calls",
+                        t.value, w.value
+                    ))
+                    .with_span(&t.span),
+                );
+            }
+        }
+        if let (Some(t), None, None) = (self.failure_threshold, self.window_size, self.window_duration) {
+            if t.value > 100 {
+                errors.push(
+                    darling::Error::custom(format!(
+                        "`failure_threshold` of {} can never be reached in the default window of 100 calls; set `window_size`",
+                        t.value
+                    ))
+                    .with_span(&t.span),
+                );
+            }
+        }
+        if let (Some(s), Some(h)) = (self.success_threshold, self.half_open_max_calls) {
+            if s.value > h.value {
+                errors.push(
+                    darling::Error::custom(format!(
+                        "`success_threshold` of {} can never be reached with `half_open_max_calls` of {}",
+                        s.value, h.value
+                    ))
+                    .with_span(&s.span),
+                );
+            }
+        }
+    }
+}
+
+impl RetryArgs {
+    fn tokens(&self) -> TokenStream {
+        let enabled = opt(&self.enabled, |b| quote!(#b));
+        let max_attempts = opt(&self.max_attempts, |p| p.u32_tokens());
+        let base_delay = opt(&self.base_delay, dur);
+        let exponential_base = opt(&self.exponential_base, |n| float(n.0));
+        let max_delay = opt(&self.max_delay, dur);
+        let jitter = opt(&self.jitter, |j| {
+            let v = &j.0;
+            quote!(::resilience::__private::Jitter::#v)
+        });
+        let max_elapsed = opt(&self.max_elapsed, dur);
+        quote!(::resilience::__private::RetryOverrides {
+            enabled: #enabled,
+            max_attempts: #max_attempts,
+            base_delay: #base_delay,
+            exponential_base: #exponential_base,
+            max_delay: #max_delay,
+            jitter: #jitter,
+            max_elapsed: #max_elapsed,
+        })
+    }
+}
+
+fn bulkhead_tokens(
+    enabled: Option<bool>,
+    kind: Option<&KindArg>,
+    max_concurrent: Option<Positive>,
+    max_wait: Option<DurationArg>,
+    queue_capacity: Option<Number>,
+) -> TokenStream {
+    let enabled = opt(&enabled, |b| quote!(#b));
+    let kind = opt(&kind, |k| {
+        let v = &k.0;
+        quote!(::resilience::__private::BulkheadKind::#v)
+    });
+    let max_concurrent = opt(&max_concurrent, |p| p.usize_tokens());
+    let max_wait = opt(&max_wait, dur);
+    let queue_capacity = opt(&queue_capacity, |n| {
+        let v = n.0 as usize;
+        quote!(#v)
+    });
+    quote!(::resilience::__private::BulkheadOverrides {
+        enabled: #enabled,
+        kind: #kind,
+        max_concurrent: #max_concurrent,
+        max_wait: #max_wait,
+        queue_capacity: #queue_capacity,
+    })
+}
+
+impl RegistrationArgs {
+    /// Checks rules across keys, then builds the `ConfigOverrides` expression.
+    pub(crate) fn tokens(&self) -> darling::Result<TokenStream> {
+        let mut errors = darling::Error::accumulator();
+        if let Some(b) = &self.circuit_breaker {
+            b.validate(&mut errors);
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                errors.push(darling::Error::custom("`timeout` must be greater than zero"));
+            }
+        }
+        errors.finish()?;
+        let timeout = opt(&self.timeout, dur);
+        let breaker = self
+            .circuit_breaker
+            .as_ref()
+            .map_or_else(|| quote!(::resilience::__private::BreakerOverrides::EMPTY), BreakerArgs::tokens);
+        let retry = self
+            .retry
+            .as_ref()
+            .map_or_else(|| quote!(::resilience::__private::RetryOverrides::EMPTY), RetryArgs::tokens);
+        // Flat keys, then the `bulkhead(...)` group (the group wins where both are given).
+        let group = self.bulkhead.as_ref();
+        let bulkhead = bulkhead_tokens(
+            group.and_then(|g| g.enabled),
+            group.and_then(|g| g.kind.as_ref()).or(self.kind.as_ref()),
+            group.and_then(|g| g.max_concurrent).or(self.max_concurrent),
+            group.and_then(|g| g.max_wait).or(self.max_wait),
+            group.and_then(|g| g.queue_capacity).or(self.queue_capacity),
+        );
+        let rate_limit = match &self.rate_limit {
+            None => quote!(::resilience::__private::RateLimitOverrides::EMPTY),
+            Some(r) => {
+                let rate = opt(&r.rate, |n| float(n.0));
+                let burst = opt(&r.burst, |p| p.u32_tokens());
+                let per_key = opt(&r.per_key, |b| quote!(#b));
+                quote!(::resilience::__private::RateLimitOverrides { rate: #rate, burst: #burst, per_key: #per_key })
+            }
+        };
+        Ok(quote!(::resilience::__private::ConfigOverrides {
+            timeout: #timeout,
+            circuit_breaker: #breaker,
+            retry: #retry,
+            bulkhead: #bulkhead,
+            rate_limit: #rate_limit,
+        }))
+    }
+}

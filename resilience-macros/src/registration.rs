@@ -1,0 +1,51 @@
+//! `register_database_dependency!("user_db", max_concurrent = 10)` and its siblings.
+
+use darling::ast::NestedMeta;
+use darling::FromMeta;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{LitStr, Token};
+
+use crate::args::RegistrationArgs;
+
+struct Input {
+    name: LitStr,
+    keys: Vec<NestedMeta>,
+}
+
+impl Parse for Input {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let name: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(e.span(), "expected the dependency's name as a string literal, such as \"user_db\"")
+        })?;
+        let mut keys = Vec::new();
+        if input.parse::<Option<Token![,]>>()?.is_some() {
+            keys = Punctuated::<NestedMeta, Token![,]>::parse_terminated(input)?.into_iter().collect();
+        }
+        Ok(Self { name, keys })
+    }
+}
+
+/// Expands a registration of type `dependency_type` (a `DependencyType` variant name).
+pub(crate) fn expand(input: TokenStream, dependency_type: &str) -> TokenStream {
+    let input: Input = match syn::parse2(input) {
+        Ok(i) => i,
+        Err(e) => return e.to_compile_error(),
+    };
+    if input.name.value().trim().is_empty() {
+        return syn::Error::new(input.name.span(), "the dependency's name must not be empty").to_compile_error();
+    }
+    let overrides = match RegistrationArgs::from_list(&input.keys).and_then(|a| a.tokens()) {
+        Ok(t) => t,
+        Err(e) => return e.write_errors(),
+    };
+    let name = &input.name;
+    let ty = syn::Ident::new(dependency_type, proc_macro2::Span::call_site());
+    quote!(::resilience::__private::register(
+        #name,
+        ::resilience::__private::DependencyType::#ty,
+        #overrides,
+    ))
+}

@@ -1,0 +1,147 @@
+//! Values of keys: durations and positive counts, checked at expansion time.
+
+use darling::FromMeta;
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::{Expr, ExprLit, Lit};
+
+/// A duration written as a string with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DurationArg {
+    pub(crate) nanos: u64,
+}
+
+/// Parses `250ms`, `30s`, `1.5s`, `5m`, `1h`. The same rules as the settings file's
+/// (this crate cannot depend on the runtime, so the dozen lines live in both).
+fn parse_duration(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    };
+    let nanos = value * scale;
+    (nanos.is_finite() && nanos >= 0.0 && nanos < u64::MAX as f64).then_some(nanos as u64)
+}
+
+impl FromMeta for DurationArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => match parse_duration(&s.value()) {
+                Some(nanos) => Ok(Self { nanos }),
+                None => Err(darling::Error::custom(format!(
+                    "`{}` is not a duration; write a number and a unit: \"250ms\", \"30s\", \"5m\" or \"1h\"",
+                    s.value()
+                ))
+                .with_span(s)),
+            },
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Err(darling::Error::custom(format!(
+                "a duration needs a unit and quotes, such as \"{}s\"",
+                i.base10_digits()
+            ))
+            .with_span(i)),
+            other => Err(darling::Error::custom("expected a duration such as \"30s\"").with_span(other)),
+        }
+    }
+}
+
+impl DurationArg {
+    pub(crate) fn tokens(self) -> TokenStream {
+        let nanos = self.nanos;
+        quote!(::resilience::__private::Duration::from_nanos(#nanos))
+    }
+
+    pub(crate) fn is_zero(self) -> bool {
+        self.nanos == 0
+    }
+}
+
+/// A whole number of at least 1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Positive {
+    pub(crate) value: u64,
+    pub(crate) span: Span,
+}
+
+impl FromMeta for Positive {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                let value: u64 = i.base10_parse().map_err(|e| darling::Error::custom(e).with_span(i))?;
+                if value == 0 {
+                    return Err(darling::Error::custom("must be at least 1").with_span(i));
+                }
+                if value > u64::from(u32::MAX) {
+                    return Err(darling::Error::custom("is too large").with_span(i));
+                }
+                Ok(Self { value, span: i.span() })
+            }
+            Expr::Unary(u) => Err(darling::Error::custom("must be at least 1").with_span(u)),
+            other => Err(darling::Error::custom("expected a whole number of at least 1").with_span(other)),
+        }
+    }
+}
+
+impl Positive {
+    pub(crate) fn u32_tokens(self) -> TokenStream {
+        let v = self.value as u32;
+        quote!(::resilience::__private::nz32(#v))
+    }
+
+    pub(crate) fn usize_tokens(self) -> TokenStream {
+        let v = self.value as usize;
+        quote!(::resilience::__private::nzusize(#v))
+    }
+}
+
+/// A percentage in (0, 100].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Percent(pub(crate) f64);
+
+impl FromMeta for Percent {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        let value = match expr {
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<f64>().ok(),
+            Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => f.base10_parse::<f64>().ok(),
+            _ => None,
+        };
+        match value {
+            Some(p) if p > 0.0 && p <= 100.0 => Ok(Self(p)),
+            _ => Err(darling::Error::custom("expected a percentage in (0, 100]").with_span(expr)),
+        }
+    }
+}
+
+/// A number of at least 1.0 (the retry delay factor) or a positive rate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Number(pub(crate) f64);
+
+impl FromMeta for Number {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Ok(Self(i.base10_parse().map_err(darling::Error::custom)?)),
+            Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => {
+                Ok(Self(f.base10_parse().map_err(darling::Error::custom)?))
+            }
+            other => Err(darling::Error::custom("expected a number").with_span(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(250_000_000));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("1h"), Some(3_600_000_000_000));
+        assert_eq!(parse_duration("30"), None);
+        assert_eq!(parse_duration("3x"), None);
+    }
+}

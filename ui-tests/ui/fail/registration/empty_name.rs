@@ -1,0 +1,3 @@
+fn main() {
+    resilience::register_database_dependency!("  ");
+}

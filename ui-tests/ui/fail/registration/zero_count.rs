@@ -1,0 +1,3 @@
+fn main() {
+    resilience::register_cache_dependency!("sessions", max_concurrent = 0);
+}
