@@ -245,6 +245,25 @@ impl RateLimitOverrides {
 }
 
 impl ConfigOverrides {
+    /// Whether this layer sets a key that applies per call rather than to the shared
+    /// instances: the timeout or any retry key.
+    pub const fn sets_per_call_keys(&self) -> bool {
+        let r = &self.retry;
+        self.timeout.is_some()
+            || r.enabled.is_some()
+            || r.max_attempts.is_some()
+            || r.base_delay.is_some()
+            || r.exponential_base.is_some()
+            || r.max_delay.is_some()
+            || r.jitter.is_some()
+            || r.max_elapsed.is_some()
+    }
+
+    /// This layer without the per-call keys: what may shape shared instances.
+    pub const fn shared_keys(&self) -> Self {
+        Self { timeout: None, retry: RetryOverrides::EMPTY, ..*self }
+    }
+
     /// No key set (a `const` form of `Default`, for `static` call sites).
     pub const EMPTY: Self = Self {
         timeout: None,

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::ptr;
 use std::time::Duration;
 
-use crate::config::{ConfigOverrides, RetryOverrides};
+use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
 use crate::leak::LeakedCell;
 use crate::pipeline::{ErrorPolicy, Pipeline, PipelineCall};
@@ -48,16 +48,14 @@ struct View {
 impl CallSite {
     /// A call site of dependency `name` with preset `kind` and call-site `keys`.
     pub const fn new(name: &'static str, kind: DependencyKind, keys: ConfigOverrides) -> Self {
-        let per_call = keys.timeout.is_some()
-            || keys.retry.enabled.is_some()
-            || keys.retry.max_attempts.is_some()
-            || keys.retry.base_delay.is_some()
-            || keys.retry.exponential_base.is_some()
-            || keys.retry.max_delay.is_some()
-            || keys.retry.jitter.is_some()
-            || keys.retry.max_elapsed.is_some();
-        let shared = ConfigOverrides { timeout: None, retry: RetryOverrides::EMPTY, ..keys };
-        Self { name, kind, keys, shared, per_call, view: LeakedCell::empty() }
+        Self {
+            name,
+            kind,
+            keys,
+            shared: keys.shared_keys(),
+            per_call: keys.sets_per_call_keys(),
+            view: LeakedCell::empty(),
+        }
     }
 
     /// The dependency's name.

@@ -86,9 +86,12 @@ impl ResilienceManager {
     {
         // Timeout and retry are per call; only the keys of shared instances can shape a
         // dependency this call creates.
-        let shared = ConfigOverrides { timeout: None, retry: Default::default(), ..*overrides };
-        let dependency = self.registry().resolve_with(name, strategy, &shared);
+        let dependency = self.registry().resolve_with(name, strategy, &overrides.shared_keys());
         let pipeline = dependency.pipeline();
+        if !overrides.sets_per_call_keys() {
+            // Nothing to derive: skip reading the dependency's configuration.
+            return pipeline.call(f).await;
+        }
         let config = dependency.config().with(overrides);
         let retry = config.retry.enabled.then_some(config.retry).filter(|r| r.max_attempts.get() > 1);
         pipeline.call_configured(&ErrorPolicy::default(), f, limit_nanos(config.timeout), retry.as_ref()).await

@@ -226,10 +226,7 @@ impl Registry {
                     registered: state.registered,
                     config: state.config,
                     circuit_state: pipeline.circuit_breaker().map(|b| b.state()),
-                    bulkhead_available: bulkhead.map(|b| match b {
-                        Bulkhead::Semaphore(s) => s.available(),
-                        Bulkhead::ThreadPool(p) => p.max_concurrent().saturating_sub(p.active()),
-                    }),
+                    bulkhead_available: bulkhead.map(Bulkhead::available),
                     bulkhead_max_concurrent: bulkhead.map(Bulkhead::max_concurrent),
                 }
             })

@@ -158,22 +158,17 @@ impl BreakerArgs {
 
     /// Rules across keys: all errors at once.
     fn validate(&self, errors: &mut darling::error::Accumulator) {
-        if let (Some(t), Some(w)) = (self.failure_threshold, self.window_size) {
-            if t.value > w.value {
+        // A count-based window: the one given, or the default of 100 calls.
+        let window = match (self.window_size, self.window_duration) {
+            (Some(w), _) => Some((w.value, format!("a `window_size` of {} calls", w.value))),
+            (None, None) => Some((100, String::from("the default window of 100 calls; set `window_size`"))),
+            (None, Some(_)) => None,
+        };
+        if let (Some(t), Some((size, window))) = (self.failure_threshold, window) {
+            if t.value > size {
                 errors.push(
                     darling::Error::custom(format!(
-                        "`failure_threshold` of {} can never be reached in a `window_size` of {} calls",
-                        t.value, w.value
-                    ))
-                    .with_span(&t.span),
-                );
-            }
-        }
-        if let (Some(t), None, None) = (self.failure_threshold, self.window_size, self.window_duration) {
-            if t.value > 100 {
-                errors.push(
-                    darling::Error::custom(format!(
-                        "`failure_threshold` of {} can never be reached in the default window of 100 calls; set `window_size`",
+                        "`failure_threshold` of {} can never be reached in {window}",
                         t.value
                     ))
                     .with_span(&t.span),

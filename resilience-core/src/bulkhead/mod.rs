@@ -61,6 +61,14 @@ impl Bulkhead {
         }
     }
 
+    /// Free slots now: semaphore permits, or workers not running a call.
+    pub fn available(&self) -> usize {
+        match self {
+            Self::Semaphore(b) => b.available(),
+            Self::ThreadPool(b) => b.available(),
+        }
+    }
+
     /// Sets the available-slots gauge to the current count.
     pub(crate) fn refresh_gauges(&self) {
         match self {

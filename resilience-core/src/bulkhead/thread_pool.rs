@@ -193,9 +193,14 @@ impl ThreadPoolBulkhead {
         ResilienceError::bulkhead_full(&self.inner.shared.name, self.inner.shared.workers)
     }
 
+    /// Workers not running a call now.
+    pub fn available(&self) -> usize {
+        self.max_concurrent().saturating_sub(self.active())
+    }
+
     /// Sets the available-slots gauge: workers not busy.
     pub(crate) fn refresh_gauges(&self) {
-        self.inner.metrics.available.set(self.max_concurrent().saturating_sub(self.active()) as f64);
+        self.inner.metrics.available.set(self.available() as f64);
     }
 
     fn submit(&self, job: Job) -> Result<(), ResilienceError> {

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::circuit_breaker::CircuitState;
 use crate::registry::Registry;
-use crate::Bulkhead;
 
 /// Overall or per-dependency health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -175,10 +174,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
         }
         if let Some(bulkhead) = pipeline.bulkhead() {
             let max = bulkhead.max_concurrent();
-            let in_use = match bulkhead {
-                Bulkhead::Semaphore(b) => max.saturating_sub(b.available()),
-                Bulkhead::ThreadPool(p) => p.active(),
-            };
+            let in_use = max.saturating_sub(bulkhead.available());
             health.bulkhead_in_use = Some(in_use);
             health.bulkhead_max_concurrent = Some(max);
             let used = in_use as f64 * 100.0 / max.max(1) as f64;

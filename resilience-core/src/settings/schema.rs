@@ -157,20 +157,21 @@ impl Reader<'_> {
         }
     }
 
-    fn positive_u32(&self, key: &str, node: &Node) -> Result<NonZeroU32, ConfigError> {
+    /// A whole number of at least 1, as `make` turns it into a non-zero type.
+    fn positive<T: TryFrom<i64>, N>(&self, key: &str, node: &Node, make: fn(T) -> Option<N>) -> Result<N, ConfigError> {
         let n = self.integer(key, node)?;
-        u32::try_from(n)
+        T::try_from(n)
             .ok()
-            .and_then(NonZeroU32::new)
+            .and_then(make)
             .ok_or_else(|| invalid(self.file, key, node, format!("must be at least 1, found {n}")))
     }
 
+    fn positive_u32(&self, key: &str, node: &Node) -> Result<NonZeroU32, ConfigError> {
+        self.positive(key, node, NonZeroU32::new)
+    }
+
     fn positive_usize(&self, key: &str, node: &Node) -> Result<NonZeroUsize, ConfigError> {
-        let n = self.integer(key, node)?;
-        usize::try_from(n)
-            .ok()
-            .and_then(NonZeroUsize::new)
-            .ok_or_else(|| invalid(self.file, key, node, format!("must be at least 1, found {n}")))
+        self.positive(key, node, NonZeroUsize::new)
     }
 
     fn count(&self, key: &str, node: &Node) -> Result<usize, ConfigError> {
