@@ -2,23 +2,35 @@
 //! `::resilience::__private`, and it may change with any release.
 //!
 //! An expansion is a `static CallSite` (the name, the preset and the call-site keys, all
-//! checked at compile time) and a call to [`execute`] or [`execute_blocking`]. The call
-//! site resolves its dependency through the registry's per-thread cache, and caches the
-//! per-call settings derived from its keys for the dependency's current pipeline, so a
-//! call takes no lock and allocates nothing; a reconfiguration publishes a new pipeline,
-//! which the call site notices by pointer and re-derives once.
+//! checked at compile time) and a loop of attempts driven by a [`Call`] (async) or a
+//! [`BlockingCall`]: admit (breaker, rate limiter, bulkhead), run the body (its own block,
+//! written in the function, so it may borrow `&mut self` and the arguments afresh for
+//! each attempt), settle (record, decide on a retry). The call site resolves its
+//! dependency through the registry's per-thread cache, and caches the per-call settings
+//! derived from its keys for the dependency's current pipeline, so a call takes no lock
+//! and allocates nothing; a reconfiguration publishes a new pipeline, which the call site
+//! notices by pointer and re-derives once.
 
+use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::ptr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::bulkhead::{Bulkhead, Slot};
+use crate::circuit_breaker::CallPermit;
 use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
 use crate::leak::LeakedCell;
-use crate::pipeline::{ErrorPolicy, Pipeline, PipelineCall};
+use crate::observe::latency;
+use crate::pipeline::{call_span, retry_event, ErrorPolicy, Pipeline, PipelineCall};
 use crate::registry::{registry, Dependency, DependencyKind};
-use crate::retry::RetryConfig;
-use crate::timeout::limit_nanos;
+use crate::retry::{RetryConfig, RetryState};
+use crate::timeout::{limit_nanos, Limited};
 
 pub use crate::preset::{DependencyType, ResilienceStrategy};
 
@@ -26,6 +38,8 @@ pub use crate::preset::{DependencyType, ResilienceStrategy};
 #[derive(Debug)]
 pub struct CallSite {
     name: &'static str,
+    /// `operation = "…"` of `#[database_call]` and its siblings, for the call's span.
+    operation: Option<&'static str>,
     kind: DependencyKind,
     keys: ConfigOverrides,
     /// `keys` without timeout and retry: what shapes the shared instances if this call
@@ -50,12 +64,19 @@ impl CallSite {
     pub const fn new(name: &'static str, kind: DependencyKind, keys: ConfigOverrides) -> Self {
         Self {
             name,
+            operation: None,
             kind,
             keys,
             shared: keys.shared_keys(),
             per_call: keys.sets_per_call_keys(),
             view: LeakedCell::empty(),
         }
+    }
+
+    /// This call site, naming its operation in each call's span.
+    pub const fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
     }
 
     /// The dependency's name.
@@ -142,3 +163,405 @@ pub fn register(name: &'static str, dependency_type: DependencyType, keys: Confi
         }
     }
 }
+
+/// Admission to one attempt: the breaker's permit and the bulkhead slot, held until the
+/// attempt is settled (the slot until its body is dropped).
+pub struct Admission {
+    permit: Option<CallPermit<'static>>,
+    slot: Option<Slot<'static>>,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission").field("permit", &self.permit.is_some()).field("slot", &self.slot.is_some()).finish()
+    }
+}
+
+/// One call of an annotated `async fn`: what the loop of attempts in its expansion
+/// needs between attempts (the settings of the call site, retry bookkeeping, the span).
+pub struct Call<E> {
+    pipeline: &'static Pipeline,
+    timeout_nanos: u64,
+    retry_config: Option<&'static RetryConfig>,
+    retry: Option<RetryState<'static>>,
+    policy: ErrorPolicy<E>,
+    span: Option<Box<tracing::Span>>,
+    // See `observe::latency`: nonzero when this call is timed.
+    sampled_at: u64,
+    backoff: Option<Duration>,
+}
+
+impl<E> fmt::Debug for Call<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call").field("pipeline", &self.pipeline.name()).finish_non_exhaustive()
+    }
+}
+
+impl<E: From<ResilienceError>> Call<E> {
+    /// A call through `site`, with `policy` classifying the body's errors.
+    #[inline]
+    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>) -> Self {
+        let (pipeline, timeout_nanos, _, retry_config) = site.settings();
+        Self {
+            pipeline,
+            timeout_nanos,
+            retry_config,
+            retry: None,
+            policy,
+            span: call_span(site.name, site.operation),
+            sampled_at: 0,
+            backoff: None,
+        }
+    }
+
+    /// Whether another attempt may follow the coming one, so that arguments taken by
+    /// value must be cloned for it rather than moved.
+    #[inline]
+    pub fn may_retry(&self) -> bool {
+        match (self.retry_config, &self.retry) {
+            (None, _) => false,
+            (Some(_), Some(state)) => state.attempts_left(),
+            (Some(config), None) => config.attempts() > 1,
+        }
+    }
+
+    /// Waits out the backoff after a failed attempt, then asks the breaker, the rate
+    /// limiter and the bulkhead for the next one. A rejection ends the call with the
+    /// rejection as its error.
+    pub async fn admit(&mut self) -> Result<Admission, E> {
+        if let Some(delay) = self.backoff.take() {
+            // Boxed: a timer is large, and a call that needs no retry never sleeps.
+            Box::pin(tokio::time::sleep(delay)).await;
+        }
+        let permit = match self.pipeline.admit() {
+            Ok(permit) => permit,
+            Err(rejected) => return Err(self.rejected(rejected)),
+        };
+        let slot = match self.pipeline.try_slot() {
+            Ok(slot) => slot,
+            Err(Some(rejected)) => return Err(self.rejected(rejected)),
+            Err(None) => match self.pipeline.wait_slot() {
+                Some(wait) => match wait.await {
+                    Ok(slot) => Some(slot),
+                    Err(rejected) => return Err(self.rejected(rejected)),
+                },
+                None => None,
+            },
+        };
+        Ok(Admission { permit, slot })
+    }
+
+    #[cold]
+    fn rejected(&mut self, rejected: ResilienceError) -> E {
+        self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+        E::from(rejected)
+    }
+
+    /// Runs one attempt's `body` under the timeout and settles it: resolves to the
+    /// call's result, or to `None` when another attempt should follow (after the
+    /// backoff, which the next [`admit`](Self::admit) waits out).
+    #[inline]
+    pub fn attempt<T, Fut>(&mut self, admission: Admission, body: Fut) -> Attempt<'_, E, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let limit = self.timeout_nanos;
+        Attempt {
+            body: Some(Limited::new(body, limit)),
+            first_poll: true,
+            permit: admission.permit,
+            slot: admission.slot,
+            call: self,
+        }
+    }
+
+    fn settle<T>(
+        &mut self,
+        permit: Option<CallPermit<'static>>,
+        outcome: Result<Result<T, E>, crate::timeout::Elapsed>,
+    ) -> Option<Result<T, E>> {
+        let pipeline = self.pipeline;
+        let error = match pipeline.settle_attempt(&self.policy, permit, outcome, self.timeout_nanos) {
+            Ok(result) => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
+                return Some(result);
+            }
+            Err(error) => error,
+        };
+        let delay = match self.retry_config {
+            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
+            None => None,
+        };
+        match delay {
+            Some(delay) => {
+                retry_event(pipeline.name(), self.retry.as_ref(), delay);
+                self.backoff = Some(delay);
+                None
+            }
+            None => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// One attempt of a [`Call`]. Dropping it (a cancelled call) drops the body first,
+    /// then frees the slot and hands back the breaker permit unrecorded.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Attempt<'a, E, Fut> {
+        #[pin]
+        body: Option<Limited<Fut>>,
+        first_poll: bool,
+        permit: Option<CallPermit<'static>>,
+        slot: Option<Slot<'static>>,
+        call: &'a mut Call<E>,
+    }
+}
+
+impl<E, Fut> fmt::Debug for Attempt<'_, E, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt").field("call", &self.call).finish_non_exhaustive()
+    }
+}
+
+impl<T, E, Fut> Future for Attempt<'_, E, Fut>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    type Output = Option<Result<T, E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let call: &mut Call<E> = this.call;
+        let span = call.span.take();
+        let entered = span.as_deref().map(tracing::Span::enter);
+        let poll = match this.body.as_mut().as_pin_mut() {
+            Some(body) => body.poll(cx),
+            None => panic!("`Attempt` polled after it completed"),
+        };
+        let settled = match poll {
+            Poll::Ready(outcome) => {
+                this.body.set(None);
+                *this.slot = None;
+                Poll::Ready(call.settle(this.permit.take(), outcome))
+            }
+            Poll::Pending => {
+                if std::mem::take(this.first_poll) && call.sampled_at == 0 {
+                    // Only calls that wait are timed (see `observe::latency`).
+                    let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
+                    call.sampled_at = latency::start_stamp(started);
+                }
+                Poll::Pending
+            }
+        };
+        drop(entered);
+        call.span = span;
+        settled
+    }
+}
+
+/// One call of an annotated plain `fn`, run on the caller's thread; the blocking twin
+/// of [`Call`]. An attempt that overruns the timeout is reported as
+/// [`ResilienceError::Timeout`] when it returns, since a borrowing body cannot be left
+/// running on another thread.
+pub struct BlockingCall<E> {
+    pipeline: &'static Pipeline,
+    timeout: Option<Duration>,
+    retry_config: Option<&'static RetryConfig>,
+    retry: Option<RetryState<'static>>,
+    policy: ErrorPolicy<E>,
+    backoff: Option<Duration>,
+    started: Option<Instant>,
+}
+
+impl<E> fmt::Debug for BlockingCall<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingCall").field("pipeline", &self.pipeline.name()).finish_non_exhaustive()
+    }
+}
+
+impl<E: From<ResilienceError>> BlockingCall<E> {
+    /// A blocking call through `site`, with `policy` classifying the body's errors.
+    #[inline]
+    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>) -> Self {
+        let (pipeline, _, timeout, retry_config) = site.settings();
+        Self { pipeline, timeout, retry_config, retry: None, policy, backoff: None, started: None }
+    }
+
+    /// See [`Call::may_retry`].
+    #[inline]
+    pub fn may_retry(&self) -> bool {
+        match (self.retry_config, &self.retry) {
+            (None, _) => false,
+            (Some(_), Some(state)) => state.attempts_left(),
+            (Some(config), None) => config.attempts() > 1,
+        }
+    }
+
+    /// Sleeps out the backoff after a failed attempt, then asks the breaker, the rate
+    /// limiter and the bulkhead (waiting up to its `max_wait`) for the next one.
+    pub fn admit(&mut self) -> Result<Admission, E> {
+        if let Some(delay) = self.backoff.take() {
+            std::thread::sleep(delay);
+        }
+        let pipeline = self.pipeline;
+        let admitted = pipeline.admit().and_then(|permit| {
+            let slot = pipeline.bulkhead().map(Bulkhead::slot_blocking).transpose()?;
+            Ok(Admission { permit, slot })
+        });
+        match admitted {
+            Ok(admission) => {
+                self.started = self.timeout.map(|_| Instant::now());
+                Ok(admission)
+            }
+            Err(rejected) => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), false, 0);
+                Err(E::from(rejected))
+            }
+        }
+    }
+
+    /// Settles an attempt that returned `result`: the call's result, or `None` when
+    /// another attempt should follow.
+    pub fn settle<T>(&mut self, admission: Admission, result: Result<T, E>) -> Option<Result<T, E>> {
+        let Admission { permit, slot } = admission;
+        drop(slot);
+        let pipeline = self.pipeline;
+        let attempt = pipeline.settle(&self.policy, permit, self.timeout, self.started, Some(result));
+        let error = match pipeline.classify(&self.policy, attempt) {
+            Ok(result) => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), 0);
+                return Some(result);
+            }
+            Err(error) => error,
+        };
+        let delay = match self.retry_config {
+            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
+            None => None,
+        };
+        match delay {
+            Some(delay) => {
+                retry_event(pipeline.name(), self.retry.as_ref(), delay);
+                self.backoff = Some(delay);
+                None
+            }
+            None => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), false, 0);
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// The default of `retry_if` and `record_if`: every error.
+pub fn always<E>(_: &E) -> bool {
+    true
+}
+
+/// Runs a plain `fn`'s body as one attempt: a `return` in the body ends the attempt,
+/// not the function.
+#[inline(always)]
+pub fn run<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+/// An argument taken by value: each attempt but the last gets a clone, the last one the
+/// value itself (so a call that cannot be retried clones nothing).
+#[derive(Debug)]
+pub struct Arg<T>(Option<T>);
+
+/// What an argument taken by value needs so that a retry can pass it again.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Clone`: retries run the body again with this argument",
+    label = "an argument taken by value must be `Clone` so that each attempt gets its own",
+    note = "take it by reference instead, or derive or implement `Clone` for it"
+)]
+pub trait RetryArgument: Sized {
+    /// A copy for one attempt.
+    fn again(&self) -> Self;
+}
+
+impl<T: Clone> RetryArgument for T {
+    #[inline]
+    fn again(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl<T: RetryArgument> Arg<T> {
+    /// Keeps `value` for the attempts.
+    #[inline]
+    pub fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+
+    /// The value for the coming attempt; `last` when no attempt can follow it.
+    #[inline]
+    pub fn next(&mut self, last: bool) -> T {
+        match (&self.0, last) {
+            (Some(value), false) => value.again(),
+            _ => match self.0.take() {
+                Some(value) => value,
+                // The expansion asks once with `last`, then leaves the loop.
+                None => unreachable!("an argument was asked for after the last attempt"),
+            },
+        }
+    }
+
+    /// The value itself, for a fallback (the expansion never passes `last` then).
+    #[inline]
+    pub fn into_inner(self) -> T {
+        match self.0 {
+            Some(value) => value,
+            None => unreachable!("an argument was moved into the last attempt and also asked for by the fallback"),
+        }
+    }
+}
+
+/// A fallback's return value, awaited by an `async fn`'s expansion whether the
+/// fallback is a plain `fn` (returning the `Result`) or an `async fn` (returning a
+/// future of it): the inherent `resolve` takes the first case, [`FallbackFuture`] the
+/// second.
+#[derive(Debug)]
+pub struct FallbackValue<R>(pub R);
+
+impl<T, E> FallbackValue<Result<T, E>> {
+    /// The result, ready at once.
+    #[inline]
+    pub fn resolve(self) -> std::future::Ready<Result<T, E>> {
+        std::future::ready(self.0)
+    }
+}
+
+/// See [`FallbackValue`].
+pub trait FallbackFuture {
+    /// The fallback's future.
+    type Future;
+    /// The future itself.
+    fn resolve(self) -> Self::Future;
+}
+
+impl<F: Future> FallbackFuture for FallbackValue<F> {
+    type Future = F;
+    #[inline]
+    fn resolve(self) -> F {
+        self.0
+    }
+}
+
+/// What an annotated function may return.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a resilient function",
+    label = "expected `Result<T, E>` where `E: From<resilience::ResilienceError>`",
+    note = "the policies fail calls with `ResilienceError`; implement `From<ResilienceError>` for the error type"
+)]
+pub trait ResilientResult {}
+
+impl<T, E: From<ResilienceError>> ResilientResult for Result<T, E> {}
+
+/// Checks the return type where the user wrote it (the expansion spans this call there).
+#[inline(always)]
+pub const fn check_return_type<R: ResilientResult>() {}

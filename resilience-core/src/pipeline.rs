@@ -257,7 +257,7 @@ impl Pipeline {
 }
 
 /// How one attempt ended.
-enum Attempt<T, E> {
+pub(crate) enum Attempt<T, E> {
     /// The body ran to completion.
     Done(Result<T, E>),
     /// A policy refused to run the body.
@@ -339,7 +339,7 @@ impl Pipeline {
 
     /// Breaker and rate limiter, the checks made before a bulkhead slot is taken.
     #[inline]
-    fn admit(&self) -> Result<Option<CallPermit<'_>>, ResilienceError> {
+    pub(crate) fn admit(&self) -> Result<Option<CallPermit<'_>>, ResilienceError> {
         let permit = match &self.breaker {
             Some(b) => Some(b.try_acquire()?),
             None => None,
@@ -354,6 +354,93 @@ impl Pipeline {
 
     fn timeout_error(&self, limit: Duration) -> ResilienceError {
         ResilienceError::timeout(&self.name, limit)
+    }
+
+    /// A new attempt's bulkhead slot: `Ok(None)` when there is no bulkhead, `Err(None)`
+    /// when the caller must wait for one, `Err(Some(_))` when the call is rejected.
+    #[inline]
+    pub(crate) fn try_slot(&self) -> Result<Option<Slot<'_>>, Option<ResilienceError>> {
+        match &self.bulkhead {
+            None => Ok(None),
+            Some(b) => match b.try_slot() {
+                Some(slot) => Ok(Some(slot)),
+                None if !b.waits() => Err(Some(b.full())),
+                None => Err(None),
+            },
+        }
+    }
+
+    /// Waits for a bulkhead slot (after [`try_slot`](Self::try_slot) said to); boxed,
+    /// since waiting is off the fast path.
+    pub(crate) fn wait_slot(&self) -> Option<SlotWait<'_>> {
+        self.bulkhead.as_ref().map(|b| -> SlotWait<'_> { Box::pin(b.slot()) })
+    }
+
+    /// Records a finished async attempt (time-limiter counters, the breaker) and
+    /// classifies it: `Ok` is the call's final result, `Err` an error worth another
+    /// attempt if any is left.
+    #[inline]
+    pub(crate) fn settle_attempt<T, E>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        permit: Option<CallPermit<'_>>,
+        outcome: Result<Result<T, E>, Elapsed>,
+        timeout_nanos: u64,
+    ) -> Result<Result<T, E>, E>
+    where
+        E: From<ResilienceError>,
+    {
+        if timeout_nanos != 0 {
+            match &outcome {
+                Ok(Ok(_)) => self.metrics.time_successful.increment(1),
+                Ok(Err(_)) => self.metrics.time_failed.increment(1),
+                Err(Elapsed) => self.metrics.time_timeout.increment(1),
+            }
+        }
+        match outcome {
+            Ok(Ok(value)) => {
+                if let Some(p) = permit {
+                    p.success();
+                }
+                Ok(Ok(value))
+            }
+            Ok(Err(error)) => {
+                if let Some(p) = permit {
+                    if (policy.record_if)(&error) {
+                        p.failure();
+                    } else {
+                        p.ignore();
+                    }
+                }
+                if (policy.retry_if)(&error) {
+                    Err(error)
+                } else {
+                    Ok(Err(error))
+                }
+            }
+            Err(Elapsed) => {
+                if let Some(p) = permit {
+                    p.failure();
+                }
+                Err(E::from(self.timeout_error(Duration::from_nanos(timeout_nanos))))
+            }
+        }
+    }
+
+    /// A call ended: retry counters and, if it was timed, its latency.
+    #[inline]
+    pub(crate) fn finished(
+        &self,
+        config: Option<&RetryConfig>,
+        retry: Option<&RetryState<'_>>,
+        ok: bool,
+        sampled_at: u64,
+    ) {
+        let attempts = config.map(|_| retry.map_or(1, RetryState::attempt));
+        self.metrics.finished(attempts, ok);
+        if sampled_at != 0 {
+            self.latency.finish(sampled_at);
+        }
     }
 
     /// Runs `f` through every policy; each attempt calls `f` again.
@@ -396,7 +483,7 @@ impl Pipeline {
             f,
             timeout_nanos,
             retry_config,
-            span: call_span(&self.name),
+            span: call_span(&self.name, None),
             sampled_at: 0,
             done: false,
             permit: None,
@@ -501,7 +588,7 @@ impl Pipeline {
 
     /// Records a finished blocking attempt. `result` is `None` when the attempt was
     /// abandoned at its timeout; `start` is set when an in-place overrun must be checked.
-    fn settle<T, E>(
+    pub(crate) fn settle<T, E>(
         &self,
         policy: &ErrorPolicy<E>,
         permit: Option<CallPermit<'_>>,
@@ -540,20 +627,38 @@ impl Pipeline {
     {
         let mut retry = retry.map(RetryState::new);
         loop {
-            let error = match attempt().unwrap_or_else(Attempt::Rejected) {
-                Attempt::Done(Ok(v)) => return Ok(v),
-                Attempt::Rejected(e) => return Err(E::from(e)),
-                Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => return Err(e),
-                Attempt::Done(Err(e)) => e,
-                Attempt::TimedOut(limit) => E::from(self.timeout_error(limit)),
+            let error = match self.classify(policy, attempt().unwrap_or_else(Attempt::Rejected)) {
+                Ok(result) => {
+                    self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), result.is_ok(), 0);
+                    return result;
+                }
+                Err(error) => error,
             };
             match retry.as_mut().and_then(RetryState::next_delay) {
                 Some(delay) => {
                     retry_event(&self.name, retry.as_ref(), delay);
                     std::thread::sleep(delay);
                 }
-                None => return Err(error),
+                None => {
+                    self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), false, 0);
+                    return Err(error);
+                }
             }
+        }
+    }
+
+    /// Classifies a finished blocking attempt: `Ok` is the call's final result, `Err` an
+    /// error worth another attempt if any is left.
+    pub(crate) fn classify<T, E>(&self, policy: &ErrorPolicy<E>, attempt: Attempt<T, E>) -> Result<Result<T, E>, E>
+    where
+        E: From<ResilienceError>,
+    {
+        match attempt {
+            Attempt::Done(Ok(v)) => Ok(Ok(v)),
+            Attempt::Rejected(e) => Ok(Err(E::from(e))),
+            Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => Ok(Err(e)),
+            Attempt::Done(Err(e)) => Err(e),
+            Attempt::TimedOut(limit) => Err(E::from(self.timeout_error(limit))),
         }
     }
 }
@@ -561,25 +666,30 @@ impl Pipeline {
 /// The span of one protected call: the dependency and a correlation id unique in the
 /// process, which every event inside the call (retries, transitions) carries.
 #[inline]
-fn call_span(name: &str) -> Option<Box<tracing::Span>> {
+pub(crate) fn call_span(name: &str, operation: Option<&str>) -> Option<Box<tracing::Span>> {
     if tracing::enabled!(target: "resilience::call", tracing::Level::DEBUG) {
-        new_call_span(name)
+        new_call_span(name, operation)
     } else {
         None
     }
 }
 
 #[cold]
-fn new_call_span(name: &str) -> Option<Box<tracing::Span>> {
+fn new_call_span(name: &str, operation: Option<&str>) -> Option<Box<tracing::Span>> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let span =
-        tracing::debug_span!(target: "resilience::call", "resilient_call", dependency = name, correlation_id = id);
+    let span = tracing::debug_span!(
+        target: "resilience::call",
+        "resilient_call",
+        dependency = name,
+        operation,
+        correlation_id = id
+    );
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
 #[cold]
-fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
+pub(crate) fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
     let attempt = retry.map_or(0, RetryState::attempt);
     tracing::debug!(target: "resilience::retry", name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
 }
@@ -614,7 +724,7 @@ where
     pipeline.call_configured(policy, attempts, pipeline.timeout_nanos, pipeline.retry.as_ref())
 }
 
-type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError>> + Send + 'a>>;
+pub(crate) type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError>> + Send + 'a>>;
 
 pin_project! {
     /// The future of [`Pipeline::call`] and [`Pipeline::call_with`].
@@ -674,14 +784,9 @@ where
             panic!("`PipelineCall` polled after it completed");
         }
         let _entered = this.span.as_deref().map(tracing::Span::enter);
-        let metrics = &*pipeline.metrics;
         macro_rules! finish {
             ($result:expr, $ok:expr) => {{
-                let attempts = this.retry_config.map(|_| this.retry.as_deref().map_or(1, RetryState::attempt));
-                metrics.finished(attempts, $ok);
-                if *this.sampled_at != 0 {
-                    pipeline.latency.finish(*this.sampled_at);
-                }
+                pipeline.finished(*this.retry_config, this.retry.as_deref(), $ok, *this.sampled_at);
                 *this.done = true;
                 return Poll::Ready($result);
             }};
@@ -714,17 +819,14 @@ where
                         Ok(permit) => permit,
                         Err(rejected) => finish!(Err(E::from(rejected)), false),
                     };
-                    let slot = match &pipeline.bulkhead {
-                        None => None,
-                        Some(b) => match b.try_slot() {
-                            Some(slot) => Some(slot),
-                            None if !b.waits() => finish!(Err(E::from(b.full())), false),
-                            None => {
-                                *this.permit = permit;
-                                *this.wait = Some(Box::pin(b.slot()));
-                                continue;
-                            }
-                        },
+                    let slot = match pipeline.try_slot() {
+                        Ok(slot) => slot,
+                        Err(Some(rejected)) => finish!(Err(E::from(rejected)), false),
+                        Err(None) => {
+                            *this.permit = permit;
+                            *this.wait = pipeline.wait_slot();
+                            continue;
+                        }
                     };
                     (permit, slot)
                 };
@@ -755,39 +857,10 @@ where
                     }
                 }
             };
-            if *this.timeout_nanos != 0 {
-                match &outcome {
-                    Ok(Ok(_)) => metrics.time_successful.increment(1),
-                    Ok(Err(_)) => metrics.time_failed.increment(1),
-                    Err(Elapsed) => metrics.time_timeout.increment(1),
-                }
-            }
-            let error = match outcome {
-                Ok(Ok(value)) => {
-                    if let Some(p) = permit {
-                        p.success();
-                    }
-                    finish!(Ok(value), true)
-                }
-                Ok(Err(error)) => {
-                    if let Some(p) = permit {
-                        if (this.policy.record_if)(&error) {
-                            p.failure();
-                        } else {
-                            p.ignore();
-                        }
-                    }
-                    if !(this.policy.retry_if)(&error) {
-                        finish!(Err(error), false)
-                    }
-                    error
-                }
-                Err(Elapsed) => {
-                    if let Some(p) = permit {
-                        p.failure();
-                    }
-                    E::from(pipeline.timeout_error(Duration::from_nanos(*this.timeout_nanos)))
-                }
+            let error = match pipeline.settle_attempt(this.policy, permit, outcome, *this.timeout_nanos) {
+                Ok(Ok(value)) => finish!(Ok(value), true),
+                Ok(Err(error)) => finish!(Err(error), false),
+                Err(error) => error,
             };
             let delay = match *this.retry_config {
                 Some(config) => this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay(),

@@ -27,6 +27,9 @@ pub enum DependencyKind {
     Type(DependencyType),
     /// Never registered: the strategy of the call that first used it.
     Strategy(ResilienceStrategy),
+    /// Never registered: first used by a `#[resilience_pattern]`, whose keys name every
+    /// policy it uses, over the global defaults alone.
+    Pattern,
 }
 
 impl DependencyKind {
@@ -34,6 +37,7 @@ impl DependencyKind {
         match self {
             Self::Type(t) => t.preset(),
             Self::Strategy(s) => s.preset(),
+            Self::Pattern => ConfigOverrides::EMPTY,
         }
     }
 }
@@ -57,6 +61,7 @@ impl Defaults {
         let preset_changes = match kind {
             DependencyKind::Type(t) => self.types.get(&t),
             DependencyKind::Strategy(s) => self.strategies.get(&s),
+            DependencyKind::Pattern => None,
         };
         let mut config = self.global.clone().with(&kind.preset());
         if let Some(changes) = preset_changes {
@@ -375,6 +380,7 @@ impl Registry {
             preset = match kind {
                 DependencyKind::Strategy(s) => s.as_str(),
                 DependencyKind::Type(t) => t.as_str(),
+                DependencyKind::Pattern => "resilience_pattern",
             },
             "dependency used before it was registered; using its preset's defaults"
         );

@@ -6,6 +6,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Expr, ExprPath};
 
+use crate::keys::closest;
 use crate::value::{DurationArg, Number, Percent, Positive};
 
 fn opt<T>(value: &Option<T>, tokens: impl Fn(&T) -> TokenStream) -> TokenStream {
@@ -18,15 +19,47 @@ fn opt<T>(value: &Option<T>, tokens: impl Fn(&T) -> TokenStream) -> TokenStream 
     }
 }
 
-fn word<'a>(expr: &'a Expr, expected: &[&str]) -> darling::Result<&'a syn::Ident> {
+/// A bare identifier out of `expected`; `what` names it in errors.
+fn word<'a>(expr: &'a Expr, what: &str, expected: &[&str]) -> darling::Result<&'a syn::Ident> {
     let ident = match expr {
         Expr::Path(ExprPath { path, .. }) => path.get_ident(),
         _ => None,
     };
+    let one_of = || expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
     match ident {
         Some(i) if expected.contains(&i.to_string().as_str()) => Ok(i),
-        Some(i) => Err(darling::Error::unknown_value(&i.to_string()).with_span(i)),
-        None => Err(darling::Error::custom(format!("expected one of: {}", expected.join(", "))).with_span(expr)),
+        Some(i) => {
+            let message = match closest(&i.to_string(), expected.iter().copied()) {
+                Some(near) => format!("unknown {what} `{i}`, did you mean `{near}`?"),
+                None => format!("unknown {what} `{i}`; expected one of: {}", one_of()),
+            };
+            Err(darling::Error::custom(message).with_span(i))
+        }
+        None => {
+            let hint = match expr {
+                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => format!(", without quotes: `{}`", s.value()),
+                _ => String::new(),
+            };
+            Err(darling::Error::custom(format!("expected a {what}, one of: {}{hint}", one_of())).with_span(expr))
+        }
+    }
+}
+
+/// `strategy = Internal | External | Database | Cache` (or the long forms).
+#[derive(Debug, Clone)]
+pub(crate) struct StrategyArg(pub(crate) syn::Ident);
+
+impl FromMeta for StrategyArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        let accepted = ["Internal", "External", "Database", "Cache", "InternalService", "ExternalService"];
+        let i = word(expr, "strategy", &accepted)?;
+        let variant = match i.to_string().as_str() {
+            "Internal" | "InternalService" => "InternalService",
+            "External" | "ExternalService" => "ExternalService",
+            "Database" => "Database",
+            _ => "Cache",
+        };
+        Ok(Self(syn::Ident::new(variant, i.span())))
     }
 }
 
@@ -36,7 +69,7 @@ pub(crate) struct JitterArg(syn::Ident);
 
 impl FromMeta for JitterArg {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
-        let i = word(expr, &["none", "full", "equal", "decorrelated"])?;
+        let i = word(expr, "jitter", &["none", "full", "equal", "decorrelated"])?;
         let variant = match i.to_string().as_str() {
             "full" => "Full",
             "equal" => "Equal",
@@ -53,7 +86,7 @@ pub(crate) struct KindArg(syn::Ident);
 
 impl FromMeta for KindArg {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
-        let i = word(expr, &["semaphore", "thread_pool"])?;
+        let i = word(expr, "bulkhead kind", &["semaphore", "thread_pool"])?;
         let variant = if i == "thread_pool" { "ThreadPool" } else { "Semaphore" };
         Ok(Self(syn::Ident::new(variant, i.span())))
     }
@@ -105,10 +138,11 @@ pub(crate) struct RateLimitArgs {
     per_key: Option<bool>,
 }
 
-/// The keys of a registration macro after its name.
+/// The keys of the runtime configuration: what a registration macro takes after the
+/// name, and what every attribute takes.
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
-pub(crate) struct RegistrationArgs {
+pub(crate) struct ConfigArgs {
     timeout: Option<DurationArg>,
     max_concurrent: Option<Positive>,
     max_wait: Option<DurationArg>,
@@ -240,32 +274,45 @@ fn bulkhead_tokens(
     })
 }
 
-impl RegistrationArgs {
+impl ConfigArgs {
     /// Checks rules across keys, then builds the `ConfigOverrides` expression.
     pub(crate) fn tokens(&self) -> darling::Result<TokenStream> {
+        self.tokens_switching_off(false)
+    }
+
+    /// Like [`tokens`](Self::tokens); with `only_given`, every policy whose group is
+    /// not given is switched off (`#[resilience_pattern]`: its keys name every policy).
+    pub(crate) fn tokens_switching_off(&self, only_given: bool) -> darling::Result<TokenStream> {
         let mut errors = darling::Error::accumulator();
         if let Some(b) = &self.circuit_breaker {
             b.validate(&mut errors);
         }
         if let Some(t) = self.timeout {
             if t.is_zero() {
-                errors.push(darling::Error::custom("`timeout` must be greater than zero"));
+                errors.push(darling::Error::custom("`timeout` must be greater than zero").with_span(&t.span));
             }
         }
         errors.finish()?;
         let timeout = opt(&self.timeout, dur);
+        let off = |group: TokenStream| {
+            if only_given {
+                quote!(#group { enabled: ::core::option::Option::Some(false), ..#group::EMPTY })
+            } else {
+                quote!(#group::EMPTY)
+            }
+        };
         let breaker = self
             .circuit_breaker
             .as_ref()
-            .map_or_else(|| quote!(::resilience::__private::BreakerOverrides::EMPTY), BreakerArgs::tokens);
-        let retry = self
-            .retry
-            .as_ref()
-            .map_or_else(|| quote!(::resilience::__private::RetryOverrides::EMPTY), RetryArgs::tokens);
+            .map_or_else(|| off(quote!(::resilience::__private::BreakerOverrides)), BreakerArgs::tokens);
+        let retry =
+            self.retry.as_ref().map_or_else(|| off(quote!(::resilience::__private::RetryOverrides)), RetryArgs::tokens);
         // Flat keys, then the `bulkhead(...)` group (the group wins where both are given).
         let group = self.bulkhead.as_ref();
+        let flat = self.kind.is_some() || self.max_concurrent.is_some() || self.max_wait.is_some();
+        let switched_off = only_given && group.is_none() && !flat;
         let bulkhead = bulkhead_tokens(
-            group.and_then(|g| g.enabled),
+            group.and_then(|g| g.enabled).or(switched_off.then_some(false)),
             group.and_then(|g| g.kind.as_ref()).or(self.kind.as_ref()),
             group.and_then(|g| g.max_concurrent).or(self.max_concurrent),
             group.and_then(|g| g.max_wait).or(self.max_wait),

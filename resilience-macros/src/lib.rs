@@ -2,21 +2,224 @@
 //! which re-exports them; expansions reach the runtime only through
 //! `::resilience::__private`.
 //!
-//! Available so far: the registration macros. The attribute macros (`#[resilient]`,
-//! `#[database_call]`, …) are not part of this release yet.
+//! The attributes (`#[resilient]`, `#[resilience_pattern]`, `#[database_call]`,
+//! `#[api_call]`, `#[cache_call]`, `#[message_queue_call]`, `#[file_system_call]`) run a
+//! function's body through a named dependency's policies; the registration macros
+//! (`register_database_dependency!` and its siblings) configure a dependency at start-up.
+//! All of them check their keys and values when the code compiles.
 
 mod args;
+mod attribute;
+mod keys;
 mod registration;
 mod value;
 
 use proc_macro::TokenStream;
+
+use attribute::Attribute;
+
+/// An attribute's entry with the docs every attribute shares: the configuration keys,
+/// the handlers and what the function may be.
+macro_rules! doc_attribute {
+    ($(#[$doc:meta])* pub fn $($rest:tt)*) => {
+        $(#[$doc])*
+        ///
+        /// # Configuration keys
+        ///
+        /// Every key is optional and wins over the dependency's own configuration, its
+        /// preset and the global defaults (CONTRACT §5). Durations are string literals
+        /// with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`); counts are at least 1.
+        ///
+        /// | Key | Type | Default | Meaning |
+        /// |---|---|---|---|
+        /// | `timeout` | duration | preset's (30 s global) | limit on each attempt |
+        /// | `max_concurrent` | count | preset's | bulkhead size (switches the bulkhead on) |
+        /// | `max_wait` | duration | `"0ms"` (fail fast) | how long a call waits for a bulkhead slot |
+        /// | `queue_capacity` | number | 100 | calls queued for a thread-pool bulkhead |
+        /// | `kind` | `semaphore` \| `thread_pool` | `semaphore` | bulkhead kind |
+        /// | `circuit_breaker(...)` | group | preset's | `enabled`, `failure_threshold`, `failure_rate` (%), `minimum_calls`, `window_size`, `window_duration`, `slow_call_duration`, `slow_call_rate` (%), `recovery_timeout`, `half_open_max_calls`, `success_threshold` |
+        /// | `retry(...)` | group | preset's | `enabled`, `max_attempts` (counts the first call), `base_delay`, `exponential_base`, `max_delay`, `jitter` (`none` \| `full` \| `equal` \| `decorrelated`), `max_elapsed` |
+        /// | `bulkhead(...)` | group | preset's | `enabled`, `kind`, `max_concurrent`, `max_wait`, `queue_capacity` (wins over the flat keys) |
+        /// | `rate_limit(...)` | group | none | `rate` (calls per second), `burst`, `per_key` |
+            ///
+            /// # Handlers
+            ///
+            /// | Key | Type | Default | Meaning |
+            /// |---|---|---|---|
+            /// | `fallback` | path to a `fn` or `async fn` | none | called with the same arguments plus the error when the call fails; returns the same type |
+            /// | `retry_if` | path to `fn(&E) -> bool` | every error | which errors of the body are retried (rejections never are, timeouts always) |
+            /// | `record_if` | path to `fn(&E) -> bool` | every error | which errors count as breaker failures |
+            ///
+            /// # The function
+            ///
+            /// An `async fn` or a plain `fn` (the blocking pipeline, on the caller's thread,
+            /// with no runtime needed; a late attempt is reported as a timeout when it
+            /// returns), free or a method taking `&self` or `&mut self`, in a trait impl or
+            /// generic. It must return `Result<T, E>` with `E: From<resilience::ResilienceError>`;
+            /// the signature stays as written. Retries run the body again: borrowed
+            /// arguments are used as they are, and an argument taken by value must be
+            /// `Clone` (each attempt but the last gets a clone; with a `fallback`, every
+            /// attempt does, and the fallback gets the original).
+            ///
+            /// Each call site resolves its dependency once per thread and keeps it; a call
+            /// allocates nothing and takes no lock (a bulkhead wait or a retry's backoff
+            /// aside). Registering or reconfiguring the dependency later reaches every call
+            /// site on its next call.
+        #[proc_macro_attribute]
+        pub fn $($rest)*
+    };
+}
+
+doc_attribute! {
+    /// Runs a function through the policies of a strategy: `#[resilient(strategy = External)]`.
+    ///
+    /// | Key | Type | Default | Meaning |
+    /// |---|---|---|---|
+    /// | `name` | string | module path and function name | the dependency this call belongs to |
+    /// | `strategy` | `Internal` \| `External` \| `Database` \| `Cache` (or `InternalService`, `ExternalService`) | `Internal` | the preset used if the name was never registered |
+    ///
+    /// ```
+    /// use resilience::{resilient, ResilienceError};
+    ///
+    /// #[derive(Debug)]
+    /// enum PaymentError { Declined, Unavailable(ResilienceError) }
+    /// impl From<ResilienceError> for PaymentError {
+    ///     fn from(e: ResilienceError) -> Self { PaymentError::Unavailable(e) }
+    /// }
+    ///
+    /// #[resilient(name = "payment_service", strategy = External, timeout = "5s", retry(max_attempts = 2))]
+    /// async fn charge(amount_cents: u64) -> Result<String, PaymentError> {
+    ///     if amount_cents == 0 { return Err(PaymentError::Declined) }
+    ///     Ok(format!("charged {amount_cents}"))
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert_eq!(charge(250).await.unwrap(), "charged 250");
+    /// # }
+    /// ```
+    ///
+    /// # Compile errors
+    ///
+    /// Each of these points at the offending token, all at once, with the closest known
+    /// name where one fits: an unknown or repeated key; an unknown `strategy`; a key of
+    /// another attribute (`dependency`); a duration without a unit or quotes; a zero
+    /// count or timeout; a percentage outside (0, 100]; a `failure_threshold` larger
+    /// than the window; a `success_threshold` above `half_open_max_calls`; a return
+    /// type that is not `Result`, or whose error does not convert from
+    /// `ResilienceError`; `self` taken by value; a `const fn`; an argument taken by
+    /// value that is not `Clone`. The function is still emitted as written, so one
+    /// mistake does not cascade.
+    pub fn resilient(args: TokenStream, item: TokenStream) -> TokenStream {
+        attribute::expand(Attribute::Resilient, args.into(), item.into()).into()
+    }
+}
+
+doc_attribute! {
+    /// Runs a function through exactly the policies it names:
+    /// `#[resilience_pattern(timeout = "30s", retry(max_attempts = 3), circuit_breaker(failure_threshold = 5))]`.
+    ///
+    /// A policy whose group is not given is off (no breaker without `circuit_breaker(...)`,
+    /// no retries without `retry(...)`, no bulkhead without `bulkhead(...)` or
+    /// `max_concurrent`); the timeout is the global default (30 s) unless given. Within a
+    /// group, keys not given take the global defaults.
+    ///
+    /// | Key | Type | Default | Meaning |
+    /// |---|---|---|---|
+    /// | `name` | string | module path and function name | the dependency this call belongs to |
+    ///
+    /// ```
+    /// use resilience::{resilience_pattern, ResilienceError};
+    ///
+    /// #[derive(Debug)]
+    /// struct ReportError(String);
+    /// impl From<ResilienceError> for ReportError {
+    ///     fn from(e: ResilienceError) -> Self { ReportError(e.to_string()) }
+    /// }
+    ///
+    /// #[resilience_pattern(timeout = "30s", retry(max_attempts = 3, base_delay = "200ms"),
+    ///                      bulkhead(max_concurrent = 10, max_wait = "50ms"))]
+    /// fn render(rows: &[u32]) -> Result<u32, ReportError> {
+    ///     Ok(rows.iter().sum())
+    /// }
+    ///
+    /// assert_eq!(render(&[1, 2, 3]).unwrap(), 6);
+    /// ```
+    ///
+    /// # Compile errors
+    ///
+    /// As for [`resilient`](macro@resilient), except that `strategy` is refused.
+    pub fn resilience_pattern(args: TokenStream, item: TokenStream) -> TokenStream {
+        attribute::expand(Attribute::Pattern, args.into(), item.into()).into()
+    }
+}
+
+macro_rules! type_attribute {
+    ($name:ident, $variant:literal, $preset:literal, $dependency:literal) => {
+        doc_attribute! {
+            #[doc = concat!("Runs a function through the policies of a named ", $preset, ": `#[", stringify!($name), "(dependency = \"", $dependency, "\")]`.")]
+            ///
+            /// The dependency is the one registered under that name (by a registration macro, a
+            /// settings file or `Registry::register`); until it is, it gets its type's preset
+            /// (CONTRACT §5) with the keys given here.
+            ///
+            /// | Key | Type | Default | Meaning |
+            /// |---|---|---|---|
+            /// | `dependency` | string | required | the dependency's name |
+            /// | `operation` | string | none | names the operation in each call's tracing span |
+            ///
+            /// ```
+            /// # use resilience::ResilienceError;
+            /// # #[derive(Debug)] struct Error(String);
+            /// # impl From<ResilienceError> for Error { fn from(e: ResilienceError) -> Self { Error(e.to_string()) } }
+            #[doc = concat!("#[resilience::", stringify!($name), "(dependency = \"", $dependency, "\", operation = \"load\")]")]
+            /// async fn load(id: u64) -> Result<u64, Error> {
+            ///     Ok(id * 2)
+            /// }
+            /// # #[tokio::main(flavor = "current_thread")] async fn main() { assert_eq!(load(21).await.unwrap(), 42); }
+            /// ```
+            ///
+            /// # Compile errors
+            ///
+            /// As for [`resilient`](macro@resilient); also a missing `dependency`, and
+            /// `strategy` or `name`, which belong to `#[resilient]`.
+            pub fn $name(args: TokenStream, item: TokenStream) -> TokenStream {
+                attribute::expand(Attribute::Type(stringify!($name), $variant), args.into(), item.into()).into()
+            }
+        }
+    };
+}
+
+type_attribute!(
+    database_call,
+    "Database",
+    "database (preset: 10 concurrent calls, 10 s, breaker after 5 failures)",
+    "user_db"
+);
+type_attribute!(
+    api_call,
+    "ExternalApi",
+    "external API (preset: 15 concurrent calls, 15 s, breaker after 3 failures)",
+    "payment_gateway"
+);
+type_attribute!(cache_call, "Cache", "cache (preset: 50 concurrent calls, 2 s, no breaker)", "session_cache");
+type_attribute!(
+    message_queue_call,
+    "MessageQueue",
+    "message queue (preset: 20 concurrent calls, 10 s, breaker after 5 failures)",
+    "orders_queue"
+);
+type_attribute!(
+    file_system_call,
+    "FileSystem",
+    "file system (preset: 8 worker threads, 30 s, breaker after 5 failures)",
+    "reports_fs"
+);
 
 macro_rules! registration_macro {
     ($(#[$doc:meta])* $name:ident => $ty:literal) => {
         $(#[$doc])*
         #[proc_macro]
         pub fn $name(input: TokenStream) -> TokenStream {
-            registration::expand(input.into(), $ty).into()
+            registration::expand(input.into(), $ty, concat!("`", stringify!($name), "!`")).into()
         }
     };
 }

@@ -8,7 +8,9 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{LitStr, Token};
 
-use crate::args::RegistrationArgs;
+use crate::args::ConfigArgs;
+use crate::keys;
+use crate::value::compile_errors;
 
 struct Input {
     name: LitStr,
@@ -28,8 +30,9 @@ impl Parse for Input {
     }
 }
 
-/// Expands a registration of type `dependency_type` (a `DependencyType` variant name).
-pub(crate) fn expand(input: TokenStream, dependency_type: &str) -> TokenStream {
+/// Expands a registration of type `dependency_type` (a `DependencyType` variant name)
+/// by the macro `site` (for messages).
+pub(crate) fn expand(input: TokenStream, dependency_type: &str, site: &str) -> TokenStream {
     let input: Input = match syn::parse2(input) {
         Ok(i) => i,
         Err(e) => return e.to_compile_error(),
@@ -37,9 +40,13 @@ pub(crate) fn expand(input: TokenStream, dependency_type: &str) -> TokenStream {
     if input.name.value().trim().is_empty() {
         return syn::Error::new(input.name.span(), "the dependency's name must not be empty").to_compile_error();
     }
-    let overrides = match RegistrationArgs::from_list(&input.keys).and_then(|a| a.tokens()) {
-        Ok(t) => t,
-        Err(e) => return e.write_errors(),
+    let mut errors = darling::Error::accumulator();
+    let keys = keys::check(input.keys, &[], site, &mut errors);
+    let overrides = errors.handle(ConfigArgs::from_list(&keys).and_then(|a| a.tokens()));
+    let overrides = match (errors.finish(), overrides) {
+        (Ok(()), Some(t)) => t,
+        (Err(e), _) => return compile_errors(e),
+        (Ok(()), None) => return TokenStream::new(),
     };
     let name = &input.name;
     let ty = syn::Ident::new(dependency_type, proc_macro2::Span::call_site());

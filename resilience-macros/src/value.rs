@@ -9,6 +9,7 @@ use syn::{Expr, ExprLit, Lit};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DurationArg {
     pub(crate) nanos: u64,
+    pub(crate) span: Span,
 }
 
 /// Parses `250ms`, `30s`, `1.5s`, `5m`, `1h`. The same rules as the settings file's
@@ -32,19 +33,18 @@ impl FromMeta for DurationArg {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
         match expr {
             Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => match parse_duration(&s.value()) {
-                Some(nanos) => Ok(Self { nanos }),
+                Some(nanos) => Ok(Self { nanos, span: s.span() }),
                 None => Err(darling::Error::custom(format!(
-                    "`{}` is not a duration; write a number and a unit: \"250ms\", \"30s\", \"5m\" or \"1h\"",
+                    "must be a number and a unit such as \"250ms\", \"30s\", \"5m\" or \"1h\", not \"{}\"",
                     s.value()
                 ))
                 .with_span(s)),
             },
-            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Err(darling::Error::custom(format!(
-                "a duration needs a unit and quotes, such as \"{}s\"",
-                i.base10_digits()
-            ))
-            .with_span(i)),
-            other => Err(darling::Error::custom("expected a duration such as \"30s\"").with_span(other)),
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                Err(darling::Error::custom(format!("needs a unit and quotes, such as \"{}s\"", i.base10_digits()))
+                    .with_span(i))
+            }
+            other => Err(darling::Error::custom("must be a duration such as \"30s\"").with_span(other)),
         }
     }
 }
@@ -76,12 +76,12 @@ impl FromMeta for Positive {
                     return Err(darling::Error::custom("must be at least 1").with_span(i));
                 }
                 if value > u64::from(u32::MAX) {
-                    return Err(darling::Error::custom("is too large").with_span(i));
+                    return Err(darling::Error::custom(format!("must be at most {}", u32::MAX)).with_span(i));
                 }
                 Ok(Self { value, span: i.span() })
             }
             Expr::Unary(u) => Err(darling::Error::custom("must be at least 1").with_span(u)),
-            other => Err(darling::Error::custom("expected a whole number of at least 1").with_span(other)),
+            other => Err(darling::Error::custom("must be a whole number of at least 1").with_span(other)),
         }
     }
 }
@@ -111,7 +111,7 @@ impl FromMeta for Percent {
         };
         match value {
             Some(p) if p > 0.0 && p <= 100.0 => Ok(Self(p)),
-            _ => Err(darling::Error::custom("expected a percentage in (0, 100]").with_span(expr)),
+            _ => Err(darling::Error::custom("must be a percentage above 0 and at most 100").with_span(expr)),
         }
     }
 }
@@ -127,9 +127,32 @@ impl FromMeta for Number {
             Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => {
                 Ok(Self(f.base10_parse().map_err(darling::Error::custom)?))
             }
-            other => Err(darling::Error::custom("expected a number").with_span(other)),
+            other => Err(darling::Error::custom("must be a number").with_span(other)),
         }
     }
+}
+
+/// Turns darling's errors into compile errors in this crate's style: a message about a
+/// value ("must be at least 1") names its key; darling's location suffix is dropped,
+/// since every error is spanned at the offending token.
+pub(crate) fn compile_errors(error: darling::Error) -> TokenStream {
+    let mut out = TokenStream::new();
+    for single in error.flatten() {
+        let span = single.span();
+        let text = single.to_string();
+        let (message, key) = match text.rsplit_once(" at ") {
+            Some((message, path)) if path.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '/') => {
+                (message.to_owned(), path.rsplit('/').next().map(str::to_owned))
+            }
+            _ => (text, None),
+        };
+        let message = match key {
+            Some(key) if message.starts_with("must ") || message.starts_with("needs ") => format!("`{key}` {message}"),
+            _ => message,
+        };
+        out.extend(syn::Error::new(span, message).to_compile_error());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -145,3 +168,4 @@ mod tests {
         assert_eq!(parse_duration("3x"), None);
     }
 }
+

@@ -31,8 +31,9 @@
 
 pub use resilience_core::*;
 pub use resilience_macros::{
-    register_api_dependency, register_cache_dependency, register_database_dependency, register_file_system_dependency,
-    register_message_queue_dependency,
+    api_call, cache_call, database_call, file_system_call, message_queue_call, register_api_dependency,
+    register_cache_dependency, register_database_dependency, register_file_system_dependency,
+    register_message_queue_dependency, resilience_pattern, resilient,
 };
 
 #[cfg(feature = "tower")]

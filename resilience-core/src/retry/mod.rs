@@ -90,6 +90,17 @@ impl<'a> RetryState<'a> {
         Self { config, attempt: 1, started: config.max_elapsed.map(|_| Instant::now()), backoff: None }
     }
 
+    /// The configuration followed.
+    pub(crate) fn config(&self) -> &'a RetryConfig {
+        self.config
+    }
+
+    /// Whether an attempt after the running one is allowed by the count (the elapsed
+    /// time limit may still end the call sooner).
+    pub(crate) fn attempts_left(&self) -> bool {
+        self.attempt < self.config.attempts()
+    }
+
     /// Attempts made so far, including the one running.
     pub(crate) fn attempt(&self) -> u32 {
         self.attempt

@@ -1,0 +1,385 @@
+//! `#[resilient]`, `#[resilience_pattern]`, `#[database_call]` and its siblings: one
+//! argument struct and one expansion path; the attributes differ only in the keys they
+//! take and the preset they name.
+//!
+//! The body becomes a loop of attempts written into the function itself (see
+//! `resilience_core::macro_support`), so each attempt borrows `&mut self` and the
+//! arguments afresh: an attempt is the original block, in its own `async` block (or
+//! closure, for a plain `fn`) so that `?` and `return` end the attempt, not the call.
+
+use darling::ast::NestedMeta;
+use darling::FromMeta;
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, LitStr, Pat, PatIdent, ReturnType, Type};
+
+use crate::args::{ConfigArgs, StrategyArg};
+use crate::keys::{self, HANDLERS};
+use crate::value::compile_errors;
+
+/// Which attribute is expanding.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attribute {
+    Resilient,
+    Pattern,
+    /// `#[database_call]` & co.: the attribute's name and its `DependencyType` variant.
+    Type(&'static str, &'static str),
+}
+
+impl Attribute {
+    fn site(self) -> String {
+        match self {
+            Self::Resilient => "`#[resilient]`".to_owned(),
+            Self::Pattern => "`#[resilience_pattern]`".to_owned(),
+            Self::Type(name, _) => format!("`#[{name}]`"),
+        }
+    }
+
+    fn own_keys(self) -> Vec<&'static str> {
+        let own: &[&str] = match self {
+            Self::Resilient => &["name", "strategy"],
+            Self::Pattern => &["name"],
+            Self::Type(..) => &["dependency", "operation"],
+        };
+        own.iter().chain(HANDLERS).copied().collect()
+    }
+}
+
+/// Every key an attribute can take; [`keys::check`] has already refused the ones that
+/// do not belong to the attribute at hand.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+struct AttributeArgs {
+    name: Option<LitStr>,
+    strategy: Option<StrategyArg>,
+    dependency: Option<LitStr>,
+    operation: Option<LitStr>,
+    fallback: Option<syn::Path>,
+    retry_if: Option<syn::Path>,
+    record_if: Option<syn::Path>,
+    #[darling(flatten)]
+    config: ConfigArgs,
+}
+
+/// How an argument reaches each attempt.
+enum Passing {
+    /// Taken by value: held in an `Arg`, cloned for each attempt but the last.
+    Owned { pat: Box<Pat>, ty: Box<Type> },
+    /// A `&mut` behind a pattern: reborrowed for each attempt.
+    ReborrowedPattern { pat: Box<Pat>, ty: Box<Type> },
+    /// A `&` behind a pattern: copied for each attempt.
+    CopiedPattern { pat: Box<Pat>, ty: Box<Type> },
+}
+
+struct Argument {
+    /// The name the function's signature now binds.
+    ident: syn::Ident,
+    passing: Passing,
+}
+
+/// Expands one attribute on `item`.
+pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream) -> TokenStream {
+    let site = attribute.site();
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let message = format!("{site} goes on a `fn` or `async fn` with a body");
+            let error = syn::Error::new(Span::call_site(), message).to_compile_error();
+            return quote!(#error #item);
+        }
+    };
+    let mut errors = darling::Error::accumulator();
+    let metas = errors.handle(NestedMeta::parse_meta_list(args).map_err(darling::Error::from)).unwrap_or_default();
+    let metas = keys::check(metas, &attribute.own_keys(), &site, &mut errors);
+    let args = errors.handle(AttributeArgs::from_list(&metas));
+    let pattern = matches!(attribute, Attribute::Pattern);
+    let overrides = args.as_ref().and_then(|a| errors.handle(a.config.tokens_switching_off(pattern)));
+    let ret = return_type(&func.sig, &site, &mut errors);
+    let arguments = arguments(&mut func.sig, &site, &mut errors);
+    if let Some(args) = &args {
+        if let (Attribute::Type(name, _), None) = (attribute, &args.dependency) {
+            let message = format!("{site} needs the dependency's name: `#[{name}(dependency = \"user_db\")]`");
+            errors.push(darling::Error::custom(message).with_span(&Span::call_site()));
+        }
+        for name in [&args.name, &args.dependency].into_iter().flatten() {
+            if name.value().trim().is_empty() {
+                errors.push(darling::Error::custom("the dependency's name must not be empty").with_span(name));
+            }
+        }
+    }
+    let (args, overrides, ret) = match (errors.finish(), args, overrides, ret) {
+        (Ok(()), Some(args), Some(overrides), Some(ret)) => (args, overrides, ret),
+        (Err(e), ..) => {
+            let errors = compile_errors(e);
+            return quote!(#errors #item);
+        }
+        _ => return item,
+    };
+    let call_site = call_site(attribute, &args, &func, overrides);
+    let body = body(&func, &args, &arguments, &ret, call_site);
+    *func.block = syn::parse_quote!({ #body });
+    func.into_token_stream()
+}
+
+/// The `Result` type the function returns, or an error at what it returns instead.
+fn return_type(sig: &syn::Signature, site: &str, errors: &mut darling::error::Accumulator) -> Option<Type> {
+    let expected = "`Result<T, E>` where `E: From<resilience::ResilienceError>`";
+    match &sig.output {
+        ReturnType::Default => {
+            let message = format!("a function with {site} must return {expected}; `{}` returns `()`", sig.ident);
+            errors.push(darling::Error::custom(message).with_span(&sig.ident));
+            None
+        }
+        ReturnType::Type(_, ty) => {
+            let is_result = match &**ty {
+                Type::Path(p) => p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+                _ => false,
+            };
+            if is_result {
+                Some((**ty).clone())
+            } else {
+                let message = format!("a function with {site} must return {expected}, not `{}`", quote!(#ty));
+                errors.push(darling::Error::custom(message).with_span(ty));
+                None
+            }
+        }
+    }
+}
+
+/// How each argument reaches the attempts; renames pattern arguments (and drops `mut`
+/// from those taken by value, which each attempt rebinds) in the signature.
+fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::Accumulator) -> Vec<Argument> {
+    if let Some(constness) = &sig.constness {
+        errors.push(darling::Error::custom(format!("{site} cannot go on a `const fn`")).with_span(constness));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(darling::Error::custom(format!("{site} cannot go on a variadic function")).with_span(variadic));
+    }
+    let mut out = Vec::new();
+    for (index, input) in sig.inputs.iter_mut().enumerate() {
+        match input {
+            FnArg::Receiver(receiver) => {
+                let by_reference = receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_));
+                if !by_reference {
+                    let message = format!(
+                        "{site} needs `&self` or `&mut self`: retries run the body again, which cannot take `self` by value"
+                    );
+                    errors.push(darling::Error::custom(message).with_span(&receiver.self_token));
+                }
+            }
+            FnArg::Typed(typed) => {
+                let reference = match &*typed.ty {
+                    Type::Reference(r) => Some(r.mutability.is_some()),
+                    _ => None,
+                };
+                let ty = typed.ty.clone();
+                match (&mut *typed.pat, reference) {
+                    (Pat::Ident(PatIdent { by_ref: None, subpat: None, .. }), Some(_)) => {}
+                    (Pat::Ident(p @ PatIdent { by_ref: None, subpat: None, .. }), None) => {
+                        let pat = Box::new(Pat::Ident(p.clone()));
+                        p.mutability = None;
+                        out.push(Argument { ident: p.ident.clone(), passing: Passing::Owned { pat, ty } });
+                    }
+                    (pat, reference) => {
+                        let ident = format_ident!("__resilience_arg{}", index);
+                        let original = Box::new(pat.clone());
+                        *pat = Pat::Ident(PatIdent {
+                            attrs: Vec::new(),
+                            by_ref: None,
+                            mutability: None,
+                            ident: ident.clone(),
+                            subpat: None,
+                        });
+                        let passing = match reference {
+                            None => Passing::Owned { pat: original, ty },
+                            Some(true) => Passing::ReborrowedPattern { pat: original, ty },
+                            Some(false) => Passing::CopiedPattern { pat: original, ty },
+                        };
+                        out.push(Argument { ident, passing });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `static` call site: the name, the preset and the call-site keys, all constant.
+fn call_site(attribute: Attribute, args: &AttributeArgs, func: &ItemFn, overrides: TokenStream) -> TokenStream {
+    let fn_name = func.sig.ident.to_string();
+    let name = match args.name.as_ref().or(args.dependency.as_ref()) {
+        Some(name) => quote!(#name),
+        None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
+    };
+    let kind = match attribute {
+        Attribute::Resilient => {
+            let strategy = args.strategy.as_ref().map_or_else(|| format_ident!("InternalService"), |s| s.0.clone());
+            quote!(::resilience::__private::DependencyKind::Strategy(
+                ::resilience::__private::ResilienceStrategy::#strategy
+            ))
+        }
+        Attribute::Pattern => quote!(::resilience::__private::DependencyKind::Pattern),
+        Attribute::Type(_, ty) => {
+            let ty = format_ident!("{}", ty);
+            quote!(::resilience::__private::DependencyKind::Type(::resilience::__private::DependencyType::#ty))
+        }
+    };
+    let operation = args.operation.as_ref().map(|op| quote!(.with_operation(#op)));
+    quote! {
+        static __RESILIENCE_SITE: ::resilience::__private::CallSite =
+            ::resilience::__private::CallSite::new(#name, #kind, #overrides) #operation;
+    }
+}
+
+/// Whether `ty` mentions `impl Trait`, which cannot be written in a `let`.
+fn mentions_impl(ty: &Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream())
+}
+
+/// The new body of the function.
+fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type, site: TokenStream) -> TokenStream {
+    let mixed = Span::mixed_site();
+    let call = quote_spanned!(mixed=> __resilience_call);
+    let last = quote_spanned!(mixed=> __resilience_last);
+    let result = quote_spanned!(mixed=> __resilience_result);
+    let admission = quote_spanned!(mixed=> __resilience_admission);
+    let block = &func.block;
+    let is_async = func.sig.asyncness.is_some();
+    let typed = !mentions_impl(ret);
+    let ret_annotation = typed.then(|| quote!(: #ret));
+    let check = typed.then(|| quote_spanned!(ret.span()=> ::resilience::__private::check_return_type::<#ret>();));
+
+    let mut held = Vec::new();
+    let mut per_attempt = Vec::new();
+    for (index, argument) in arguments.iter().enumerate() {
+        let ident = &argument.ident;
+        let holder = format_ident!("__resilience_held{}", index, span = mixed);
+        match &argument.passing {
+            Passing::Owned { pat, ty } => {
+                held.push(quote_spanned!(ty.span()=> let mut #holder = ::resilience::__private::Arg::new(#ident);));
+                per_attempt.push(quote!(let #pat = #holder.next(#last);));
+            }
+            Passing::ReborrowedPattern { pat, ty } => {
+                per_attempt.push(quote!(let #pat: #ty = &mut *#ident;));
+            }
+            Passing::CopiedPattern { pat, ty } => {
+                per_attempt.push(quote!(let #pat: #ty = #ident;));
+            }
+        }
+    }
+    let fallback_args = ordered_fallback_args(func, arguments);
+    let last_value = if args.fallback.is_some() { quote!(false) } else { quote!(!#call.may_retry()) };
+    let last_binding = (!held.is_empty()).then(|| quote!(let #last = #last_value;));
+
+    let policy = match (&args.retry_if, &args.record_if) {
+        (None, None) => quote!(::core::default::Default::default()),
+        (retry_if, record_if) => {
+            let always = quote!(::resilience::__private::always);
+            let retry_if = retry_if.as_ref().map_or_else(|| always.clone(), |p| quote!(#p));
+            let record_if = record_if.as_ref().map_or_else(|| always.clone(), |p| quote!(#p));
+            quote!(::resilience::__private::ErrorPolicy { retry_if: #retry_if, record_if: #record_if })
+        }
+    };
+
+    let (start, admit, attempt) = if is_async {
+        (
+            quote!(::resilience::__private::Call::new(&__RESILIENCE_SITE, #policy)),
+            quote!(#call.admit().await),
+            quote! {
+                let __resilience_attempt = async {
+                    let __resilience_out #ret_annotation = #block;
+                    __resilience_out
+                };
+                if let ::core::option::Option::Some(__resilience_done) =
+                    #call.attempt(#admission, __resilience_attempt).await
+                {
+                    break __resilience_done;
+                }
+            },
+        )
+    } else {
+        let closure_ret = typed.then(|| quote!(-> #ret));
+        (
+            quote!(::resilience::__private::BlockingCall::new(&__RESILIENCE_SITE, #policy)),
+            quote!(#call.admit()),
+            quote! {
+                let __resilience_out #ret_annotation = ::resilience::__private::run(|| #closure_ret #block);
+                if let ::core::option::Option::Some(__resilience_done) = #call.settle(#admission, __resilience_out) {
+                    break __resilience_done;
+                }
+            },
+        )
+    };
+    let finish = match &args.fallback {
+        None => quote!(#result),
+        Some(path) => {
+            let error = quote_spanned!(mixed=> __resilience_error);
+            let value = quote!(#path(#(#fallback_args,)* #error));
+            let resolve = if is_async {
+                quote! {{
+                    use ::resilience::__private::FallbackFuture as _;
+                    let __resilience_fallback = ::resilience::__private::FallbackValue(#value).resolve();
+                    __resilience_fallback.await
+                }}
+            } else {
+                value
+            };
+            quote! {
+                match #result {
+                    ::core::result::Result::Err(#error) => #resolve,
+                    __resilience_ok => __resilience_ok,
+                }
+            }
+        }
+    };
+    quote! {
+        #site
+        #check
+        #(#held)*
+        let mut #call = #start;
+        let #result #ret_annotation = loop {
+            let #admission = match #admit {
+                ::core::result::Result::Ok(__resilience_admitted) => __resilience_admitted,
+                ::core::result::Result::Err(__resilience_rejected) => break ::core::result::Result::Err(__resilience_rejected),
+            };
+            #last_binding
+            #(#per_attempt)*
+            #attempt
+        };
+        #finish
+    }
+}
+
+/// The fallback's arguments in the order of the signature: `self`, then each argument
+/// (the held value of one taken by value).
+fn ordered_fallback_args(func: &ItemFn, arguments: &[Argument]) -> Vec<TokenStream> {
+    let mut out = Vec::new();
+    for input in &func.sig.inputs {
+        match input {
+            FnArg::Receiver(_) => out.push(quote!(self)),
+            FnArg::Typed(typed) => {
+                let Pat::Ident(p) = &*typed.pat else { continue };
+                let held = arguments.iter().position(|a| a.ident == p.ident);
+                match held.map(|i| (i, &arguments[i].passing)) {
+                    Some((i, Passing::Owned { .. })) => {
+                        let holder = format_ident!("__resilience_held{}", i, span = Span::mixed_site());
+                        out.push(quote!(#holder.into_inner()));
+                    }
+                    _ => {
+                        let ident = &p.ident;
+                        out.push(quote!(#ident));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
