@@ -181,6 +181,7 @@ impl fmt::Debug for Admission {
 /// needs between attempts (the settings of the call site, retry bookkeeping, the span).
 pub struct Call<E> {
     pipeline: &'static Pipeline,
+    from: fn(ResilienceError) -> E,
     timeout_nanos: u64,
     retry_config: Option<&'static RetryConfig>,
     retry: Option<RetryState<'static>>,
@@ -197,13 +198,17 @@ impl<E> fmt::Debug for Call<E> {
     }
 }
 
-impl<E: From<ResilienceError>> Call<E> {
-    /// A call through `site`, with `policy` classifying the body's errors.
+// No bound on `E` here: the expansion passes `from` (spanned at the return type), so an
+// error type that does not convert is reported once, there.
+impl<E> Call<E> {
+    /// A call through `site`, with `policy` classifying the body's errors and `from`
+    /// turning the policies' errors into the function's.
     #[inline]
-    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>) -> Self {
+    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
         let (pipeline, timeout_nanos, _, retry_config) = site.settings();
         Self {
             pipeline,
+            from,
             timeout_nanos,
             retry_config,
             retry: None,
@@ -254,7 +259,7 @@ impl<E: From<ResilienceError>> Call<E> {
     #[cold]
     fn rejected(&mut self, rejected: ResilienceError) -> E {
         self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
-        E::from(rejected)
+        (self.from)(rejected)
     }
 
     /// Runs one attempt's `body` under the timeout and settles it: resolves to the
@@ -281,7 +286,7 @@ impl<E: From<ResilienceError>> Call<E> {
         outcome: Result<Result<T, E>, crate::timeout::Elapsed>,
     ) -> Option<Result<T, E>> {
         let pipeline = self.pipeline;
-        let error = match pipeline.settle_attempt(&self.policy, permit, outcome, self.timeout_nanos) {
+        let error = match pipeline.settle_attempt(&self.policy, permit, outcome, self.timeout_nanos, self.from) {
             Ok(result) => {
                 pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
                 return Some(result);
@@ -329,7 +334,6 @@ impl<E, Fut> fmt::Debug for Attempt<'_, E, Fut> {
 impl<T, E, Fut> Future for Attempt<'_, E, Fut>
 where
     Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
 {
     type Output = Option<Result<T, E>>;
 
@@ -369,6 +373,7 @@ where
 /// running on another thread.
 pub struct BlockingCall<E> {
     pipeline: &'static Pipeline,
+    from: fn(ResilienceError) -> E,
     timeout: Option<Duration>,
     retry_config: Option<&'static RetryConfig>,
     retry: Option<RetryState<'static>>,
@@ -383,12 +388,12 @@ impl<E> fmt::Debug for BlockingCall<E> {
     }
 }
 
-impl<E: From<ResilienceError>> BlockingCall<E> {
-    /// A blocking call through `site`, with `policy` classifying the body's errors.
+impl<E> BlockingCall<E> {
+    /// A blocking call through `site`; see [`Call::new`].
     #[inline]
-    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>) -> Self {
+    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
         let (pipeline, _, timeout, retry_config) = site.settings();
-        Self { pipeline, timeout, retry_config, retry: None, policy, backoff: None, started: None }
+        Self { pipeline, from, timeout, retry_config, retry: None, policy, backoff: None, started: None }
     }
 
     /// See [`Call::may_retry`].
@@ -419,7 +424,7 @@ impl<E: From<ResilienceError>> BlockingCall<E> {
             }
             Err(rejected) => {
                 pipeline.finished(self.retry_config, self.retry.as_ref(), false, 0);
-                Err(E::from(rejected))
+                Err((self.from)(rejected))
             }
         }
     }
@@ -431,7 +436,7 @@ impl<E: From<ResilienceError>> BlockingCall<E> {
         drop(slot);
         let pipeline = self.pipeline;
         let attempt = pipeline.settle(&self.policy, permit, self.timeout, self.started, Some(result));
-        let error = match pipeline.classify(&self.policy, attempt) {
+        let error = match pipeline.classify(&self.policy, attempt, self.from) {
             Ok(result) => {
                 pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), 0);
                 return Some(result);
@@ -491,13 +496,26 @@ impl<T: Clone> RetryArgument for T {
     }
 }
 
-impl<T: RetryArgument> Arg<T> {
+impl<T> Arg<T> {
     /// Keeps `value` for the attempts.
     #[inline]
     pub fn new(value: T) -> Self {
         Self(Some(value))
     }
 
+    /// The value itself, for a fallback (the expansion never passes `last` then).
+    #[inline]
+    pub fn into_inner(self) -> T {
+        match self.0 {
+            Some(value) => value,
+            None => unreachable!("an argument was moved into the last attempt and also asked for by the fallback"),
+        }
+    }
+}
+
+// The only bound on `Arg`, so that an argument that is not `Clone` gets one error, at
+// the argument (the expansion spans this call there).
+impl<T: RetryArgument> Arg<T> {
     /// The value for the coming attempt; `last` when no attempt can follow it.
     #[inline]
     pub fn next(&mut self, last: bool) -> T {
@@ -508,15 +526,6 @@ impl<T: RetryArgument> Arg<T> {
                 // The expansion asks once with `last`, then leaves the loop.
                 None => unreachable!("an argument was asked for after the last attempt"),
             },
-        }
-    }
-
-    /// The value itself, for a fallback (the expansion never passes `last` then).
-    #[inline]
-    pub fn into_inner(self) -> T {
-        match self.0 {
-            Some(value) => value,
-            None => unreachable!("an argument was moved into the last attempt and also asked for by the fallback"),
         }
     }
 }
@@ -552,16 +561,36 @@ impl<F: Future> FallbackFuture for FallbackValue<F> {
     }
 }
 
-/// What an annotated function may return.
+/// What an annotated function may return. The expansion names the call's error type
+/// as `<R as ResilientResult>::Error`, spanned at the return type, so that a return
+/// type that is not a `Result` is reported there, once.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned by a resilient function",
-    label = "expected `Result<T, E>` where `E: From<resilience::ResilienceError>`",
-    note = "the policies fail calls with `ResilienceError`; implement `From<ResilienceError>` for the error type"
+    label = "expected `Result<T, E>` where `E: From<resilience::ResilienceError>`"
 )]
-pub trait ResilientResult {}
+pub trait ResilientResult {
+    /// The error type.
+    type Error;
+}
 
-impl<T, E: From<ResilienceError>> ResilientResult for Result<T, E> {}
+impl<T, E> ResilientResult for Result<T, E> {
+    type Error = E;
+}
 
-/// Checks the return type where the user wrote it (the expansion spans this call there).
-#[inline(always)]
-pub const fn check_return_type<R: ResilientResult>() {}
+/// The error type of an annotated function: one the policies' errors convert into.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a resilient function",
+    label = "`{Self}` must implement `From<resilience::ResilienceError>`",
+    note = "the policies fail a call with a `ResilienceError` (circuit open, bulkhead full, timeout, rate limited), converted into the function's error type"
+)]
+pub trait CallError: Sized {
+    /// The conversion.
+    fn from_resilience(error: ResilienceError) -> Self;
+}
+
+impl<E: From<ResilienceError>> CallError for E {
+    #[inline]
+    fn from_resilience(error: ResilienceError) -> Self {
+        E::from(error)
+    }
+}

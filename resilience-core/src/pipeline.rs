@@ -386,10 +386,8 @@ impl Pipeline {
         permit: Option<CallPermit<'_>>,
         outcome: Result<Result<T, E>, Elapsed>,
         timeout_nanos: u64,
-    ) -> Result<Result<T, E>, E>
-    where
-        E: From<ResilienceError>,
-    {
+        from: fn(ResilienceError) -> E,
+    ) -> Result<Result<T, E>, E> {
         if timeout_nanos != 0 {
             match &outcome {
                 Ok(Ok(_)) => self.metrics.time_successful.increment(1),
@@ -422,7 +420,7 @@ impl Pipeline {
                 if let Some(p) = permit {
                     p.failure();
                 }
-                Err(E::from(self.timeout_error(Duration::from_nanos(timeout_nanos))))
+                Err(from(self.timeout_error(Duration::from_nanos(timeout_nanos))))
             }
         }
     }
@@ -627,7 +625,7 @@ impl Pipeline {
     {
         let mut retry = retry.map(RetryState::new);
         loop {
-            let error = match self.classify(policy, attempt().unwrap_or_else(Attempt::Rejected)) {
+            let error = match self.classify(policy, attempt().unwrap_or_else(Attempt::Rejected), E::from) {
                 Ok(result) => {
                     self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), result.is_ok(), 0);
                     return result;
@@ -649,16 +647,18 @@ impl Pipeline {
 
     /// Classifies a finished blocking attempt: `Ok` is the call's final result, `Err` an
     /// error worth another attempt if any is left.
-    pub(crate) fn classify<T, E>(&self, policy: &ErrorPolicy<E>, attempt: Attempt<T, E>) -> Result<Result<T, E>, E>
-    where
-        E: From<ResilienceError>,
-    {
+    pub(crate) fn classify<T, E>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        attempt: Attempt<T, E>,
+        from: fn(ResilienceError) -> E,
+    ) -> Result<Result<T, E>, E> {
         match attempt {
             Attempt::Done(Ok(v)) => Ok(Ok(v)),
-            Attempt::Rejected(e) => Ok(Err(E::from(e))),
+            Attempt::Rejected(e) => Ok(Err(from(e))),
             Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => Ok(Err(e)),
             Attempt::Done(Err(e)) => Err(e),
-            Attempt::TimedOut(limit) => Err(E::from(self.timeout_error(limit))),
+            Attempt::TimedOut(limit) => Err(from(self.timeout_error(limit))),
         }
     }
 }
@@ -857,7 +857,7 @@ where
                     }
                 }
             };
-            let error = match pipeline.settle_attempt(this.policy, permit, outcome, *this.timeout_nanos) {
+            let error = match pipeline.settle_attempt(this.policy, permit, outcome, *this.timeout_nanos, E::from) {
                 Ok(Ok(value)) => finish!(Ok(value), true),
                 Ok(Err(error)) => finish!(Err(error), false),
                 Err(error) => error,

@@ -45,6 +45,26 @@ fn word<'a>(expr: &'a Expr, what: &str, expected: &[&str]) -> darling::Result<&'
     }
 }
 
+/// A name: `name = "payments"`, `dependency = "user_db"`, `operation = "get_user"`.
+#[derive(Debug, Clone)]
+pub(crate) struct NameArg(pub(crate) syn::LitStr);
+
+impl FromMeta for NameArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Ok(Self(s.clone())),
+            other => {
+                let hint = match other {
+                    Expr::Path(p) => p.path.get_ident().map(|i| format!(" such as \"{i}\"")),
+                    _ => None,
+                };
+                let hint = hint.unwrap_or_else(|| String::from(" such as \"payments\""));
+                Err(darling::Error::custom(format!("must be a string literal{hint}")).with_span(other))
+            }
+        }
+    }
+}
+
 /// `strategy = Internal | External | Database | Cache` (or the long forms).
 #[derive(Debug, Clone)]
 pub(crate) struct StrategyArg(pub(crate) syn::Ident);

@@ -12,9 +12,9 @@ use darling::FromMeta;
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, LitStr, Pat, PatIdent, ReturnType, Type};
+use syn::{FnArg, ItemFn, Pat, PatIdent, ReturnType, Type};
 
-use crate::args::{ConfigArgs, StrategyArg};
+use crate::args::{ConfigArgs, NameArg, StrategyArg};
 use crate::keys::{self, HANDLERS};
 use crate::value::compile_errors;
 
@@ -51,10 +51,10 @@ impl Attribute {
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
 struct AttributeArgs {
-    name: Option<LitStr>,
+    name: Option<NameArg>,
     strategy: Option<StrategyArg>,
-    dependency: Option<LitStr>,
-    operation: Option<LitStr>,
+    dependency: Option<NameArg>,
+    operation: Option<NameArg>,
     fallback: Option<syn::Path>,
     retry_if: Option<syn::Path>,
     record_if: Option<syn::Path>,
@@ -64,8 +64,10 @@ struct AttributeArgs {
 
 /// How an argument reaches each attempt.
 enum Passing {
-    /// Taken by value: held in an `Arg`, cloned for each attempt but the last.
-    Owned { pat: Box<Pat>, ty: Box<Type> },
+    /// Taken by value: held in an `Arg` (`holder`, named where the argument's type is,
+    /// so that a type that is not `Clone` is reported there), cloned for each attempt
+    /// but the last.
+    Owned { pat: Box<Pat>, ty: Box<Type>, holder: syn::Ident },
     /// A `&mut` behind a pattern: reborrowed for each attempt.
     ReborrowedPattern { pat: Box<Pat>, ty: Box<Type> },
     /// A `&` behind a pattern: copied for each attempt.
@@ -103,8 +105,8 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
             errors.push(darling::Error::custom(message).with_span(&Span::call_site()));
         }
         for name in [&args.name, &args.dependency].into_iter().flatten() {
-            if name.value().trim().is_empty() {
-                errors.push(darling::Error::custom("the dependency's name must not be empty").with_span(name));
+            if name.0.value().trim().is_empty() {
+                errors.push(darling::Error::custom("the dependency's name must not be empty").with_span(&name.0));
             }
         }
     }
@@ -179,7 +181,8 @@ fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::
                     (Pat::Ident(p @ PatIdent { by_ref: None, subpat: None, .. }), None) => {
                         let pat = Box::new(Pat::Ident(p.clone()));
                         p.mutability = None;
-                        out.push(Argument { ident: p.ident.clone(), passing: Passing::Owned { pat, ty } });
+                        let holder = format_ident!("__resilience_held{}", index, span = ty.span());
+                        out.push(Argument { ident: p.ident.clone(), passing: Passing::Owned { pat, ty, holder } });
                     }
                     (pat, reference) => {
                         let ident = format_ident!("__resilience_arg{}", index);
@@ -192,7 +195,10 @@ fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::
                             subpat: None,
                         });
                         let passing = match reference {
-                            None => Passing::Owned { pat: original, ty },
+                            None => {
+                                let holder = format_ident!("__resilience_held{}", index, span = ty.span());
+                                Passing::Owned { pat: original, ty, holder }
+                            }
                             Some(true) => Passing::ReborrowedPattern { pat: original, ty },
                             Some(false) => Passing::CopiedPattern { pat: original, ty },
                         };
@@ -209,7 +215,7 @@ fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::
 fn call_site(attribute: Attribute, args: &AttributeArgs, func: &ItemFn, overrides: TokenStream) -> TokenStream {
     let fn_name = func.sig.ident.to_string();
     let name = match args.name.as_ref().or(args.dependency.as_ref()) {
-        Some(name) => quote!(#name),
+        Some(name) => name.0.to_token_stream(),
         None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
     };
     let kind = match attribute {
@@ -225,7 +231,10 @@ fn call_site(attribute: Attribute, args: &AttributeArgs, func: &ItemFn, override
             quote!(::resilience::__private::DependencyKind::Type(::resilience::__private::DependencyType::#ty))
         }
     };
-    let operation = args.operation.as_ref().map(|op| quote!(.with_operation(#op)));
+    let operation = args.operation.as_ref().map(|op| {
+        let op = &op.0;
+        quote!(.with_operation(#op))
+    });
     quote! {
         static __RESILIENCE_SITE: ::resilience::__private::CallSite =
             ::resilience::__private::CallSite::new(#name, #kind, #overrides) #operation;
@@ -255,17 +264,22 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     let is_async = func.sig.asyncness.is_some();
     let typed = !mentions_impl(ret);
     let ret_annotation = typed.then(|| quote!(: #ret));
-    let check = typed.then(|| quote_spanned!(ret.span()=> ::resilience::__private::check_return_type::<#ret>();));
+    // The error type, named where the user wrote it: a return type that does not fit is
+    // one error there, and `retry_if`/`record_if` are checked against it (not the reverse).
+    let error_type =
+        typed.then(|| quote_spanned!(ret.span()=> ::<<#ret as ::resilience::__private::ResilientResult>::Error>));
+    let from = quote_spanned!(ret.span()=> ::resilience::__private::CallError::from_resilience);
 
     let mut held = Vec::new();
     let mut per_attempt = Vec::new();
-    for (index, argument) in arguments.iter().enumerate() {
+    for argument in arguments {
         let ident = &argument.ident;
-        let holder = format_ident!("__resilience_held{}", index, span = mixed);
         match &argument.passing {
-            Passing::Owned { pat, ty } => {
-                held.push(quote_spanned!(ty.span()=> let mut #holder = ::resilience::__private::Arg::new(#ident);));
-                per_attempt.push(quote!(let #pat = #holder.next(#last);));
+            Passing::Owned { pat, ty, holder } => {
+                held.push(quote!(let mut #holder = ::resilience::__private::Arg::new(#ident);));
+                per_attempt.push(
+                    quote_spanned!(ty.span()=> let #pat = ::resilience::__private::Arg::next(&mut #holder, #last);),
+                );
             }
             Passing::ReborrowedPattern { pat, ty } => {
                 per_attempt.push(quote!(let #pat: #ty = &mut *#ident;));
@@ -291,7 +305,7 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
 
     let (start, admit, attempt) = if is_async {
         (
-            quote!(::resilience::__private::Call::new(&__RESILIENCE_SITE, #policy)),
+            quote!(::resilience::__private::Call #error_type ::new(&__RESILIENCE_SITE, #policy, #from)),
             quote!(#call.admit().await),
             quote! {
                 let __resilience_attempt = async {
@@ -308,7 +322,7 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     } else {
         let closure_ret = typed.then(|| quote!(-> #ret));
         (
-            quote!(::resilience::__private::BlockingCall::new(&__RESILIENCE_SITE, #policy)),
+            quote!(::resilience::__private::BlockingCall #error_type ::new(&__RESILIENCE_SITE, #policy, #from)),
             quote!(#call.admit()),
             quote! {
                 let __resilience_out #ret_annotation = ::resilience::__private::run(|| #closure_ret #block);
@@ -342,7 +356,6 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     };
     quote! {
         #site
-        #check
         #(#held)*
         let mut #call = #start;
         let #result #ret_annotation = loop {
@@ -367,12 +380,9 @@ fn ordered_fallback_args(func: &ItemFn, arguments: &[Argument]) -> Vec<TokenStre
             FnArg::Receiver(_) => out.push(quote!(self)),
             FnArg::Typed(typed) => {
                 let Pat::Ident(p) = &*typed.pat else { continue };
-                let held = arguments.iter().position(|a| a.ident == p.ident);
-                match held.map(|i| (i, &arguments[i].passing)) {
-                    Some((i, Passing::Owned { .. })) => {
-                        let holder = format_ident!("__resilience_held{}", i, span = Span::mixed_site());
-                        out.push(quote!(#holder.into_inner()));
-                    }
+                let passing = arguments.iter().find(|a| a.ident == p.ident).map(|a| &a.passing);
+                match passing {
+                    Some(Passing::Owned { holder, .. }) => out.push(quote!(#holder.into_inner())),
                     _ => {
                         let ident = &p.ident;
                         out.push(quote!(#ident));

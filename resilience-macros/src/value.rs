@@ -70,6 +70,9 @@ pub(crate) struct Positive {
 impl FromMeta for Positive {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
         match expr {
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) if i.base10_digits().starts_with('-') => {
+                Err(darling::Error::custom("must be at least 1").with_span(i))
+            }
             Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
                 let value: u64 = i.base10_parse().map_err(|e| darling::Error::custom(e).with_span(i))?;
                 if value == 0 {
@@ -168,4 +171,3 @@ mod tests {
         assert_eq!(parse_duration("3x"), None);
     }
 }
-

@@ -1,0 +1,21 @@
+use resilience::ResilienceError;
+
+#[derive(Debug)]
+pub struct AppError;
+
+impl From<ResilienceError> for AppError {
+    fn from(_: ResilienceError) -> Self {
+        AppError
+    }
+}
+
+fn fallback(_error: AppError) -> Result<u32, AppError> {
+    Ok(0)
+}
+
+#[resilience::resilient(fallback = fallback)]
+fn fetch(id: u32) -> Result<u32, AppError> {
+    Ok(id)
+}
+
+fn main() {}

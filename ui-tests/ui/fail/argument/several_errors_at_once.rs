@@ -1,0 +1,17 @@
+use resilience::ResilienceError;
+
+#[derive(Debug)]
+pub struct AppError;
+
+impl From<ResilienceError> for AppError {
+    fn from(_: ResilienceError) -> Self {
+        AppError
+    }
+}
+
+#[resilience::cache_call(dependency = "sessions", timeout = "2 secs", max_concurrent = 0, colour = blue)]
+async fn session(id: u64) -> Result<u64, AppError> {
+    Ok(id)
+}
+
+fn main() {}

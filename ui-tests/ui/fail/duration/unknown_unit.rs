@@ -1,0 +1,17 @@
+use resilience::ResilienceError;
+
+#[derive(Debug)]
+pub struct AppError;
+
+impl From<ResilienceError> for AppError {
+    fn from(_: ResilienceError) -> Self {
+        AppError
+    }
+}
+
+#[resilience::resilient(timeout = "5 sec")]
+async fn fetch() -> Result<u32, AppError> {
+    Ok(1)
+}
+
+fn main() {}
