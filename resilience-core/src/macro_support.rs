@@ -2,10 +2,16 @@
 //! `::resilience::__private`, and it may change with any release.
 //!
 //! An expansion is a `static CallSite` (the name, the preset and the call-site keys, all
-//! checked at compile time) and a loop of attempts driven by a [`Call`] (async) or a
-//! [`BlockingCall`]: admit (breaker, rate limiter, bulkhead), run the body (its own block,
-//! written in the function, so it may borrow `&mut self` and the arguments afresh for
-//! each attempt), settle (record, decide on a retry). The call site resolves its
+//! checked at compile time) and one of two ways to run the body:
+//!
+//! - an `async fn` that borrows nothing mutably passes a closure making each attempt to
+//!   [`execute`], which returns the pipeline's own hand-written future (the fast path);
+//! - one taking `&mut self` or a `&mut` argument cannot (a closure cannot lend out its
+//!   captured `&mut`), and neither can a plain `fn` usefully; those get a loop of
+//!   attempts written into the function, driven by a [`Call`] or a [`BlockingCall`]:
+//!   admit (breaker, rate limiter, bulkhead), run the body (its own block, so it
+//!   borrows afresh for each attempt), settle (record, decide on a retry).
+//! The call site resolves its
 //! dependency through the registry's per-thread cache, and caches the per-call settings
 //! derived from its keys for the dependency's current pipeline, so a call takes no lock
 //! and allocates nothing; a reconfiguration publishes a new pipeline, which the call site
@@ -27,8 +33,8 @@ use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
 use crate::leak::LeakedCell;
 use crate::observe::latency;
-use crate::pipeline::{call_span, retry_event, ErrorPolicy, Pipeline, PipelineCall};
-use crate::registry::{registry, Dependency, DependencyKind};
+use crate::pipeline::{call_span, retry_event, ErrorPolicy, MakeAttempt, Pipeline, PipelineCall};
+use crate::registry::{current_registry_id, registry, Dependency, DependencyKind};
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{limit_nanos, Limited};
 
@@ -53,6 +59,9 @@ pub struct CallSite {
 /// The per-call settings of a call site for one pipeline of its dependency.
 #[derive(Debug)]
 struct View {
+    /// The registry it was resolved in (the global one can be swapped in tests).
+    registry: u64,
+    dependency: &'static Dependency,
     pipeline: &'static Pipeline,
     timeout_nanos: u64,
     timeout: Option<Duration>,
@@ -84,54 +93,44 @@ impl CallSite {
         self.name
     }
 
-    #[inline]
-    fn dependency(&self) -> &'static Dependency {
-        registry().resolve_as(self.name, self.kind, &self.shared)
-    }
-
     /// The pipeline, timeout (as nanoseconds and as a duration) and retries of a call.
-    #[inline]
+    ///
+    /// The call site keeps its dependency (as `tracing` call sites keep their interest):
+    /// a call reads one pointer, checks the registry it came from, and reads the
+    /// dependency's current pipeline; no name is hashed or compared.
+    #[inline(always)]
     fn settings(&self) -> (&'static Pipeline, u64, Option<Duration>, Option<&'static RetryConfig>) {
-        let dependency = self.dependency();
-        let pipeline = dependency.pipeline();
+        let view = match self.view.try_get() {
+            Some(view) if view.registry == current_registry_id() => view,
+            _ => {
+                let registry = registry();
+                self.derive(registry.resolve_as(self.name, self.kind, &self.shared), registry.id())
+            }
+        };
+        let pipeline = view.dependency.pipeline();
         if !self.per_call {
             return (pipeline, pipeline.timeout_nanos(), pipeline.timeout(), pipeline.retry());
         }
-        let view = match self.view.try_get() {
-            Some(view) if ptr::eq(view.pipeline, pipeline) => view,
-            _ => self.derive(dependency, pipeline),
-        };
+        let view = if ptr::eq(view.pipeline, pipeline) { view } else { self.derive(view.dependency, view.registry) };
         (view.pipeline, view.timeout_nanos, view.timeout, view.retry.as_ref())
     }
 
+    /// Resolves (again) after the registry was swapped or the dependency reconfigured;
+    /// the view it replaces is leaked, like the pipelines, since a call may still use it.
     #[cold]
-    fn derive(&self, dependency: &'static Dependency, pipeline: &'static Pipeline) -> &'static View {
+    fn derive(&self, dependency: &'static Dependency, registry: u64) -> &'static View {
+        let pipeline = dependency.pipeline();
         let config = dependency.config().with(&self.keys);
         let retry = Some(config.retry).filter(|r| r.enabled && r.max_attempts.get() > 1);
-        self.view.set(View { pipeline, timeout_nanos: limit_nanos(config.timeout), timeout: config.timeout, retry })
+        self.view.set(View {
+            registry,
+            dependency,
+            pipeline,
+            timeout_nanos: limit_nanos(config.timeout),
+            timeout: config.timeout,
+            retry,
+        })
     }
-}
-
-/// Runs an `async fn`'s body through its call site's pipeline.
-#[inline]
-pub fn execute<T, E, F, Fut>(site: &'static CallSite, policy: &ErrorPolicy<E>, f: F) -> PipelineCall<'static, E, F, Fut>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
-{
-    let (pipeline, timeout_nanos, _, retry) = site.settings();
-    pipeline.call_configured(policy, f, timeout_nanos, retry)
-}
-
-/// Runs a plain `fn`'s body through its call site's pipeline, on this thread.
-pub fn execute_blocking<T, E, F>(site: &'static CallSite, policy: &ErrorPolicy<E>, f: F) -> Result<T, E>
-where
-    F: FnMut() -> Result<T, E>,
-    E: From<ResilienceError>,
-{
-    let (pipeline, _, timeout, retry) = site.settings();
-    pipeline.call_blocking_configured(policy, f, timeout, retry)
 }
 
 /// A `NonZeroU32` from a literal the macro checked to be positive.
@@ -161,6 +160,35 @@ pub fn register(name: &'static str, dependency_type: DependencyType, keys: Confi
             tracing::error!(target: "resilience::registry", name, %error, "registration refused");
             registry().resolve_as(name, DependencyKind::Type(dependency_type), &ConfigOverrides::EMPTY)
         }
+    }
+}
+
+/// Runs an `async fn`'s body through its call site's pipeline: `attempts` makes each
+/// attempt (told whether it is the last), `from` turns the policies' errors into the
+/// function's.
+#[inline]
+pub fn execute<T, E, F, Fut>(
+    site: &'static CallSite,
+    policy: ErrorPolicy<E>,
+    from: fn(ResilienceError) -> E,
+    attempts: Attempts<F>,
+) -> PipelineCall<'static, E, Attempts<F>, Fut>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let (pipeline, timeout_nanos, _, retry) = site.settings();
+    pipeline.call_configured(&policy, from, attempts, timeout_nanos, retry)
+}
+
+/// The closure of an expansion that makes each attempt, given whether it is the last.
+#[derive(Debug)]
+pub struct Attempts<F>(pub F);
+
+impl<F: FnMut(bool) -> Fut, Fut> MakeAttempt<Fut> for Attempts<F> {
+    #[inline]
+    fn make_attempt(&mut self, last: bool) -> Fut {
+        (self.0)(last)
     }
 }
 

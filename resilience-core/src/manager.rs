@@ -94,7 +94,7 @@ impl ResilienceManager {
         }
         let config = dependency.config().with(overrides);
         let retry = config.retry.enabled.then_some(config.retry).filter(|r| r.max_attempts.get() > 1);
-        pipeline.call_configured(&ErrorPolicy::default(), f, limit_nanos(config.timeout), retry.as_ref()).await
+        pipeline.call_configured(&ErrorPolicy::default(), E::from, f, limit_nanos(config.timeout), retry.as_ref()).await
     }
 
     /// The blocking form of [`execute`](Self::execute): runs `f` on this thread (see

@@ -338,7 +338,7 @@ impl Pipeline {
     }
 
     /// Breaker and rate limiter, the checks made before a bulkhead slot is taken.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(&self) -> Result<Option<CallPermit<'_>>, ResilienceError> {
         let permit = match &self.breaker {
             Some(b) => Some(b.try_acquire()?),
@@ -358,7 +358,7 @@ impl Pipeline {
 
     /// A new attempt's bulkhead slot: `Ok(None)` when there is no bulkhead, `Err(None)`
     /// when the caller must wait for one, `Err(Some(_))` when the call is rejected.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_slot(&self) -> Result<Option<Slot<'_>>, Option<ResilienceError>> {
         match &self.bulkhead {
             None => Ok(None),
@@ -379,7 +379,7 @@ impl Pipeline {
     /// Records a finished async attempt (time-limiter counters, the breaker) and
     /// classifies it: `Ok` is the call's final result, `Err` an error worth another
     /// attempt if any is left.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settle_attempt<T, E>(
         &self,
         policy: &ErrorPolicy<E>,
@@ -458,14 +458,16 @@ impl Pipeline {
         Fut: Future<Output = Result<T, E>>,
         E: From<ResilienceError>,
     {
-        self.call_configured(policy, f, self.timeout_nanos, self.retry.as_ref())
+        self.call_configured(policy, E::from, f, self.timeout_nanos, self.retry.as_ref())
     }
 
     /// A call with its own timeout (nanoseconds, 0 for none) and retry configuration
-    /// but this pipeline's shared breaker, rate limiter and bulkhead.
+    /// but this pipeline's shared breaker, rate limiter and bulkhead; `from` turns the
+    /// policies' errors into the caller's.
     pub(crate) fn call_configured<'a, T, E, F, Fut>(
         &'a self,
         policy: &ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
         f: F,
         timeout_nanos: u64,
         retry_config: Option<&'a RetryConfig>,
@@ -473,11 +475,11 @@ impl Pipeline {
     where
         F: MakeAttempt<Fut>,
         Fut: Future<Output = Result<T, E>>,
-        E: From<ResilienceError>,
     {
         PipelineCall {
             pipeline: self,
             policy: *policy,
+            from,
             f,
             timeout_nanos,
             retry_config,
@@ -697,13 +699,14 @@ pub(crate) fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Dur
 /// What starts one attempt of a call: any `FnMut() -> Fut`, or a type of an integration
 /// (such as a tower service and its request) that cannot be written as a closure.
 pub trait MakeAttempt<Fut> {
-    /// Starts an attempt.
-    fn make_attempt(&mut self) -> Fut;
+    /// Starts an attempt. `last` says that no attempt can follow this one, so it may
+    /// give the attempt what it would otherwise have to copy for the next.
+    fn make_attempt(&mut self, last: bool) -> Fut;
 }
 
 impl<F: FnMut() -> Fut, Fut> MakeAttempt<Fut> for F {
     #[inline]
-    fn make_attempt(&mut self) -> Fut {
+    fn make_attempt(&mut self, _last: bool) -> Fut {
         self()
     }
 }
@@ -721,7 +724,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: From<ResilienceError>,
 {
-    pipeline.call_configured(policy, attempts, pipeline.timeout_nanos, pipeline.retry.as_ref())
+    pipeline.call_configured(policy, E::from, attempts, pipeline.timeout_nanos, pipeline.retry.as_ref())
 }
 
 pub(crate) type SlotWait<'a> = Pin<Box<dyn Future<Output = Result<Slot<'a>, ResilienceError>> + Send + 'a>>;
@@ -739,6 +742,7 @@ pin_project! {
     pub struct PipelineCall<'a, E, F, Fut> {
         pipeline: &'a Pipeline,
         policy: ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
         f: F,
         // Per call, so that call-site keys can differ from the shared pipeline's.
         timeout_nanos: u64,
@@ -773,7 +777,6 @@ impl<T, E, F, Fut> Future for PipelineCall<'_, E, F, Fut>
 where
     F: MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
-    E: From<ResilienceError>,
 {
     type Output = Result<T, E>;
 
@@ -810,18 +813,18 @@ where
                         Ok(slot) => (this.permit.take(), Some(slot)),
                         Err(rejected) => {
                             *this.permit = None;
-                            finish!(Err(E::from(rejected)), false)
+                            finish!(Err((this.from)(rejected)), false)
                         }
                     }
                 } else {
                     // A new attempt: breaker and rate limiter, then a bulkhead slot.
                     let permit = match pipeline.admit() {
                         Ok(permit) => permit,
-                        Err(rejected) => finish!(Err(E::from(rejected)), false),
+                        Err(rejected) => finish!(Err((this.from)(rejected)), false),
                     };
                     let slot = match pipeline.try_slot() {
                         Ok(slot) => slot,
-                        Err(Some(rejected)) => finish!(Err(E::from(rejected)), false),
+                        Err(Some(rejected)) => finish!(Err((this.from)(rejected)), false),
                         Err(None) => {
                             *this.permit = permit;
                             *this.wait = pipeline.wait_slot();
@@ -830,7 +833,11 @@ where
                     };
                     (permit, slot)
                 };
-                this.body.set(Some(Limited::new(this.f.make_attempt(), *this.timeout_nanos)));
+                let last = match *this.retry_config {
+                    None => true,
+                    Some(config) => this.retry.as_deref().map_or(config.attempts() <= 1, |r| !r.attempts_left()),
+                };
+                this.body.set(Some(Limited::new(this.f.make_attempt(last), *this.timeout_nanos)));
                 // Poll the new body at once, keeping permit and slot in locals: a body
                 // that is ready never stores them in the future (and a panic in it still
                 // drops them, which records the failure and frees the slot).
@@ -857,7 +864,7 @@ where
                     }
                 }
             };
-            let error = match pipeline.settle_attempt(this.policy, permit, outcome, *this.timeout_nanos, E::from) {
+            let error = match pipeline.settle_attempt(this.policy, permit, outcome, *this.timeout_nanos, *this.from) {
                 Ok(Ok(value)) => finish!(Ok(value), true),
                 Ok(Err(error)) => finish!(Err(error), false),
                 Err(error) => error,

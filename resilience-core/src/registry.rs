@@ -9,7 +9,8 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use crate::circuit_breaker::CircuitState;
@@ -327,6 +328,12 @@ impl Registry {
         }
     }
 
+    /// What tells this registry from any other in the process.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The dependency `name`; if it was never registered nor used it is created with the
     /// preset of `kind` (a dependency type for `#[database_call]` and its siblings) and
     /// the `call_site` keys. Takes no lock after the first call on a thread.
@@ -449,7 +456,21 @@ fn cache_put(registry: u64, name: &str, dependency: &'static Dependency) {
     CACHE.with(|cache| cache[slot_of(name)].set(Some((registry, dependency))));
 }
 
-static GLOBAL: LazyLock<LeakedCell<Registry>> = LazyLock::new(|| LeakedCell::new(Registry::new()));
+static GLOBAL: LazyLock<LeakedCell<Registry>> = LazyLock::new(|| {
+    let registry = Registry::new();
+    CURRENT.store(registry.id, Ordering::Release);
+    LeakedCell::new(registry)
+});
+
+/// The id of the global registry, 0 until it exists: what a call site compares with the
+/// registry it resolved its dependency in, without touching the registry itself.
+static CURRENT: AtomicU64 = AtomicU64::new(0);
+
+/// See [`CURRENT`].
+#[inline(always)]
+pub(crate) fn current_registry_id() -> u64 {
+    CURRENT.load(Ordering::Acquire)
+}
 
 /// The global registry, used by [`manager()`](crate::manager) and the macros.
 #[inline]
@@ -466,7 +487,10 @@ pub fn health() -> crate::observe::health::HealthReport {
 /// the macros resolve names in `registry`. The previous registry stays valid for calls
 /// already running.
 pub fn set_registry(registry: Registry) -> &'static Registry {
-    GLOBAL.set(registry)
+    let id = registry.id;
+    let registry = GLOBAL.set(registry);
+    CURRENT.store(id, Ordering::Release);
+    registry
 }
 
 #[cfg(all(test, not(resilience_loom)))]

@@ -68,6 +68,10 @@ enum Passing {
     /// so that a type that is not `Clone` is reported there), cloned for each attempt
     /// but the last.
     Owned { pat: Box<Pat>, ty: Box<Type>, holder: syn::Ident },
+    /// Taken by value, of a primitive type (`u64`, `bool`, …), which is `Copy`: used as
+    /// it is, rebound for each attempt if declared `mut` (so an attempt's changes do
+    /// not reach the next).
+    Copied { mutable: bool },
     /// A `&mut` behind a pattern: reborrowed for each attempt.
     ReborrowedPattern { pat: Box<Pat>, ty: Box<Type> },
     /// A `&` behind a pattern: copied for each attempt.
@@ -178,6 +182,10 @@ fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::
                 let ty = typed.ty.clone();
                 match (&mut *typed.pat, reference) {
                     (Pat::Ident(PatIdent { by_ref: None, subpat: None, .. }), Some(_)) => {}
+                    (Pat::Ident(p @ PatIdent { by_ref: None, subpat: None, .. }), None) if is_primitive(&ty) => {
+                        let mutable = p.mutability.take().is_some();
+                        out.push(Argument { ident: p.ident.clone(), passing: Passing::Copied { mutable } });
+                    }
                     (Pat::Ident(p @ PatIdent { by_ref: None, subpat: None, .. }), None) => {
                         let pat = Box::new(Pat::Ident(p.clone()));
                         p.mutability = None;
@@ -275,6 +283,8 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     for argument in arguments {
         let ident = &argument.ident;
         match &argument.passing {
+            Passing::Copied { mutable: true } => per_attempt.push(quote!(let mut #ident = #ident;)),
+            Passing::Copied { mutable: false } => {}
             Passing::Owned { pat, ty, holder } => {
                 held.push(quote!(let mut #holder = ::resilience::__private::Arg::new(#ident);));
                 per_attempt.push(
@@ -290,8 +300,6 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
         }
     }
     let fallback_args = ordered_fallback_args(func, arguments);
-    let last_value = if args.fallback.is_some() { quote!(false) } else { quote!(!#call.may_retry()) };
-    let last_binding = (!held.is_empty()).then(|| quote!(let #last = #last_value;));
 
     let policy = match (&args.retry_if, &args.record_if) {
         (None, None) => quote!(::core::default::Default::default()),
@@ -354,6 +362,50 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
             }
         }
     };
+    if is_async && !lends_mutably(&func.sig) {
+        // The fast path: the pipeline's own future, with a closure making each attempt.
+        let execute_error = typed.then(
+            || quote_spanned!(ret.span()=> ::<_, <#ret as ::resilience::__private::ResilientResult>::Error, _, _>),
+        );
+        let last_param = quote_spanned!(mixed=> __resilience_last_attempt);
+        // Without a fallback the closure owns what it passes on; with one, it borrows the
+        // held arguments, which the fallback gets back afterwards.
+        let (outside, inside, capture) = match &args.fallback {
+            None => (None, Some(&held), Some(quote!(move))),
+            Some(_) => (Some(&held), None, None),
+        };
+        let inside = inside.into_iter().flatten();
+        let outside = outside.into_iter().flatten();
+        let (param, last_binding) = match (held.is_empty(), args.fallback.is_some()) {
+            (true, _) => (quote!(_), None),
+            (false, true) => (quote!(_), Some(quote!(let #last = false;))),
+            (false, false) => (last_param.clone(), Some(quote!(let #last = #last_param;))),
+        };
+        return quote! {
+            #site
+            #(#outside)*
+            let #result #ret_annotation = ::resilience::__private::execute #execute_error (
+                &__RESILIENCE_SITE,
+                #policy,
+                #from,
+                ::resilience::__private::Attempts({
+                    #(#inside)*
+                    #capture |#param: bool| {
+                        #last_binding
+                        #(#per_attempt)*
+                        async move {
+                            let __resilience_out #ret_annotation = #block;
+                            __resilience_out
+                        }
+                    }
+                }),
+            )
+            .await;
+            #finish
+        };
+    }
+    let last_value = if args.fallback.is_some() { quote!(false) } else { quote!(!#call.may_retry()) };
+    let last_binding = (!held.is_empty()).then(|| quote!(let #last = #last_value;));
     quote! {
         #site
         #(#held)*
@@ -369,6 +421,31 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
         };
         #finish
     }
+}
+
+/// Whether `ty` is a primitive type, written as such: `Copy`, and cheaper to copy than
+/// to hold for retries.
+fn is_primitive(ty: &Type) -> bool {
+    const PRIMITIVES: &[&str] = &[
+        "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+        "f64",
+    ];
+    match ty {
+        Type::Path(p) if p.qself.is_none() => {
+            p.path.get_ident().is_some_and(|i| PRIMITIVES.contains(&i.to_string().as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the function takes `&mut self` or a `&mut` argument, which a closure making
+/// attempts could not lend to each of them.
+fn lends_mutably(sig: &syn::Signature) -> bool {
+    let mutable_reference = |ty: &Type| matches!(ty, Type::Reference(r) if r.mutability.is_some());
+    sig.inputs.iter().any(|input| match input {
+        FnArg::Receiver(r) => (r.reference.is_some() && r.mutability.is_some()) || mutable_reference(&r.ty),
+        FnArg::Typed(t) => mutable_reference(&t.ty),
+    })
 }
 
 /// The fallback's arguments in the order of the signature: `self`, then each argument

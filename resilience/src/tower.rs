@@ -94,7 +94,7 @@ where
     S: Service<Req> + Clone,
     Req: Clone,
 {
-    fn make_attempt(&mut self) -> Oneshot<S, Req> {
+    fn make_attempt(&mut self, _last: bool) -> Oneshot<S, Req> {
         Oneshot::new(self.service.clone(), self.request.clone())
     }
 }
