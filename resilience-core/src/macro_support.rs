@@ -99,7 +99,7 @@ impl CallSite {
     /// a call reads one pointer, checks the registry it came from, and reads the
     /// dependency's current pipeline; no name is hashed or compared.
     #[inline(always)]
-    fn settings(&self) -> (&'static Pipeline, u64, Option<Duration>, Option<&'static RetryConfig>) {
+    pub(crate) fn settings(&self) -> (&'static Pipeline, u64, Option<Duration>, Option<&'static RetryConfig>) {
         let view = match self.view.try_get() {
             Some(view) if view.registry == current_registry_id() => view,
             _ => {

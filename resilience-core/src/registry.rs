@@ -509,5 +509,19 @@ mod tests {
         let d = registry().resolve("swap_test", ResilienceStrategy::Database);
         assert_eq!(d.kind(), DependencyKind::Strategy(ResilienceStrategy::Database));
         assert!(before.get("swap_test").is_some(), "the old registry stays valid");
+
+        // A macro's call site keeps its dependency, but not across registries.
+        static SITE: crate::macro_support::CallSite = crate::macro_support::CallSite::new(
+            "swap_site",
+            DependencyKind::Strategy(ResilienceStrategy::Cache),
+            ConfigOverrides::EMPTY,
+        );
+        let first = SITE.settings().0;
+        assert!(std::ptr::eq(first, registry().get("swap_site").expect("created").pipeline()));
+        assert!(std::ptr::eq(SITE.settings().0, first), "kept");
+        set_registry(Registry::new());
+        let second = SITE.settings().0;
+        assert!(!std::ptr::eq(first, second), "resolved again in the new registry");
+        assert!(std::ptr::eq(second, registry().get("swap_site").expect("created").pipeline()));
     }
 }

@@ -183,6 +183,17 @@ async fn hangs() -> Result<(), AppError> {
     Ok(())
 }
 
+struct Hanger;
+
+impl Hanger {
+    // `&mut self`: the loop of attempts rather than the pipeline's own future.
+    #[database_call(dependency = "attr_cancelled_db")]
+    async fn hang(&mut self) -> Result<(), AppError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_dropped_call_leaks_no_permit() {
     register_database_dependency!("attr_cancelled_db", max_concurrent = 3);
@@ -191,6 +202,20 @@ async fn a_dropped_call_leaks_no_permit() {
         assert!(cancelled.is_err());
     }
     let mut held: Vec<_> = (0..3).map(|_| Box::pin(hangs())).collect();
+    for call in &mut held {
+        assert!(futures_poll_once(call.as_mut()).await.is_none());
+    }
+    assert_eq!(available("attr_cancelled_db"), 0);
+    drop(held);
+    assert_eq!(available("attr_cancelled_db"), 3);
+
+    let mut hangers = [Hanger, Hanger, Hanger];
+    for _ in 0..50 {
+        let cancelled = tokio::time::timeout(Duration::from_millis(1), hangers[0].hang()).await;
+        assert!(cancelled.is_err());
+    }
+    let [a, b, c] = &mut hangers;
+    let mut held = [Box::pin(a.hang()), Box::pin(b.hang()), Box::pin(c.hang())];
     for call in &mut held {
         assert!(futures_poll_once(call.as_mut()).await.is_none());
     }
@@ -373,4 +398,42 @@ async fn the_name_defaults_to_the_module_path_and_function() {
     named_by_its_path().await.unwrap();
     let name = format!("{}::named_by_its_path", module_path!());
     assert!(resilience::registry().get(&name).is_some(), "{name}");
+}
+
+static SEEN_BY_ATTEMPTS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+#[resilient(name = "attr_mut_arg", strategy = Internal, retry(base_delay = "1ms"))]
+async fn changes_its_argument(mut n: u32) -> Result<u32, AppError> {
+    SEEN_BY_ATTEMPTS.lock().unwrap().push(n);
+    n += 10;
+    if n < 100 {
+        Err(AppError::Down)
+    } else {
+        Ok(n)
+    }
+}
+
+struct Tally(u32);
+
+impl Tally {
+    #[resilient(name = "attr_mut_arg_loop", strategy = Internal, retry(base_delay = "1ms"))]
+    async fn add(&mut self, mut n: u32, mut label: String) -> Result<u32, AppError> {
+        self.0 += 1;
+        n += 1;
+        label.push('!');
+        if self.0 < 3 {
+            Err(AppError::Down)
+        } else {
+            Ok(n * 100 + label.len() as u32)
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_starts_from_the_arguments_as_passed() {
+    assert_eq!(changes_its_argument(1).await, Err(AppError::Down));
+    assert_eq!(*SEEN_BY_ATTEMPTS.lock().unwrap(), [1, 1, 1]);
+    let mut tally = Tally(0);
+    // Third attempt: n is 5 + 1, the label "ab" + "!".
+    assert_eq!(tally.add(5, String::from("ab")).await, Ok(603));
 }
