@@ -1,7 +1,14 @@
 //! Circuit breakers, retries with backoff, timeouts, semaphore and thread-pool
 //! bulkheads, rate limiting and fallbacks for Rust services.
 //!
-//! This is the facade: depend on `resilience` alone. Every policy is usable on its own
+//! This is the facade: depend on `resilience` alone. Most services annotate functions:
+//! [`macro@resilient`] (a strategy's preset), [`macro@resilience_pattern`] (exactly the
+//! policies named), or [`macro@database_call`], [`macro@api_call`], [`macro@cache_call`],
+//! [`macro@message_queue_call`] and [`macro@file_system_call`] (a named dependency of that
+//! type, configured at start-up with [`register_database_dependency!`] and its siblings
+//! or a settings file). Every key is checked when the code compiles.
+//!
+//! Every policy is also usable on its own
 //! ([`CircuitBreaker`], [`Retry`], [`Timeout`], [`SemaphoreBulkhead`],
 //! [`ThreadPoolBulkhead`], [`RateLimiter`], [`Fallback`]) and together through a
 //! [`Pipeline`], which applies them in the order
