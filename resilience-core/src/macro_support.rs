@@ -205,24 +205,86 @@ impl fmt::Debug for Admission {
     }
 }
 
-/// One call of an annotated `async fn`: what the loop of attempts in its expansion
-/// needs between attempts (the settings of the call site, retry bookkeeping, the span).
-pub struct Call<E> {
+/// What a loop of attempts keeps between attempts, async or blocking: the pipeline,
+/// how errors are classified and converted, and the retry bookkeeping.
+struct Rounds<E> {
     pipeline: &'static Pipeline,
     from: fn(ResilienceError) -> E,
-    timeout_nanos: u64,
+    policy: ErrorPolicy<E>,
     retry_config: Option<&'static RetryConfig>,
     retry: Option<RetryState<'static>>,
-    policy: ErrorPolicy<E>,
-    span: Option<Box<tracing::Span>>,
+    /// The delay the next admission waits out.
+    backoff: Option<Duration>,
     // See `observe::latency`: nonzero when this call is timed.
     sampled_at: u64,
-    backoff: Option<Duration>,
+}
+
+impl<E> Rounds<E> {
+    fn new(
+        pipeline: &'static Pipeline,
+        retry_config: Option<&'static RetryConfig>,
+        policy: ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
+    ) -> Self {
+        Self { pipeline, from, policy, retry_config, retry: None, backoff: None, sampled_at: 0 }
+    }
+
+    #[inline]
+    fn may_retry(&self) -> bool {
+        match (self.retry_config, &self.retry) {
+            (None, _) => false,
+            (Some(_), Some(state)) => state.attempts_left(),
+            (Some(config), None) => config.attempts() > 1,
+        }
+    }
+
+    #[cold]
+    fn rejected(&mut self, rejected: ResilienceError) -> E {
+        self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+        (self.from)(rejected)
+    }
+
+    /// After an attempt the pipeline classified (`Ok`: the call's result, `Err`: an
+    /// error worth another attempt): the call's result, or `None` when another attempt
+    /// follows after [`backoff`](Self::backoff).
+    fn after<T>(&mut self, classified: Result<Result<T, E>, E>) -> Option<Result<T, E>> {
+        let pipeline = self.pipeline;
+        let error = match classified {
+            Ok(result) => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
+                return Some(result);
+            }
+            Err(error) => error,
+        };
+        let delay = match self.retry_config {
+            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
+            None => None,
+        };
+        match delay {
+            Some(delay) => {
+                retry_event(pipeline.name(), self.retry.as_ref(), delay);
+                self.backoff = Some(delay);
+                None
+            }
+            None => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// One call of an annotated `async fn` that takes `&mut self` or a `&mut` argument: what
+/// the loop of attempts in its expansion needs between attempts.
+pub struct Call<E> {
+    rounds: Rounds<E>,
+    timeout_nanos: u64,
+    span: Option<Box<tracing::Span>>,
 }
 
 impl<E> fmt::Debug for Call<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call").field("pipeline", &self.pipeline.name()).finish_non_exhaustive()
+        f.debug_struct("Call").field("pipeline", &self.rounds.pipeline.name()).finish_non_exhaustive()
     }
 }
 
@@ -235,15 +297,9 @@ impl<E> Call<E> {
     pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
         let (pipeline, timeout_nanos, _, retry_config) = site.settings();
         Self {
-            pipeline,
-            from,
+            rounds: Rounds::new(pipeline, retry_config, policy, from),
             timeout_nanos,
-            retry_config,
-            retry: None,
-            policy,
             span: call_span(site.name, site.operation),
-            sampled_at: 0,
-            backoff: None,
         }
     }
 
@@ -251,43 +307,34 @@ impl<E> Call<E> {
     /// value must be cloned for it rather than moved.
     #[inline]
     pub fn may_retry(&self) -> bool {
-        match (self.retry_config, &self.retry) {
-            (None, _) => false,
-            (Some(_), Some(state)) => state.attempts_left(),
-            (Some(config), None) => config.attempts() > 1,
-        }
+        self.rounds.may_retry()
     }
 
     /// Waits out the backoff after a failed attempt, then asks the breaker, the rate
     /// limiter and the bulkhead for the next one. A rejection ends the call with the
     /// rejection as its error.
     pub async fn admit(&mut self) -> Result<Admission, E> {
-        if let Some(delay) = self.backoff.take() {
+        let rounds = &mut self.rounds;
+        if let Some(delay) = rounds.backoff.take() {
             // Boxed: a timer is large, and a call that needs no retry never sleeps.
             Box::pin(tokio::time::sleep(delay)).await;
         }
-        let permit = match self.pipeline.admit() {
+        let permit = match rounds.pipeline.admit() {
             Ok(permit) => permit,
-            Err(rejected) => return Err(self.rejected(rejected)),
+            Err(rejected) => return Err(rounds.rejected(rejected)),
         };
-        let slot = match self.pipeline.try_slot() {
+        let slot = match rounds.pipeline.try_slot() {
             Ok(slot) => slot,
-            Err(Some(rejected)) => return Err(self.rejected(rejected)),
-            Err(None) => match self.pipeline.wait_slot() {
+            Err(Some(rejected)) => return Err(rounds.rejected(rejected)),
+            Err(None) => match rounds.pipeline.wait_slot() {
                 Some(wait) => match wait.await {
                     Ok(slot) => Some(slot),
-                    Err(rejected) => return Err(self.rejected(rejected)),
+                    Err(rejected) => return Err(rounds.rejected(rejected)),
                 },
                 None => None,
             },
         };
         Ok(Admission { permit, slot })
-    }
-
-    #[cold]
-    fn rejected(&mut self, rejected: ResilienceError) -> E {
-        self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
-        (self.from)(rejected)
     }
 
     /// Runs one attempt's `body` under the timeout and settles it: resolves to the
@@ -313,29 +360,10 @@ impl<E> Call<E> {
         permit: Option<CallPermit<'static>>,
         outcome: Result<Result<T, E>, crate::timeout::Elapsed>,
     ) -> Option<Result<T, E>> {
-        let pipeline = self.pipeline;
-        let error = match pipeline.settle_attempt(&self.policy, permit, outcome, self.timeout_nanos, self.from) {
-            Ok(result) => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
-                return Some(result);
-            }
-            Err(error) => error,
-        };
-        let delay = match self.retry_config {
-            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
-            None => None,
-        };
-        match delay {
-            Some(delay) => {
-                retry_event(pipeline.name(), self.retry.as_ref(), delay);
-                self.backoff = Some(delay);
-                None
-            }
-            None => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
-                Some(Err(error))
-            }
-        }
+        let rounds = &mut self.rounds;
+        let classified =
+            rounds.pipeline.settle_attempt(&rounds.policy, permit, outcome, self.timeout_nanos, rounds.from);
+        rounds.after(classified)
     }
 }
 
@@ -381,10 +409,10 @@ where
                 Poll::Ready(call.settle(this.permit.take(), outcome))
             }
             Poll::Pending => {
-                if std::mem::take(this.first_poll) && call.sampled_at == 0 {
+                if std::mem::take(this.first_poll) && call.rounds.sampled_at == 0 {
                     // Only calls that wait are timed (see `observe::latency`).
                     let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
-                    call.sampled_at = latency::start_stamp(started);
+                    call.rounds.sampled_at = latency::start_stamp(started);
                 }
                 Poll::Pending
             }
@@ -400,19 +428,14 @@ where
 /// [`ResilienceError::Timeout`] when it returns, since a borrowing body cannot be left
 /// running on another thread.
 pub struct BlockingCall<E> {
-    pipeline: &'static Pipeline,
-    from: fn(ResilienceError) -> E,
+    rounds: Rounds<E>,
     timeout: Option<Duration>,
-    retry_config: Option<&'static RetryConfig>,
-    retry: Option<RetryState<'static>>,
-    policy: ErrorPolicy<E>,
-    backoff: Option<Duration>,
     started: Option<Instant>,
 }
 
 impl<E> fmt::Debug for BlockingCall<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockingCall").field("pipeline", &self.pipeline.name()).finish_non_exhaustive()
+        f.debug_struct("BlockingCall").field("pipeline", &self.rounds.pipeline.name()).finish_non_exhaustive()
     }
 }
 
@@ -421,26 +444,22 @@ impl<E> BlockingCall<E> {
     #[inline]
     pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
         let (pipeline, _, timeout, retry_config) = site.settings();
-        Self { pipeline, from, timeout, retry_config, retry: None, policy, backoff: None, started: None }
+        Self { rounds: Rounds::new(pipeline, retry_config, policy, from), timeout, started: None }
     }
 
     /// See [`Call::may_retry`].
     #[inline]
     pub fn may_retry(&self) -> bool {
-        match (self.retry_config, &self.retry) {
-            (None, _) => false,
-            (Some(_), Some(state)) => state.attempts_left(),
-            (Some(config), None) => config.attempts() > 1,
-        }
+        self.rounds.may_retry()
     }
 
     /// Sleeps out the backoff after a failed attempt, then asks the breaker, the rate
     /// limiter and the bulkhead (waiting up to its `max_wait`) for the next one.
     pub fn admit(&mut self) -> Result<Admission, E> {
-        if let Some(delay) = self.backoff.take() {
+        if let Some(delay) = self.rounds.backoff.take() {
             std::thread::sleep(delay);
         }
-        let pipeline = self.pipeline;
+        let pipeline = self.rounds.pipeline;
         let admitted = pipeline.admit().and_then(|permit| {
             let slot = pipeline.bulkhead().map(Bulkhead::slot_blocking).transpose()?;
             Ok(Admission { permit, slot })
@@ -450,10 +469,7 @@ impl<E> BlockingCall<E> {
                 self.started = self.timeout.map(|_| Instant::now());
                 Ok(admission)
             }
-            Err(rejected) => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), false, 0);
-                Err((self.from)(rejected))
-            }
+            Err(rejected) => Err(self.rounds.rejected(rejected)),
         }
     }
 
@@ -462,30 +478,10 @@ impl<E> BlockingCall<E> {
     pub fn settle<T>(&mut self, admission: Admission, result: Result<T, E>) -> Option<Result<T, E>> {
         let Admission { permit, slot } = admission;
         drop(slot);
-        let pipeline = self.pipeline;
-        let attempt = pipeline.settle(&self.policy, permit, self.timeout, self.started, Some(result));
-        let error = match pipeline.classify(&self.policy, attempt, self.from) {
-            Ok(result) => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), 0);
-                return Some(result);
-            }
-            Err(error) => error,
-        };
-        let delay = match self.retry_config {
-            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
-            None => None,
-        };
-        match delay {
-            Some(delay) => {
-                retry_event(pipeline.name(), self.retry.as_ref(), delay);
-                self.backoff = Some(delay);
-                None
-            }
-            None => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), false, 0);
-                Some(Err(error))
-            }
-        }
+        let rounds = &mut self.rounds;
+        let attempt = rounds.pipeline.settle(&rounds.policy, permit, self.timeout, self.started, Some(result));
+        let classified = rounds.pipeline.classify(&rounds.policy, attempt, rounds.from);
+        rounds.after(classified)
     }
 }
 

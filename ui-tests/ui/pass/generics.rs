@@ -1,21 +1,9 @@
 //! Generic functions: type parameters, where clauses, lifetimes, `impl Trait`.
+#[path = "../support.rs"]
+mod support;
+
+use support::{is_send, AppError};
 use resilience::ResilienceError;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
 
 #[resilience::resilient(name = "ui_generic", strategy = Internal)]
 async fn render<T: std::fmt::Display + Clone + Send>(value: T) -> Result<String, AppError> {

@@ -1,21 +1,8 @@
 //! `fallback` (plain or async, free or associated), `retry_if` and `record_if`.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::{is_send, AppError};
 
 fn transient(error: &AppError) -> bool {
     *error == AppError::Down

@@ -1,21 +1,8 @@
 //! Methods taking `&self` and `&mut self`, sync and async, with pattern arguments.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::{is_send, AppError};
 
 pub struct Counter {
     count: u32,

@@ -1,21 +1,8 @@
 //! `#[resilience_pattern]` with every group, and with the name left to default.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::{is_send, AppError};
 
 #[resilience::resilience_pattern(
     timeout = "30s",

@@ -1,21 +1,8 @@
 //! Plain functions run through the blocking pipeline, with no runtime.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::AppError;
 
 #[resilience::resilient(name = "ui_sync", strategy = Database, timeout = "1s", retry(max_attempts = 2, base_delay = "1ms"))]
 fn checksum(bytes: Vec<u8>) -> Result<u32, AppError> {

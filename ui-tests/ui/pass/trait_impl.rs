@@ -1,21 +1,8 @@
 //! Methods of trait impls, async and sync.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::{is_send, AppError};
 
 pub trait Repository {
     fn find(&self, id: u64) -> impl std::future::Future<Output = Result<u64, AppError>> + Send;

@@ -1,21 +1,8 @@
 //! Every dependency-type attribute, with call-site keys.
-use resilience::ResilienceError;
+#[path = "../support.rs"]
+mod support;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum AppError {
-    Down,
-    Resilience(ResilienceError),
-}
-
-impl From<ResilienceError> for AppError {
-    fn from(e: ResilienceError) -> Self {
-        AppError::Resilience(e)
-    }
-}
-
-fn is_send<T: Send>(value: T) -> T {
-    value
-}
+use support::{is_send, AppError};
 
 #[resilience::database_call(dependency = "ui_user_db", operation = "get_user", timeout = "500ms")]
 async fn get_user(id: u64) -> Result<u64, AppError> {

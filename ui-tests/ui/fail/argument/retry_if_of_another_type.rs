@@ -1,13 +1,7 @@
-use resilience::ResilienceError;
+#[path = "../../support.rs"]
+mod support;
 
-#[derive(Debug)]
-pub struct AppError;
-
-impl From<ResilienceError> for AppError {
-    fn from(_: ResilienceError) -> Self {
-        AppError
-    }
-}
+use support::AppError;
 
 fn transient(_: &std::io::Error) -> bool {
     true

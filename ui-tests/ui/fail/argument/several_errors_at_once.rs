@@ -1,13 +1,7 @@
-use resilience::ResilienceError;
+#[path = "../../support.rs"]
+mod support;
 
-#[derive(Debug)]
-pub struct AppError;
-
-impl From<ResilienceError> for AppError {
-    fn from(_: ResilienceError) -> Self {
-        AppError
-    }
-}
+use support::AppError;
 
 #[resilience::cache_call(dependency = "sessions", timeout = "2 secs", max_concurrent = 0, colour = blue)]
 async fn session(id: u64) -> Result<u64, AppError> {

@@ -1,13 +1,7 @@
-use resilience::ResilienceError;
+#[path = "../../support.rs"]
+mod support;
 
-#[derive(Debug)]
-pub struct AppError;
-
-impl From<ResilienceError> for AppError {
-    fn from(_: ResilienceError) -> Self {
-        AppError
-    }
-}
+use support::AppError;
 
 #[resilience::database_call(dependency = "user_db", strategy = Database)]
 async fn get_user() -> Result<u32, AppError> {

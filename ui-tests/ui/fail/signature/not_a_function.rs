@@ -1,14 +1,3 @@
-use resilience::ResilienceError;
-
-#[derive(Debug)]
-pub struct AppError;
-
-impl From<ResilienceError> for AppError {
-    fn from(_: ResilienceError) -> Self {
-        AppError
-    }
-}
-
 #[resilience::resilient(strategy = Internal)]
 struct Payments;
 

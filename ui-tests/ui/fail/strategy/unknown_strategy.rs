@@ -1,13 +1,7 @@
-use resilience::ResilienceError;
+#[path = "../../support.rs"]
+mod support;
 
-#[derive(Debug)]
-pub struct AppError;
-
-impl From<ResilienceError> for AppError {
-    fn from(_: ResilienceError) -> Self {
-        AppError
-    }
-}
+use support::AppError;
 
 #[resilience::resilient(strategy = Externl)]
 async fn fetch() -> Result<u32, AppError> {
