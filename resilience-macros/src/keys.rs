@@ -179,7 +179,8 @@ pub(crate) fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>)
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance.
+/// Levenshtein distance. The settings loader in `resilience-core` has its own: this
+/// crate cannot depend on the runtime (as with `value::parse_duration`).
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();

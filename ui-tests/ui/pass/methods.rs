@@ -27,10 +27,25 @@ impl Counter {
         Ok(self.count)
     }
 
+    #[resilience::resilient(name = "ui_methods_borrowed_result")]
+    pub async fn label<'a>(&'a self, prefix: &'a str) -> Result<&'a str, AppError> {
+        Ok(if self.count > 0 { prefix } else { "" })
+    }
+
+    #[resilience::resilient(name = "ui_methods_elided")]
+    pub fn this(&self) -> Result<&Self, AppError> {
+        Ok(self)
+    }
+
     #[resilience::resilient(name = "ui_methods_typed_receiver")]
     pub fn get(self: &Self) -> Result<u32, AppError> {
         Ok(self.count)
     }
+}
+
+#[resilience::resilient(name = "ui_methods_elided_free")]
+fn first(text: &str) -> Result<&str, AppError> {
+    Ok(&text[..1])
 }
 
 fn main() {
@@ -39,4 +54,7 @@ fn main() {
     assert_eq!(counter.get(), Ok(7));
     let _ = is_send(counter.read(2));
     let _ = is_send(counter.add(1, "x"));
+    let _ = is_send(counter.label("p"));
+    assert_eq!(counter.this().map(|c| c.count), Ok(7));
+    assert_eq!(first("abc"), Ok("a"));
 }

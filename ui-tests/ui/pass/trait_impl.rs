@@ -7,6 +7,12 @@ use support::{is_send, AppError};
 pub trait Repository {
     fn find(&self, id: u64) -> impl std::future::Future<Output = Result<u64, AppError>> + Send;
     fn count(&self) -> Result<usize, AppError>;
+
+    /// A provided method carries the attribute too.
+    #[resilience::database_call(dependency = "ui_users", operation = "exists")]
+    fn exists(&self, id: u64) -> Result<bool, AppError> {
+        Ok(id > 0)
+    }
 }
 
 pub struct Users;
@@ -25,5 +31,6 @@ impl Repository for Users {
 
 fn main() {
     assert_eq!(Users.count(), Ok(3));
+    assert_eq!(Users.exists(1), Ok(true));
     let _ = is_send(Users.find(1));
 }
