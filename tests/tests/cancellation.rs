@@ -134,6 +134,69 @@ async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing
     assert_eq!(bulkhead.available(), LIMIT, "every permit came back");
 }
 
+/// A `&mut self` method: the attribute's loop of attempts rather than the pipeline's
+/// own future.
+struct Worker {
+    in_body: Arc<InBody>,
+    yields: u64,
+    panics: bool,
+    fails: bool,
+}
+
+impl Worker {
+    #[resilience::database_call(dependency = "cancellation_attribute_stress")]
+    async fn work(&mut self) -> Result<(), AppError> {
+        let _entered = self.in_body.enter();
+        assert!(!self.panics, "a body that panics");
+        for _ in 0..self.yields {
+            tokio::task::yield_now().await;
+        }
+        if self.fails {
+            Err(AppError::Down)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cancelled_attribute_calls_leak_nothing() {
+    const LIMIT: usize = 8;
+    let dependency = resilience::register_database_dependency!(
+        "cancellation_attribute_stress",
+        max_concurrent = 8,
+        max_wait = "20ms",
+        timeout = "200ms",
+        retry(max_attempts = 2, base_delay = "1ms"),
+        circuit_breaker(failure_threshold = 100, recovery_timeout = "1ms")
+    );
+    let in_body = Arc::new(InBody { now: AtomicUsize::new(0), max: AtomicUsize::new(0) });
+    let mut tasks = JoinSet::new();
+    for i in 0..TASKS {
+        let mut seed = (i + 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (yields, polls, panics, fails) =
+            (draw(&mut seed, 6), draw(&mut seed, 10) as u32, draw(&mut seed, 40) == 0, draw(&mut seed, 4) == 0);
+        let mut worker = Worker { in_body: Arc::clone(&in_body), yields, panics, fails };
+        tasks.spawn(async move { cancel_after(polls, worker.work()).await });
+    }
+    let (mut panicked, mut cancelled) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(None) => cancelled += 1,
+            Ok(Some(_)) => {}
+            Err(e) => {
+                assert!(e.is_panic());
+                panicked += 1;
+            }
+        }
+    }
+    assert!(cancelled > 1_000, "only {cancelled} calls were cancelled");
+    assert!(panicked > 20, "only {panicked} bodies panicked");
+    assert!(in_body.max.load(SeqCst) <= LIMIT, "{} bodies ran at once", in_body.max.load(SeqCst));
+    assert_eq!(in_body.now.load(SeqCst), 0);
+    assert_eq!(dependency.pipeline().bulkhead().map(Bulkhead::available), Some(LIMIT), "every permit came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_trial_calls_hand_their_half_open_slots_back() {
     const TRIALS: u32 = 3;
@@ -189,6 +252,24 @@ fn a_panicking_blocking_body_releases_its_slot_and_counts_as_a_failure() {
     let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
     assert_eq!(bulkhead.available(), 1);
     assert_eq!(pipeline.circuit_breaker().unwrap().state(), CircuitState::Open);
+}
+
+#[resilience::database_call(
+    dependency = "cancellation_blocking_panic",
+    max_concurrent = 1,
+    circuit_breaker(failure_threshold = 1),
+    retry(enabled = false)
+)]
+fn explodes() -> Result<(), AppError> {
+    panic!("boom")
+}
+
+#[test]
+fn a_panicking_attributed_fn_releases_its_slot_and_counts_as_a_failure() {
+    assert!(std::thread::spawn(explodes).join().is_err());
+    let pipeline = resilience::registry().get("cancellation_blocking_panic").expect("used").pipeline();
+    assert_eq!(pipeline.bulkhead().map(Bulkhead::available), Some(1));
+    assert_eq!(pipeline.circuit_breaker().map(|b| b.state()), Some(CircuitState::Open));
 }
 
 /// Checks, when dropped, that the bulkhead slot its body ran under is still held.
