@@ -57,14 +57,15 @@ macro_rules! doc_attribute {
             /// returns), free or a method taking `&self` or `&mut self`, in a trait impl or
             /// generic. It must return `Result<T, E>` with `E: From<resilience::ResilienceError>`;
             /// the signature stays as written. Retries run the body again: borrowed
-            /// arguments are used as they are, and an argument taken by value must be
-            /// `Clone` (each attempt but the last gets a clone; with a `fallback`, every
-            /// attempt does, and the fallback gets the original).
+            /// arguments are used as they are, an argument of a primitive type (`u64`,
+            /// `bool`, …) is copied, and any other argument taken by value must be `Clone`
+            /// (each attempt but the last gets a clone; with a `fallback`, every attempt
+            /// does, and the fallback gets the original).
             ///
-            /// Each call site resolves its dependency once per thread and keeps it; a call
-            /// allocates nothing and takes no lock (a bulkhead wait or a retry's backoff
-            /// aside). Registering or reconfiguring the dependency later reaches every call
-            /// site on its next call.
+            /// Each call site resolves its dependency once and keeps it; a call allocates
+            /// nothing and takes no lock (a bulkhead wait or a retry's backoff aside).
+            /// Registering or reconfiguring the dependency later reaches every call site on
+            /// its next call.
         #[proc_macro_attribute]
         pub fn $($rest)*
     };
