@@ -120,11 +120,18 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
             let errors = compile_errors(e);
             return quote!(#errors #item);
         }
+        // Every path that leaves one of them `None` pushed an error.
         _ => return item,
     };
     let call_site = call_site(attribute, &args, &func, overrides);
     let body = body(&func, &args, &arguments, &ret, call_site);
-    *func.block = syn::parse_quote!({ #body });
+    match syn::parse2::<syn::Block>(quote!({ #body })) {
+        Ok(block) => *func.block = block,
+        Err(e) => {
+            let error = e.to_compile_error();
+            return quote!(#error #item);
+        }
+    }
     func.into_token_stream()
 }
 
