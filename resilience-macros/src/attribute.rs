@@ -151,13 +151,32 @@ fn return_type(sig: &syn::Signature, site: &str, errors: &mut darling::error::Ac
             };
             if is_result {
                 Some((**ty).clone())
+            } else if sig.asyncness.is_none() && matches!(&**ty, Type::ImplTrait(_)) {
+                let message = format!(
+                    "a function with {site} must be an `async fn` returning {expected}, or a plain `fn` \
+                     returning it; write `async fn {}(...) -> Result<T, E>` instead of returning a future",
+                    sig.ident
+                );
+                errors.push(darling::Error::custom(message).with_span(ty));
+                None
             } else {
-                let message = format!("a function with {site} must return {expected}, not `{}`", quote!(#ty));
+                let message = format!("a function with {site} must return {expected}, not `{}`", pretty(ty));
                 errors.push(darling::Error::custom(message).with_span(ty));
                 None
             }
         }
     }
+}
+
+/// A type as the user would write it (tokens print with spaces around `::` and `<`).
+fn pretty(ty: &Type) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (spaced, tight) in
+        [(" :: ", "::"), (":: ", "::"), (" <", "<"), ("< ", "<"), (" >", ">"), (" ,", ","), ("& ", "&")]
+    {
+        text = text.replace(spaced, tight);
+    }
+    text
 }
 
 /// How each argument reaches the attempts; renames pattern arguments (and drops `mut`

@@ -1,0 +1,6 @@
+#[resilience::resilient(strategy = Internal)]
+async fn fetch() -> Option<Vec<u32>> {
+    None
+}
+
+fn main() {}
