@@ -75,6 +75,27 @@ impl Drop for Entered<'_> {
     }
 }
 
+/// Waits for every task of a stress test and checks what any such run must show: many
+/// calls cancelled, some bodies panicked, never more than `limit` bodies at once, none
+/// left running.
+async fn join_stressed<T: 'static>(mut tasks: JoinSet<Option<T>>, in_body: &InBody, limit: usize) {
+    let (mut panicked, mut cancelled) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(None) => cancelled += 1,
+            Ok(Some(_)) => {}
+            Err(e) => {
+                assert!(e.is_panic());
+                panicked += 1;
+            }
+        }
+    }
+    assert!(cancelled > 1_000, "only {cancelled} calls were cancelled");
+    assert!(panicked > 20, "only {panicked} bodies panicked");
+    assert!(in_body.max.load(SeqCst) <= limit, "{} bodies ran at once", in_body.max.load(SeqCst));
+    assert_eq!(in_body.now.load(SeqCst), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing() {
     const LIMIT: usize = 8;
@@ -115,21 +136,7 @@ async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing
             cancel_after(polls, call).await
         });
     }
-    let (mut panicked, mut cancelled) = (0, 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(None) => cancelled += 1,
-            Ok(Some(_)) => {}
-            Err(e) => {
-                assert!(e.is_panic());
-                panicked += 1;
-            }
-        }
-    }
-    assert!(cancelled > 1_000, "only {cancelled} calls were cancelled");
-    assert!(panicked > 20, "only {panicked} bodies panicked");
-    assert!(in_body.max.load(SeqCst) <= LIMIT, "{} bodies ran at once", in_body.max.load(SeqCst));
-    assert_eq!(in_body.now.load(SeqCst), 0);
+    join_stressed(tasks, &in_body, LIMIT).await;
     let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
     assert_eq!(bulkhead.available(), LIMIT, "every permit came back");
 }
@@ -179,21 +186,7 @@ async fn ten_thousand_cancelled_attribute_calls_leak_nothing() {
         let mut worker = Worker { in_body: Arc::clone(&in_body), yields, panics, fails };
         tasks.spawn(async move { cancel_after(polls, worker.work()).await });
     }
-    let (mut panicked, mut cancelled) = (0, 0);
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(None) => cancelled += 1,
-            Ok(Some(_)) => {}
-            Err(e) => {
-                assert!(e.is_panic());
-                panicked += 1;
-            }
-        }
-    }
-    assert!(cancelled > 1_000, "only {cancelled} calls were cancelled");
-    assert!(panicked > 20, "only {panicked} bodies panicked");
-    assert!(in_body.max.load(SeqCst) <= LIMIT, "{} bodies ran at once", in_body.max.load(SeqCst));
-    assert_eq!(in_body.now.load(SeqCst), 0);
+    join_stressed(tasks, &in_body, LIMIT).await;
     assert_eq!(dependency.pipeline().bulkhead().map(Bulkhead::available), Some(LIMIT), "every permit came back");
 }
 
