@@ -6,11 +6,13 @@
 //!
 //! - an `async fn` that borrows nothing mutably passes a closure making each attempt to
 //!   [`execute`], which returns the pipeline's own hand-written future (the fast path);
-//! - one taking `&mut self` or a `&mut` argument cannot (a closure cannot lend out its
-//!   captured `&mut`), and neither can a plain `fn` usefully; those get a loop of
-//!   attempts written into the function, driven by a [`Call`] or a [`BlockingCall`]:
-//!   admit (breaker, rate limiter, bulkhead), run the body (its own block, so it
-//!   borrows afresh for each attempt), settle (record, decide on a retry).
+//! - a plain `fn` passes such a closure to [`execute_blocking`], the pipeline's blocking
+//!   loop (a closure that returns the result can borrow `&mut self` for each attempt);
+//! - an `async fn` taking `&mut self` or a `&mut` argument cannot (a closure cannot lend
+//!   out its captured `&mut` to the future it returns); it gets a loop of attempts
+//!   written into the function, driven by a [`Call`]: admit (breaker, rate limiter,
+//!   bulkhead), run the body (its own block, so it borrows afresh for each attempt),
+//!   settle (record, decide on a retry).
 //! The call site resolves its
 //! dependency through the registry's per-thread cache, and caches the per-call settings
 //! derived from its keys for the dependency's current pipeline, so a call takes no lock
@@ -25,15 +27,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
-use crate::bulkhead::{Bulkhead, Slot};
+use crate::bulkhead::Slot;
 use crate::circuit_breaker::CallPermit;
 use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
 use crate::leak::LeakedCell;
 use crate::observe::latency;
-use crate::pipeline::{call_span, retry_event, ErrorPolicy, MakeAttempt, Pipeline, PipelineCall};
+use crate::pipeline::{call_span, ErrorPolicy, MakeAttempt, Pipeline, PipelineCall};
 use crate::registry::{current_registry_id, registry, Dependency, DependencyKind};
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{limit_nanos, Limited};
@@ -192,6 +193,22 @@ impl<F: FnMut(bool) -> Fut, Fut> MakeAttempt<Fut> for Attempts<F> {
     }
 }
 
+/// Runs a plain `fn`'s body through its call site's pipeline on this thread (see
+/// [`Pipeline::call_blocking`]): `attempt` runs one attempt, told whether it is the last.
+#[inline]
+pub fn execute_blocking<T, E, F>(
+    site: &'static CallSite,
+    policy: ErrorPolicy<E>,
+    from: fn(ResilienceError) -> E,
+    attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut(bool) -> Result<T, E>,
+{
+    let (pipeline, _, timeout, retry) = site.settings();
+    pipeline.call_blocking_configured(&policy, from, attempt, timeout, retry)
+}
+
 /// Admission to one attempt: the breaker's permit and the bulkhead slot, held until the
 /// attempt is settled (the slot until its body is dropped).
 pub struct Admission {
@@ -205,86 +222,26 @@ impl fmt::Debug for Admission {
     }
 }
 
-/// What a loop of attempts keeps between attempts, async or blocking: the pipeline,
-/// how errors are classified and converted, and the retry bookkeeping.
-struct Rounds<E> {
+/// One call of an annotated `async fn` that takes `&mut self` or a `&mut` argument: what
+/// the loop of attempts in its expansion needs between attempts (the other async fns go
+/// through [`execute`], plain fns through [`execute_blocking`]).
+pub struct Call<E> {
     pipeline: &'static Pipeline,
     from: fn(ResilienceError) -> E,
     policy: ErrorPolicy<E>,
+    timeout_nanos: u64,
     retry_config: Option<&'static RetryConfig>,
     retry: Option<RetryState<'static>>,
     /// The delay the next admission waits out.
     backoff: Option<Duration>,
+    span: Option<Box<tracing::Span>>,
     // See `observe::latency`: nonzero when this call is timed.
     sampled_at: u64,
 }
 
-impl<E> Rounds<E> {
-    fn new(
-        pipeline: &'static Pipeline,
-        retry_config: Option<&'static RetryConfig>,
-        policy: ErrorPolicy<E>,
-        from: fn(ResilienceError) -> E,
-    ) -> Self {
-        Self { pipeline, from, policy, retry_config, retry: None, backoff: None, sampled_at: 0 }
-    }
-
-    #[inline]
-    fn may_retry(&self) -> bool {
-        match (self.retry_config, &self.retry) {
-            (None, _) => false,
-            (Some(_), Some(state)) => state.attempts_left(),
-            (Some(config), None) => config.attempts() > 1,
-        }
-    }
-
-    #[cold]
-    fn rejected(&mut self, rejected: ResilienceError) -> E {
-        self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
-        (self.from)(rejected)
-    }
-
-    /// After an attempt the pipeline classified (`Ok`: the call's result, `Err`: an
-    /// error worth another attempt): the call's result, or `None` when another attempt
-    /// follows after [`backoff`](Self::backoff).
-    fn after<T>(&mut self, classified: Result<Result<T, E>, E>) -> Option<Result<T, E>> {
-        let pipeline = self.pipeline;
-        let error = match classified {
-            Ok(result) => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
-                return Some(result);
-            }
-            Err(error) => error,
-        };
-        let delay = match self.retry_config {
-            Some(config) => self.retry.get_or_insert_with(|| RetryState::new(config)).next_delay(),
-            None => None,
-        };
-        match delay {
-            Some(delay) => {
-                retry_event(pipeline.name(), self.retry.as_ref(), delay);
-                self.backoff = Some(delay);
-                None
-            }
-            None => {
-                pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
-                Some(Err(error))
-            }
-        }
-    }
-}
-
-/// One call of an annotated `async fn` that takes `&mut self` or a `&mut` argument: what
-/// the loop of attempts in its expansion needs between attempts.
-pub struct Call<E> {
-    rounds: Rounds<E>,
-    timeout_nanos: u64,
-    span: Option<Box<tracing::Span>>,
-}
-
 impl<E> fmt::Debug for Call<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call").field("pipeline", &self.rounds.pipeline.name()).finish_non_exhaustive()
+        f.debug_struct("Call").field("pipeline", &self.pipeline.name()).finish_non_exhaustive()
     }
 }
 
@@ -297,9 +254,15 @@ impl<E> Call<E> {
     pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
         let (pipeline, timeout_nanos, _, retry_config) = site.settings();
         Self {
-            rounds: Rounds::new(pipeline, retry_config, policy, from),
+            pipeline,
+            from,
+            policy,
             timeout_nanos,
+            retry_config,
+            retry: None,
+            backoff: None,
             span: call_span(site.name, site.operation),
+            sampled_at: 0,
         }
     }
 
@@ -307,34 +270,43 @@ impl<E> Call<E> {
     /// value must be cloned for it rather than moved.
     #[inline]
     pub fn may_retry(&self) -> bool {
-        self.rounds.may_retry()
+        match (self.retry_config, &self.retry) {
+            (None, _) => false,
+            (Some(_), Some(state)) => state.attempts_left(),
+            (Some(config), None) => config.attempts() > 1,
+        }
     }
 
     /// Waits out the backoff after a failed attempt, then asks the breaker, the rate
     /// limiter and the bulkhead for the next one. A rejection ends the call with the
     /// rejection as its error.
     pub async fn admit(&mut self) -> Result<Admission, E> {
-        let rounds = &mut self.rounds;
-        if let Some(delay) = rounds.backoff.take() {
+        if let Some(delay) = self.backoff.take() {
             // Boxed: a timer is large, and a call that needs no retry never sleeps.
             Box::pin(tokio::time::sleep(delay)).await;
         }
-        let permit = match rounds.pipeline.admit() {
+        let permit = match self.pipeline.admit() {
             Ok(permit) => permit,
-            Err(rejected) => return Err(rounds.rejected(rejected)),
+            Err(rejected) => return Err(self.rejected(rejected)),
         };
-        let slot = match rounds.pipeline.try_slot() {
+        let slot = match self.pipeline.try_slot() {
             Ok(slot) => slot,
-            Err(Some(rejected)) => return Err(rounds.rejected(rejected)),
-            Err(None) => match rounds.pipeline.wait_slot() {
+            Err(Some(rejected)) => return Err(self.rejected(rejected)),
+            Err(None) => match self.pipeline.wait_slot() {
                 Some(wait) => match wait.await {
                     Ok(slot) => Some(slot),
-                    Err(rejected) => return Err(rounds.rejected(rejected)),
+                    Err(rejected) => return Err(self.rejected(rejected)),
                 },
                 None => None,
             },
         };
         Ok(Admission { permit, slot })
+    }
+
+    #[cold]
+    fn rejected(&mut self, rejected: ResilienceError) -> E {
+        self.pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+        (self.from)(rejected)
     }
 
     /// Runs one attempt's `body` under the timeout and settles it: resolves to the
@@ -360,10 +332,28 @@ impl<E> Call<E> {
         permit: Option<CallPermit<'static>>,
         outcome: Result<Result<T, E>, crate::timeout::Elapsed>,
     ) -> Option<Result<T, E>> {
-        let rounds = &mut self.rounds;
-        let classified =
-            rounds.pipeline.settle_attempt(&rounds.policy, permit, outcome, self.timeout_nanos, rounds.from);
-        rounds.after(classified)
+        let pipeline = self.pipeline;
+        let error = match pipeline.settle_attempt(&self.policy, permit, outcome, self.timeout_nanos, self.from) {
+            Ok(result) => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), result.is_ok(), self.sampled_at);
+                return Some(result);
+            }
+            Err(error) => error,
+        };
+        let delay = match self.retry_config {
+            Some(config) => pipeline.retry_delay(self.retry.get_or_insert_with(|| RetryState::new(config))),
+            None => None,
+        };
+        match delay {
+            Some(delay) => {
+                self.backoff = Some(delay);
+                None
+            }
+            None => {
+                pipeline.finished(self.retry_config, self.retry.as_ref(), false, self.sampled_at);
+                Some(Err(error))
+            }
+        }
     }
 }
 
@@ -409,10 +399,10 @@ where
                 Poll::Ready(call.settle(this.permit.take(), outcome))
             }
             Poll::Pending => {
-                if std::mem::take(this.first_poll) && call.rounds.sampled_at == 0 {
+                if std::mem::take(this.first_poll) && call.sampled_at == 0 {
                     // Only calls that wait are timed (see `observe::latency`).
                     let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
-                    call.rounds.sampled_at = latency::start_stamp(started);
+                    call.sampled_at = latency::start_stamp(started);
                 }
                 Poll::Pending
             }
@@ -423,78 +413,9 @@ where
     }
 }
 
-/// One call of an annotated plain `fn`, run on the caller's thread; the blocking twin
-/// of [`Call`]. An attempt that overruns the timeout is reported as
-/// [`ResilienceError::Timeout`] when it returns, since a borrowing body cannot be left
-/// running on another thread.
-pub struct BlockingCall<E> {
-    rounds: Rounds<E>,
-    timeout: Option<Duration>,
-    started: Option<Instant>,
-}
-
-impl<E> fmt::Debug for BlockingCall<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockingCall").field("pipeline", &self.rounds.pipeline.name()).finish_non_exhaustive()
-    }
-}
-
-impl<E> BlockingCall<E> {
-    /// A blocking call through `site`; see [`Call::new`].
-    #[inline]
-    pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
-        let (pipeline, _, timeout, retry_config) = site.settings();
-        Self { rounds: Rounds::new(pipeline, retry_config, policy, from), timeout, started: None }
-    }
-
-    /// See [`Call::may_retry`].
-    #[inline]
-    pub fn may_retry(&self) -> bool {
-        self.rounds.may_retry()
-    }
-
-    /// Sleeps out the backoff after a failed attempt, then asks the breaker, the rate
-    /// limiter and the bulkhead (waiting up to its `max_wait`) for the next one.
-    pub fn admit(&mut self) -> Result<Admission, E> {
-        if let Some(delay) = self.rounds.backoff.take() {
-            std::thread::sleep(delay);
-        }
-        let pipeline = self.rounds.pipeline;
-        let admitted = pipeline.admit().and_then(|permit| {
-            let slot = pipeline.bulkhead().map(Bulkhead::slot_blocking).transpose()?;
-            Ok(Admission { permit, slot })
-        });
-        match admitted {
-            Ok(admission) => {
-                self.started = self.timeout.map(|_| Instant::now());
-                Ok(admission)
-            }
-            Err(rejected) => Err(self.rounds.rejected(rejected)),
-        }
-    }
-
-    /// Settles an attempt that returned `result`: the call's result, or `None` when
-    /// another attempt should follow.
-    pub fn settle<T>(&mut self, admission: Admission, result: Result<T, E>) -> Option<Result<T, E>> {
-        let Admission { permit, slot } = admission;
-        drop(slot);
-        let rounds = &mut self.rounds;
-        let attempt = rounds.pipeline.settle(&rounds.policy, permit, self.timeout, self.started, Some(result));
-        let classified = rounds.pipeline.classify(&rounds.policy, attempt, rounds.from);
-        rounds.after(classified)
-    }
-}
-
 /// The default of `retry_if` and `record_if`: every error.
 pub fn always<E>(_: &E) -> bool {
     true
-}
-
-/// Runs a plain `fn`'s body as one attempt: a `return` in the body ends the attempt,
-/// not the function.
-#[inline(always)]
-pub fn run<R>(body: impl FnOnce() -> R) -> R {
-    body()
 }
 
 /// An argument taken by value: each attempt but the last gets a clone, the last one the

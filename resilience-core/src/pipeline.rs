@@ -425,6 +425,14 @@ impl Pipeline {
         }
     }
 
+    /// After a failed attempt worth retrying: the delay before the next attempt (logged
+    /// as a retry event), or `None` when `retry` allows no more.
+    pub(crate) fn retry_delay(&self, retry: &mut RetryState<'_>) -> Option<Duration> {
+        let delay = retry.next_delay()?;
+        retry_event(&self.name, retry, delay);
+        Some(delay)
+    }
+
     /// A call ended: retry counters and, if it was timed, its latency.
     #[inline]
     pub(crate) fn finished(
@@ -515,27 +523,29 @@ impl Pipeline {
         F: FnMut() -> Result<T, E>,
         E: From<ResilienceError>,
     {
-        self.call_blocking_configured(policy, f, self.timeout, self.retry.as_ref())
+        let mut f = f;
+        self.call_blocking_configured(policy, E::from, |_last| f(), self.timeout, self.retry.as_ref())
     }
 
     /// A blocking call with its own timeout and retry configuration but this
-    /// pipeline's shared breaker, rate limiter and bulkhead.
+    /// pipeline's shared breaker, rate limiter and bulkhead; `from` turns the policies'
+    /// errors into the caller's, and `f` is told whether its attempt is the last.
     pub(crate) fn call_blocking_configured<T, E, F>(
         &self,
         policy: &ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
         mut f: F,
         timeout: Option<Duration>,
         retry: Option<&RetryConfig>,
     ) -> Result<T, E>
     where
-        F: FnMut() -> Result<T, E>,
-        E: From<ResilienceError>,
+        F: FnMut(bool) -> Result<T, E>,
     {
-        self.blocking_loop(policy, retry, || {
+        self.blocking_loop(policy, from, retry, |last| {
             let permit = self.admit()?;
             let _slot = self.bulkhead.as_ref().map(Bulkhead::slot_blocking).transpose()?;
             let start = timeout.map(|_| Instant::now());
-            let result = f();
+            let result = f(last);
             Ok(self.settle(policy, permit, timeout, start, Some(result)))
         })
     }
@@ -561,7 +571,7 @@ impl Pipeline {
         E: From<ResilienceError> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.blocking_loop(policy, self.retry.as_ref(), || {
+        self.blocking_loop(policy, E::from, self.retry.as_ref(), |_last| {
             let permit = self.admit()?;
             let job = Arc::clone(&f);
             let result = match &self.bulkhead {
@@ -619,26 +629,22 @@ impl Pipeline {
     fn blocking_loop<T, E>(
         &self,
         policy: &ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
         retry: Option<&RetryConfig>,
-        mut attempt: impl FnMut() -> Result<Attempt<T, E>, ResilienceError>,
-    ) -> Result<T, E>
-    where
-        E: From<ResilienceError>,
-    {
+        mut attempt: impl FnMut(bool) -> Result<Attempt<T, E>, ResilienceError>,
+    ) -> Result<T, E> {
         let mut retry = retry.map(RetryState::new);
         loop {
-            let error = match self.classify(policy, attempt().unwrap_or_else(Attempt::Rejected), E::from) {
+            let last = retry.as_ref().is_none_or(|r| !r.attempts_left());
+            let error = match self.classify(policy, attempt(last).unwrap_or_else(Attempt::Rejected), from) {
                 Ok(result) => {
                     self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), result.is_ok(), 0);
                     return result;
                 }
                 Err(error) => error,
             };
-            match retry.as_mut().and_then(RetryState::next_delay) {
-                Some(delay) => {
-                    retry_event(&self.name, retry.as_ref(), delay);
-                    std::thread::sleep(delay);
-                }
+            match retry.as_mut().and_then(|r| self.retry_delay(r)) {
+                Some(delay) => std::thread::sleep(delay),
                 None => {
                     self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), false, 0);
                     return Err(error);
@@ -691,8 +697,8 @@ fn new_call_span(name: &str, operation: Option<&str>) -> Option<Box<tracing::Spa
 }
 
 #[cold]
-pub(crate) fn retry_event(name: &str, retry: Option<&RetryState<'_>>, delay: Duration) {
-    let attempt = retry.map_or(0, RetryState::attempt);
+fn retry_event(name: &str, retry: &RetryState<'_>, delay: Duration) {
+    let attempt = retry.attempt();
     tracing::debug!(target: "resilience::retry", name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
 }
 
@@ -870,14 +876,13 @@ where
                 Err(error) => error,
             };
             let delay = match *this.retry_config {
-                Some(config) => this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))).next_delay(),
+                Some(config) => {
+                    pipeline.retry_delay(this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))))
+                }
                 None => None,
             };
             match delay {
-                Some(delay) => {
-                    retry_event(&pipeline.name, this.retry.as_deref(), delay);
-                    *this.backoff = Some(Box::pin(tokio::time::sleep(delay)));
-                }
+                Some(delay) => *this.backoff = Some(Box::pin(tokio::time::sleep(delay))),
                 None => finish!(Err(error), false),
             }
         }

@@ -337,35 +337,6 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
         }
     };
 
-    let (start, admit, attempt) = if is_async {
-        (
-            quote!(::resilience::__private::Call #error_type ::new(&__RESILIENCE_SITE, #policy, #from)),
-            quote!(#call.admit().await),
-            quote! {
-                let __resilience_attempt = async {
-                    let __resilience_out #ret_annotation = #block;
-                    __resilience_out
-                };
-                if let ::core::option::Option::Some(__resilience_done) =
-                    #call.attempt(#admission, __resilience_attempt).await
-                {
-                    break __resilience_done;
-                }
-            },
-        )
-    } else {
-        let closure_ret = typed.then(|| quote!(-> #ret));
-        (
-            quote!(::resilience::__private::BlockingCall #error_type ::new(&__RESILIENCE_SITE, #policy, #from)),
-            quote!(#call.admit()),
-            quote! {
-                let __resilience_out #ret_annotation = ::resilience::__private::run(|| #closure_ret #block);
-                if let ::core::option::Option::Some(__resilience_done) = #call.settle(#admission, __resilience_out) {
-                    break __resilience_done;
-                }
-            },
-        )
-    };
     let finish = match &args.fallback {
         None => quote!(#result),
         Some(path) => {
@@ -388,11 +359,9 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
             }
         }
     };
-    if is_async && !lends_mutably(&func.sig) {
-        // The fast path: the pipeline's own future, with a closure making each attempt.
-        let execute_error = typed.then(
-            || quote_spanned!(ret.span()=> ::<_, <#ret as ::resilience::__private::ResilientResult>::Error, _, _>),
-        );
+    if !is_async || !lends_mutably(&func.sig) {
+        // A closure making each attempt: for an async fn it returns the attempt's future
+        // and the pipeline's own future drives it; for a plain fn it runs the attempt.
         let last_param = quote_spanned!(mixed=> __resilience_last_attempt);
         // Without a fallback the closure owns what it passes on; with one, it borrows the
         // held arguments, which the fallback gets back afterwards.
@@ -407,29 +376,52 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
             (false, true) => (quote!(_), Some(quote!(let #last = false;))),
             (false, false) => (last_param.clone(), Some(quote!(let #last = #last_param;))),
         };
+        // `return` and `?` in the body end the attempt: the attempt is an `async move`
+        // block, or for a plain fn the closure itself (with the return type written).
+        let (execute, error_args, make_attempt, wrap, closure_ret, await_) = if is_async {
+            let attempt = quote! {
+                async move {
+                    let __resilience_out #ret_annotation = #block;
+                    __resilience_out
+                }
+            };
+            (
+                quote!(execute),
+                quote!(_, _),
+                attempt,
+                quote!(::resilience::__private::Attempts),
+                None,
+                Some(quote!(.await)),
+            )
+        } else {
+            (quote!(execute_blocking), quote!(_), quote!(#block), quote!(), typed.then(|| quote!(-> #ret)), None)
+        };
+        let execute_error = typed.then(
+            || quote_spanned!(ret.span()=> ::<_, <#ret as ::resilience::__private::ResilientResult>::Error, #error_args>),
+        );
         return quote! {
             #site
             #(#outside)*
-            let #result #ret_annotation = ::resilience::__private::execute #execute_error (
+            let #result #ret_annotation = ::resilience::__private::#execute #execute_error (
                 &__RESILIENCE_SITE,
                 #policy,
                 #from,
-                ::resilience::__private::Attempts({
+                #wrap({
                     #(#inside)*
-                    #capture |#param: bool| {
+                    #capture |#param: bool| #closure_ret {
                         #last_binding
                         #(#per_attempt)*
-                        async move {
-                            let __resilience_out #ret_annotation = #block;
-                            __resilience_out
-                        }
+                        #make_attempt
                     }
                 }),
             )
-            .await;
+            #await_;
             #finish
         };
     }
+    // `&mut self` or a `&mut` argument in an async fn: a loop of attempts, each the
+    // function's own block borrowing afresh.
+    let start = quote!(::resilience::__private::Call #error_type ::new(&__RESILIENCE_SITE, #policy, #from));
     let last_value = if args.fallback.is_some() { quote!(false) } else { quote!(!#call.may_retry()) };
     let last_binding = (!held.is_empty()).then(|| quote!(let #last = #last_value;));
     quote! {
@@ -437,13 +429,21 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
         #(#held)*
         let mut #call = #start;
         let #result #ret_annotation = loop {
-            let #admission = match #admit {
+            let #admission = match #call.admit().await {
                 ::core::result::Result::Ok(__resilience_admitted) => __resilience_admitted,
                 ::core::result::Result::Err(__resilience_rejected) => break ::core::result::Result::Err(__resilience_rejected),
             };
             #last_binding
             #(#per_attempt)*
-            #attempt
+            let __resilience_attempt = async {
+                let __resilience_out #ret_annotation = #block;
+                __resilience_out
+            };
+            if let ::core::option::Option::Some(__resilience_done) =
+                #call.attempt(#admission, __resilience_attempt).await
+            {
+                break __resilience_done;
+            }
         };
         #finish
     }
