@@ -124,6 +124,12 @@ impl ResilienceConfig {
         Ok(())
     }
 
+    /// The retries a call makes under this configuration: `None` when retrying is off or
+    /// allows a single attempt, so the call keeps no retry bookkeeping.
+    pub(crate) fn call_retry(&self) -> Option<RetryConfig> {
+        Some(self.retry).filter(|r| r.enabled && r.max_attempts.get() > 1)
+    }
+
     /// This configuration with `overrides` applied on top.
     pub fn with(mut self, overrides: &ConfigOverrides) -> Self {
         overrides.apply(&mut self);

@@ -122,7 +122,7 @@ impl CallSite {
     fn derive(&self, dependency: &'static Dependency, registry: u64) -> &'static View {
         let pipeline = dependency.pipeline();
         let config = dependency.config().with(&self.keys);
-        let retry = Some(config.retry).filter(|r| r.enabled && r.max_attempts.get() > 1);
+        let retry = config.call_retry();
         self.view.set(View {
             registry,
             dependency,

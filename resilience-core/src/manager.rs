@@ -93,7 +93,7 @@ impl ResilienceManager {
             return pipeline.call(f).await;
         }
         let config = dependency.config().with(overrides);
-        let retry = config.retry.enabled.then_some(config.retry).filter(|r| r.max_attempts.get() > 1);
+        let retry = config.call_retry();
         pipeline.call_configured(&ErrorPolicy::default(), E::from, f, limit_nanos(config.timeout), retry.as_ref()).await
     }
 
