@@ -217,7 +217,11 @@ impl Pipeline {
         if let Some(limit) = config.timeout {
             builder = builder.timeout(limit);
         }
-        builder = builder.retry(config.retry);
+        // Like a call site's per-call settings: no retry bookkeeping (nor retry metrics)
+        // where a call makes one attempt.
+        if let Some(retry) = config.call_retry() {
+            builder = builder.retry(retry);
+        }
         if config.circuit_breaker.enabled {
             builder = match previous.and_then(|p| p.breaker.as_ref()) {
                 Some(b) if *b.config() == config.circuit_breaker => builder.with_circuit_breaker(b.clone()),
