@@ -29,6 +29,7 @@ mod manager;
 mod observe;
 mod offload;
 mod pipeline;
+mod reclaim;
 mod preset;
 pub mod rate_limit;
 pub mod registry;
