@@ -1,4 +1,5 @@
-//! A slot holding a `&'static T` that can be replaced atomically.
+//! A slot holding a `&'static T` that can be replaced atomically (the global registry,
+//! which tests swap; replaced pipelines go through `reclaim` instead).
 //!
 //! Readers get a plain `&'static T` from one atomic load: no lock, no reference count.
 //! Every value ever stored is leaked (never freed), because a reader may still use it;
@@ -20,11 +21,6 @@ impl<T: std::fmt::Debug + 'static> std::fmt::Debug for LeakedCell<T> {
 impl<T: 'static> LeakedCell<T> {
     pub(crate) fn new(value: T) -> Self {
         Self { current: AtomicPtr::new(Box::leak(Box::new(value))) }
-    }
-
-    /// A cell holding nothing yet (usable in a `static`).
-    pub(crate) const fn empty() -> Self {
-        Self { current: AtomicPtr::new(std::ptr::null_mut()) }
     }
 
     #[inline]

@@ -57,7 +57,7 @@ pub use manager::{
     ResilienceManager,
 };
 pub use observe::health::{Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, Severity};
-pub use pipeline::PipelineCall;
+pub use pipeline::{PipelineCall, PipelineRef};
 pub use pipeline::{call_attempts, ErrorPolicy, MakeAttempt, Pipeline, PipelineBuilder};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};

@@ -17,12 +17,12 @@
 //! dependency through the registry's per-thread cache, and caches the per-call settings
 //! derived from its keys for the dependency's current pipeline, so a call takes no lock
 //! and allocates nothing; a reconfiguration publishes a new pipeline, which the call site
-//! notices by pointer and re-derives once.
+//! notices by the pipeline's id and re-derives once. Each call holds a read section of
+//! `reclaim` for as long as it runs, so that neither is freed under it.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::ptr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,8 +32,8 @@ use crate::bulkhead::Slot;
 use crate::circuit_breaker::CallPermit;
 use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
-use crate::leak::LeakedCell;
 use crate::observe::latency;
+use crate::reclaim::{self, Guard, RcuCell};
 use crate::pipeline::{call_span, ErrorPolicy, MakeAttempt, Pipeline, PipelineCall};
 use crate::registry::{current_registry_id, registry, Dependency, DependencyKind};
 use crate::retry::{RetryConfig, RetryState};
@@ -54,7 +54,7 @@ pub struct CallSite {
     shared: ConfigOverrides,
     /// Whether `keys` change the timeout or retries of each call.
     per_call: bool,
-    view: LeakedCell<View>,
+    view: RcuCell<View>,
 }
 
 /// The per-call settings of a call site for one pipeline of its dependency.
@@ -63,10 +63,19 @@ struct View {
     /// The registry it was resolved in (the global one can be swapped in tests).
     registry: u64,
     dependency: &'static Dependency,
-    pipeline: &'static Pipeline,
+    /// The id of the pipeline the settings were derived for.
+    pipeline: u64,
     timeout_nanos: u64,
     timeout: Option<Duration>,
     retry: Option<RetryConfig>,
+}
+
+/// What one call through a call site uses, valid while the guard it was read under is held.
+pub(crate) struct Settings<'g> {
+    pub(crate) pipeline: &'g Pipeline,
+    pub(crate) timeout_nanos: u64,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: Option<&'g RetryConfig>,
 }
 
 impl CallSite {
@@ -79,7 +88,7 @@ impl CallSite {
             keys,
             shared: keys.shared_keys(),
             per_call: keys.sets_per_call_keys(),
-            view: LeakedCell::empty(),
+            view: RcuCell::empty(),
         }
     }
 
@@ -100,37 +109,50 @@ impl CallSite {
     /// a call reads one pointer, checks the registry it came from, and reads the
     /// dependency's current pipeline; no name is hashed or compared.
     #[inline(always)]
-    pub(crate) fn settings(&self) -> (&'static Pipeline, u64, Option<Duration>, Option<&'static RetryConfig>) {
-        let view = match self.view.try_get() {
+    pub(crate) fn settings<'g>(&self, guard: &'g Guard) -> Settings<'g> {
+        let view = match self.view.load(guard) {
             Some(view) if view.registry == current_registry_id() => view,
             _ => {
                 let registry = registry();
-                self.derive(registry.resolve_as(self.name, self.kind, &self.shared), registry.id())
+                self.derive(registry.resolve_as(self.name, self.kind, &self.shared), registry.id(), guard)
             }
         };
-        let pipeline = view.dependency.pipeline();
+        let pipeline = view.dependency.pipeline_in(guard);
         if !self.per_call {
-            return (pipeline, pipeline.timeout_nanos(), pipeline.timeout(), pipeline.retry());
+            return Settings {
+                pipeline,
+                timeout_nanos: pipeline.timeout_nanos(),
+                timeout: pipeline.timeout(),
+                retry: pipeline.retry(),
+            };
         }
-        let view = if ptr::eq(view.pipeline, pipeline) { view } else { self.derive(view.dependency, view.registry) };
-        (view.pipeline, view.timeout_nanos, view.timeout, view.retry.as_ref())
+        // A view derived just now may be for an even newer pipeline (a reconfiguration
+        // in between): this call then runs with the newer keys, the next one re-derives.
+        let view = if view.pipeline == pipeline.id() { view } else { self.derive(view.dependency, view.registry, guard) };
+        Settings { pipeline, timeout_nanos: view.timeout_nanos, timeout: view.timeout, retry: view.retry.as_ref() }
     }
 
     /// Resolves (again) after the registry was swapped or the dependency reconfigured;
-    /// the view it replaces is leaked, like the pipelines, since a call may still use it.
+    /// the view it replaces is freed once no call uses it.
     #[cold]
-    fn derive(&self, dependency: &'static Dependency, registry: u64) -> &'static View {
-        let pipeline = dependency.pipeline();
+    fn derive<'g>(&self, dependency: &'static Dependency, registry: u64, guard: &'g Guard) -> &'g View {
+        // The configuration is read under the dependency's lock, after the pipeline: a
+        // reconfiguration in between publishes a newer pipeline, which the next call sees.
+        let pipeline = dependency.pipeline_in(guard).id();
         let config = dependency.config().with(&self.keys);
         let retry = config.call_retry();
-        self.view.set(View {
+        self.view.replace(View {
             registry,
             dependency,
             pipeline,
             timeout_nanos: limit_nanos(config.timeout),
             timeout: config.timeout,
             retry,
-        })
+        });
+        match self.view.load(guard) {
+            Some(view) => view,
+            None => unreachable!("a view was just stored"),
+        }
     }
 }
 
@@ -178,8 +200,13 @@ where
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let (pipeline, timeout_nanos, _, retry) = site.settings();
-    pipeline.call_configured(&policy, from, attempts, timeout_nanos, retry)
+    let guard = reclaim::enter();
+    let settings = site.settings(&guard);
+    // SAFETY: the guard moves into the call, which drops every borrow of the pipeline
+    // and of the retry configuration (the call site's view) before it.
+    #[allow(unsafe_code)]
+    let (pipeline, retry) = unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
+    pipeline.call_configured(&policy, from, attempts, settings.timeout_nanos, retry).guarded(guard)
 }
 
 /// The closure of an expansion that makes each attempt, given whether it is the last.
@@ -205,8 +232,9 @@ pub fn execute_blocking<T, E, F>(
 where
     F: FnMut(bool) -> Result<T, E>,
 {
-    let (pipeline, _, timeout, retry) = site.settings();
-    pipeline.call_blocking_configured(&policy, from, attempt, timeout, retry)
+    let guard = reclaim::enter();
+    let settings = site.settings(&guard);
+    settings.pipeline.call_blocking_configured(&policy, from, attempt, settings.timeout, settings.retry)
 }
 
 /// Admission to one attempt: the breaker's permit and the bulkhead slot, held until the
@@ -237,6 +265,8 @@ pub struct Call<E> {
     span: Option<Box<tracing::Span>>,
     // See `observe::latency`: nonzero when this call is timed.
     sampled_at: u64,
+    // Last: keeps the pipeline and the call site's view alive while the call runs.
+    _guard: Guard,
 }
 
 impl<E> fmt::Debug for Call<E> {
@@ -252,17 +282,24 @@ impl<E> Call<E> {
     /// turning the policies' errors into the function's.
     #[inline]
     pub fn new(site: &'static CallSite, policy: ErrorPolicy<E>, from: fn(ResilienceError) -> E) -> Self {
-        let (pipeline, timeout_nanos, _, retry_config) = site.settings();
+        let guard = reclaim::enter();
+        let settings = site.settings(&guard);
+        // SAFETY: the guard is kept in the call, and the expansion drops every
+        // admission and attempt (which borrow the pipeline) before the call.
+        #[allow(unsafe_code)]
+        let (pipeline, retry_config) =
+            unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
         Self {
             pipeline,
             from,
             policy,
-            timeout_nanos,
+            timeout_nanos: settings.timeout_nanos,
             retry_config,
             retry: None,
             backoff: None,
             span: call_span(site.name, site.operation),
             sampled_at: 0,
+            _guard: guard,
         }
     }
 

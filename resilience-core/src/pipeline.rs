@@ -21,6 +21,7 @@ use crate::error::{ConfigError, ResilienceError};
 use crate::observe::latency::{self, LatencyStats};
 use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
+use crate::reclaim::{self, Guard, RcuCell};
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{self, run_detached, Elapsed, Limited};
 
@@ -67,6 +68,9 @@ impl<E> Copy for ErrorPolicy<E> {}
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     name: Arc<str>,
+    /// Unique in the process: what a call site compares to notice a new pipeline (an
+    /// address could be reused once a replaced pipeline is freed).
+    id: u64,
     timeout: Option<Duration>,
     /// `timeout` as the attempt's timer takes it.
     timeout_nanos: u64,
@@ -88,6 +92,8 @@ pub struct PipelineBuilder {
     breaker: Option<Policy<CircuitBreakerConfig, CircuitBreaker>>,
     rate_limiter: Option<Policy<RateLimiterConfig, RateLimiter>>,
     bulkhead: Option<Policy<BulkheadConfig, Bulkhead>>,
+    /// Metric handles and latency samples to keep (a rebuilt pipeline of the same name).
+    stats: Option<(Arc<PipelineMetrics>, Arc<LatencyStats>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,25 +193,36 @@ impl PipelineBuilder {
             }
         };
         let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
+        let (metrics, latency) = match self.stats {
+            Some(stats) => stats,
+            None => (Arc::new(PipelineMetrics::new(&name)), Arc::new(LatencyStats::new(&name))),
+        };
         Ok(Pipeline {
+            id: next_id(),
             timeout: self.timeout,
             timeout_nanos: timeout::limit_nanos(self.timeout),
             retry,
             breaker,
             rate_limiter,
             bulkhead,
-            metrics: Arc::new(PipelineMetrics::new(&name)),
-            latency: Arc::new(LatencyStats::new(&name)),
+            metrics,
+            latency,
             name,
         })
     }
 }
 
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Pipeline {
     /// Builds the pipeline `config` describes for `name`, reusing the policy instances
-    /// of `previous` where they can be reconfigured in place: a semaphore bulkhead keeps
-    /// its permits in use (only its limit and wait change), and a breaker, rate limiter
-    /// or thread pool whose configuration did not change is kept as it is.
+    /// of `previous` where they can be kept: a bulkhead of the same kind (its permits in
+    /// use, its queue and its workers stay; the new limits are set by
+    /// [`commit`](Self::commit)), and a breaker or rate limiter whose configuration did
+    /// not change. Changes nothing that is in use: on error, everything stays as it was.
     pub(crate) fn from_config(
         name: &Arc<str>,
         config: &crate::config::ResilienceConfig,
@@ -237,26 +254,60 @@ impl Pipeline {
         let settings = &config.bulkhead;
         if settings.enabled {
             let reused = match (settings.kind, previous.and_then(|p| p.bulkhead.as_ref())) {
-                (BulkheadKind::Semaphore, Some(Bulkhead::Semaphore(b))) => {
-                    b.set_max_concurrent(settings.max_concurrent);
-                    b.set_max_wait(settings.max_wait);
-                    Some(Bulkhead::Semaphore(b.clone()))
-                }
-                (BulkheadKind::ThreadPool, Some(Bulkhead::ThreadPool(p)))
-                    if p.max_concurrent() == settings.max_concurrent.get()
-                        && p.queue_capacity() == settings.queue_capacity =>
-                {
-                    Some(Bulkhead::ThreadPool(p.clone()))
-                }
+                (BulkheadKind::Semaphore, Some(b @ Bulkhead::Semaphore(_)))
+                | (BulkheadKind::ThreadPool, Some(b @ Bulkhead::ThreadPool(_))) => Some(b.clone()),
                 _ => None,
             };
+            if reused.is_some() {
+                // What `commit` will set must be valid now, so that it cannot fail then.
+                match settings.kind {
+                    BulkheadKind::Semaphore => settings.semaphore().validate()?,
+                    BulkheadKind::ThreadPool => settings.thread_pool().validate()?,
+                }
+            }
             builder = match (reused, settings.kind) {
                 (Some(b), _) => builder.with_bulkhead(b),
                 (None, BulkheadKind::Semaphore) => builder.bulkhead(settings.semaphore()),
                 (None, BulkheadKind::ThreadPool) => builder.thread_pool(settings.thread_pool()),
             };
         }
+        if let Some(previous) = previous {
+            // The same name's metric handles and latency samples carry over.
+            builder.stats = Some((Arc::clone(&previous.metrics), Arc::clone(&previous.latency)));
+        }
         builder.build()
+    }
+
+    /// Sets the limits of `config` on a bulkhead kept from the previous pipeline, once
+    /// this pipeline is published. Fails only when a thread-pool bulkhead cannot start
+    /// the threads it grows by (it keeps those that did start).
+    pub(crate) fn commit(&self, config: &crate::config::ResilienceConfig) -> Result<(), ConfigError> {
+        let settings = &config.bulkhead;
+        match &self.bulkhead {
+            Some(Bulkhead::Semaphore(b)) if settings.enabled => {
+                if b.max_concurrent() != settings.max_concurrent.get() {
+                    b.set_max_concurrent(settings.max_concurrent);
+                }
+                if b.max_wait() != settings.max_wait {
+                    b.set_max_wait(settings.max_wait);
+                }
+                Ok(())
+            }
+            Some(Bulkhead::ThreadPool(p))
+                if settings.enabled
+                    && (p.max_concurrent() != settings.max_concurrent.get()
+                        || p.queue_capacity() != settings.queue_capacity) =>
+            {
+                p.resize(settings.thread_pool())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Unique in the process (clones share it).
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -280,12 +331,14 @@ impl Pipeline {
             breaker: None,
             rate_limiter: None,
             bulkhead: None,
+            stats: None,
         }
     }
 
     /// A pipeline with no policy at all.
     pub(crate) fn empty(name: Arc<str>) -> Self {
         Pipeline {
+            id: next_id(),
             metrics: Arc::new(PipelineMetrics::new(&name)),
             latency: Arc::new(LatencyStats::new(&name)),
             name,
@@ -504,6 +557,7 @@ impl Pipeline {
             wait: None,
             backoff: None,
             retry: None,
+            guard: None,
         }
     }
 
@@ -774,6 +828,93 @@ pin_project! {
         slot: Option<Slot<'a>>,
         backoff: Option<Pin<Box<Sleep>>>,
         retry: Option<Box<RetryState<'a>>>,
+        // Last, so it drops after everything above that borrows the pipeline: for a
+        // dependency's pipeline, what keeps it from being freed while the call runs.
+        guard: Option<Guard>,
+    }
+}
+
+impl<'a, E, F, Fut> PipelineCall<'a, E, F, Fut> {
+    /// This call, holding `guard` (under which its pipeline was loaded) until it is dropped.
+    #[inline(always)]
+    pub(crate) fn guarded(mut self, guard: Guard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+}
+
+/// A named dependency's pipeline, kept alive while this is held (see
+/// [`Dependency::pipeline`](crate::Dependency::pipeline)).
+///
+/// A reconfiguration publishes a new pipeline and frees the replaced one once no call
+/// or `PipelineRef` that may use it is left; holding a `PipelineRef` for long delays
+/// that (for every pipeline replaced meanwhile), so take one per call or per look.
+/// Calls made with its `call…` methods hold it for as long as they run.
+pub struct PipelineRef {
+    // Valid while `guard` is held: `'static` is this module's promise, never handed out.
+    pipeline: &'static Pipeline,
+    guard: Guard,
+}
+
+impl fmt::Debug for PipelineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.pipeline, f)
+    }
+}
+
+impl std::ops::Deref for PipelineRef {
+    type Target = Pipeline;
+
+    #[inline]
+    fn deref(&self) -> &Pipeline {
+        self.pipeline
+    }
+}
+
+impl PipelineRef {
+    /// The pipeline in `cell` now.
+    #[inline]
+    pub(crate) fn load(cell: &RcuCell<Pipeline>) -> Self {
+        let guard = reclaim::enter();
+        let pipeline = cell.get(&guard);
+        // SAFETY: the reference lives in `self` next to the guard it was loaded under,
+        // is only lent out for borrows of `self`, and calls that take it take the guard.
+        #[allow(unsafe_code)]
+        let pipeline = unsafe { reclaim::extend(pipeline) };
+        Self { pipeline, guard }
+    }
+
+    /// Runs `f` through every policy (see [`Pipeline::call`]), keeping the pipeline
+    /// for as long as the call runs.
+    pub fn call<T, E, F, Fut>(self, f: F) -> PipelineCall<'static, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_with(&ErrorPolicy::default(), f)
+    }
+
+    /// Like [`call`](Self::call), with `policy` deciding which errors are retried and recorded.
+    pub fn call_with<T, E, F, Fut>(self, policy: &ErrorPolicy<E>, f: F) -> PipelineCall<'static, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_attempts(policy, f)
+    }
+
+    /// Like [`call_with`](Self::call_with), for attempt makers that are not closures
+    /// (see [`call_attempts`]).
+    pub fn call_attempts<T, E, F, Fut>(self, policy: &ErrorPolicy<E>, attempts: F) -> PipelineCall<'static, E, F, Fut>
+    where
+        F: MakeAttempt<Fut>,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        let Self { pipeline, guard } = self;
+        call_attempts(pipeline, policy, attempts).guarded(guard)
     }
 }
 

@@ -364,7 +364,7 @@ fn first_record() -> Option<&'static Record> {
 /// under it stay valid until it is dropped. It may move to another thread and be
 /// dropped there. Holding one for long delays the freeing of replaced values.
 #[must_use = "a guard protects values only while it is held"]
-pub struct Guard {
+pub(crate) struct Guard {
     parity: Parity,
 }
 
@@ -430,6 +430,18 @@ fn start_helper() {
         HELPER.store(false, Release);
         tracing::warn!(target: "resilience::reclaim", %error, "could not start the reclamation thread; replaced values are freed at the next reconfiguration");
     }
+}
+
+/// `value`, loaded under a guard, as `'static`.
+///
+/// # Safety
+///
+/// The result must not be used after the guard `value` was loaded under is dropped.
+#[allow(unsafe_code)]
+#[inline(always)]
+pub(crate) unsafe fn extend<T>(value: &T) -> &'static T {
+    // SAFETY: the caller keeps the guard, which keeps the value alive, for every use.
+    unsafe { &*(value as *const T) }
 }
 
 /// A pointer to a `T` that readers load under a [`Guard`] and writers replace; a

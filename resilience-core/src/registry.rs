@@ -1,10 +1,15 @@
 //! The named-dependency registry: one shared set of policy instances per name.
 //!
 //! A dependency is created the first time its name is registered or used, and lives for
-//! the rest of the process. Registering or reconfiguring it later rebuilds its pipeline
-//! in place (keeping the bulkhead's permits in use, and the breaker and rate limiter
-//! when their configuration did not change) and publishes it atomically, so every call
-//! site that already uses the name picks the new configuration up on its next call.
+//! the rest of the process. Registering or reconfiguring it later builds a new pipeline
+//! (keeping the bulkhead with its permits in use, queue and workers, and the breaker and
+//! rate limiter when their configuration did not change) and publishes it atomically,
+//! so every call site that already uses the name picks the new configuration up on its
+//! next call. A configuration that did not change builds nothing. The replaced pipeline
+//! is freed once every call that may still use it has ended (see `reclaim`).
+//!
+//! Every reconfiguration is all or nothing: each new pipeline is prepared without
+//! touching anything in use, and only when all of them are ready are they published.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -17,7 +22,8 @@ use crate::circuit_breaker::CircuitState;
 use crate::config::{ConfigOverrides, ResilienceConfig};
 use crate::error::ConfigError;
 use crate::leak::LeakedCell;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineRef};
+use crate::reclaim::{Guard, RcuCell};
 use crate::preset::{DependencyType, ResilienceStrategy};
 use crate::Bulkhead;
 
@@ -77,7 +83,7 @@ impl Defaults {
 pub struct Dependency {
     name: Arc<str>,
     state: Mutex<DependencyState>,
-    pipeline: LeakedCell<Pipeline>,
+    pipeline: RcuCell<Pipeline>,
 }
 
 #[derive(Clone)]
@@ -101,10 +107,17 @@ impl Dependency {
     }
 
     /// The pipeline in force now. A reconfiguration publishes a new one; calls already
-    /// running finish on the one they started with (sharing its bulkhead permits).
+    /// running finish on the one they started with (sharing its bulkhead permits), and
+    /// the replaced one is freed once no call or `PipelineRef` uses it.
     #[inline]
-    pub fn pipeline(&self) -> &'static Pipeline {
-        self.pipeline.get()
+    pub fn pipeline(&self) -> PipelineRef {
+        PipelineRef::load(&self.pipeline)
+    }
+
+    /// The pipeline in force now, valid while `guard` is held.
+    #[inline(always)]
+    pub(crate) fn pipeline_in<'g>(&self, guard: &'g Guard) -> &'g Pipeline {
+        self.pipeline.get(guard)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, DependencyState> {
@@ -131,15 +144,37 @@ impl Dependency {
         self.state().config.clone()
     }
 
-    /// Builds the pipeline for a new state without publishing it.
-    fn prepare(&self, state: &DependencyState) -> Result<Pipeline, ConfigError> {
-        Pipeline::from_config(&self.name, &state.config, Some(self.pipeline()))
+    /// Builds the pipeline for a new state without publishing it, or nothing if the
+    /// effective configuration stays the same. Changes nothing in use.
+    fn prepare(&self, state: &DependencyState) -> Result<Option<Pipeline>, ConfigError> {
+        if self.state().config == state.config {
+            return Ok(None);
+        }
+        let guard = crate::reclaim::enter();
+        Pipeline::from_config(&self.name, &state.config, Some(self.pipeline_in(&guard))).map(Some)
+    }
+
+    /// Publishes a prepared state: the new pipeline (if any), then the limits it keeps
+    /// in place from the previous one.
+    fn publish(&self, state: DependencyState, pipeline: Option<Pipeline>) {
+        let mut current = self.state();
+        if let Some(pipeline) = pipeline {
+            self.pipeline.replace(pipeline);
+            let guard = crate::reclaim::enter();
+            if let Err(error) = self.pipeline_in(&guard).commit(&state.config) {
+                tracing::warn!(target: "resilience::registry", name = &*self.name, %error, "bulkhead not fully resized");
+            }
+        }
+        *current = state;
     }
 }
 
 /// Where a registry keeps its dependencies.
 pub struct Registry {
     id: u64,
+    /// Held by whatever changes configurations (registration, defaults, first use), so
+    /// that each prepares against what is in force and publishes before the next.
+    writer: Mutex<()>,
     defaults: RwLock<Defaults>,
     dependencies: RwLock<HashMap<Arc<str>, &'static Dependency>>,
 }
@@ -187,6 +222,7 @@ impl Registry {
     pub fn with_defaults(defaults: Defaults) -> Self {
         Self {
             id: NEXT_ID.fetch_add(1, Relaxed),
+            writer: Mutex::new(()),
             defaults: RwLock::new(defaults),
             dependencies: RwLock::new(HashMap::new()),
         }
@@ -198,6 +234,10 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, &'static Dependency>> {
         self.dependencies.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The defaults below every dependency.
@@ -269,37 +309,76 @@ impl Registry {
         dependency_type: DependencyType,
         config: ConfigOverrides,
     ) -> Result<&'static Dependency, ConfigError> {
+        let _writer = self.writer();
         let defaults = self.defaults();
-        let state = DependencyState {
-            kind: DependencyKind::Type(dependency_type),
-            registered: true,
-            config: defaults.resolve(DependencyKind::Type(dependency_type), &config),
-            own: config,
-        };
+        let state = registered(&defaults, dependency_type, config);
         if let Some(existing) = self.get(name) {
-            let mut current = existing.state();
             let pipeline = existing.prepare(&state)?;
-            *current = state;
-            existing.pipeline.set(pipeline);
-            drop(current);
+            existing.publish(state, pipeline);
             tracing::info!(target: "resilience::registry", name, kind = dependency_type.as_str(), "dependency reconfigured");
             return Ok(existing);
         }
         let name: Arc<str> = Arc::from(name);
         let pipeline = Pipeline::from_config(&name, &state.config, None)?;
-        let mut map = self.write();
-        if let Some(raced) = map.get(&name).copied() {
-            drop(map);
-            // Another thread created it meanwhile: reconfigure that one.
-            return self.register(&raced.name, dependency_type, state.own);
-        }
+        Ok(self.insert(name, state, pipeline))
+    }
+
+    /// Adds a dependency that no other has the name of (the writer lock is held).
+    fn insert(&self, name: Arc<str>, state: DependencyState, pipeline: Pipeline) -> &'static Dependency {
         let dependency: &'static Dependency = Box::leak(Box::new(Dependency {
             name: Arc::clone(&name),
             state: Mutex::new(state),
-            pipeline: LeakedCell::new(pipeline),
+            pipeline: RcuCell::new(pipeline),
         }));
-        map.insert(name, dependency);
-        Ok(dependency)
+        self.write().insert(name, dependency);
+        dependency
+    }
+
+    /// Replaces the defaults and registers `dependencies` (name, type, own
+    /// configuration) in one step: every configuration that changes is prepared first,
+    /// and if any is invalid nothing changes. Dependencies not named keep their own
+    /// configuration over the new defaults.
+    pub fn apply(
+        &self,
+        defaults: Defaults,
+        dependencies: &[(String, DependencyType, ConfigOverrides)],
+    ) -> Result<(), ConfigError> {
+        let _writer = self.writer();
+        let existing: Vec<&'static Dependency> = self.read().values().copied().collect();
+        let mut changes = Vec::with_capacity(existing.len());
+        for d in existing {
+            let state = match dependencies.iter().rev().find(|(name, _, _)| **name == *d.name) {
+                Some((_, ty, own)) => registered(&defaults, *ty, *own),
+                None => {
+                    let mut state = d.state().clone();
+                    state.config = defaults.resolve(state.kind, &state.own);
+                    state
+                }
+            };
+            let pipeline = d
+                .prepare(&state)
+                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{}", d.name), e.to_string()))?;
+            changes.push((d, state, pipeline));
+        }
+        let mut added: Vec<(Arc<str>, DependencyState, Pipeline)> = Vec::new();
+        for (name, ty, own) in dependencies {
+            if self.get(name).is_some() || added.iter().any(|(n, _, _)| **n == **name) {
+                continue;
+            }
+            let state = registered(&defaults, *ty, *own);
+            let name: Arc<str> = Arc::from(name.as_str());
+            let pipeline = Pipeline::from_config(&name, &state.config, None)
+                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{name}"), e.to_string()))?;
+            added.push((name, state, pipeline));
+        }
+        *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults;
+        for (d, state, pipeline) in changes {
+            d.publish(state, pipeline);
+        }
+        for (name, state, pipeline) in added {
+            self.insert(name, state, pipeline);
+        }
+        Ok(())
     }
 
     /// The dependency `name`, created with `strategy`'s defaults if it was never
@@ -362,6 +441,10 @@ impl Registry {
 
     #[cold]
     fn create(&self, name: &str, kind: DependencyKind, call_site: ConfigOverrides) -> &'static Dependency {
+        let _writer = self.writer();
+        if let Some(existing) = self.get(name) {
+            return existing;
+        }
         let defaults = self.defaults();
         let mut own = call_site;
         let mut config = defaults.resolve(kind, &own);
@@ -377,10 +460,6 @@ impl Registry {
                 Pipeline::from_config(&name, &config, None).unwrap_or_else(|_| Pipeline::empty(Arc::clone(&name)))
             }
         };
-        let mut map = self.write();
-        if let Some(existing) = map.get(&name) {
-            return existing;
-        }
         tracing::info!(
             target: "resilience::registry",
             name = &*name,
@@ -391,35 +470,20 @@ impl Registry {
             },
             "dependency used before it was registered; using its preset's defaults"
         );
-        let dependency: &'static Dependency = Box::leak(Box::new(Dependency {
-            name: Arc::clone(&name),
-            state: Mutex::new(DependencyState { kind, registered: false, own, config }),
-            pipeline: LeakedCell::new(pipeline),
-        }));
-        map.insert(name, dependency);
-        dependency
+        self.insert(name, DependencyState { kind, registered: false, own, config }, pipeline)
     }
 
     /// Replaces the defaults and reconfigures every dependency accordingly. Every new
-    /// configuration is built first: if any is invalid, nothing changes.
+    /// configuration is prepared first: if any is invalid, nothing changes.
     pub fn set_defaults(&self, defaults: Defaults) -> Result<(), ConfigError> {
-        let mut guard = self.defaults.write().unwrap_or_else(|p| p.into_inner());
-        let deps: Vec<&'static Dependency> = self.read().values().copied().collect();
-        let mut prepared = Vec::with_capacity(deps.len());
-        for d in &deps {
-            let mut state = d.state().clone();
-            state.config = defaults.resolve(state.kind, &state.own);
-            let pipeline = Pipeline::from_config(&d.name, &state.config, Some(d.pipeline()))
-                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{}", d.name), e.to_string()))?;
-            prepared.push((d, state, pipeline));
-        }
-        *guard = defaults;
-        for (d, state, pipeline) in prepared {
-            *d.state() = state;
-            d.pipeline.set(pipeline);
-        }
-        Ok(())
+        self.apply(defaults, &[])
     }
+}
+
+/// The state of a dependency registered with `ty` and `own` over `defaults`.
+fn registered(defaults: &Defaults, ty: DependencyType, own: ConfigOverrides) -> DependencyState {
+    let kind = DependencyKind::Type(ty);
+    DependencyState { kind, registered: true, config: defaults.resolve(kind, &own), own }
 }
 
 // A per-thread cache from (registry, name) to dependency, so resolving a name on the hot
@@ -516,12 +580,13 @@ mod tests {
             DependencyKind::Strategy(ResilienceStrategy::Cache),
             ConfigOverrides::EMPTY,
         );
-        let first = SITE.settings().0;
-        assert!(std::ptr::eq(first, registry().get("swap_site").expect("created").pipeline()));
-        assert!(std::ptr::eq(SITE.settings().0, first), "kept");
+        let guard = crate::reclaim::enter();
+        let first = SITE.settings(&guard).pipeline.id();
+        assert_eq!(first, registry().get("swap_site").expect("created").pipeline().id());
+        assert_eq!(SITE.settings(&guard).pipeline.id(), first, "kept");
         set_registry(Registry::new());
-        let second = SITE.settings().0;
-        assert!(!std::ptr::eq(first, second), "resolved again in the new registry");
-        assert!(std::ptr::eq(second, registry().get("swap_site").expect("created").pipeline()));
+        let second = SITE.settings(&guard).pipeline.id();
+        assert_ne!(first, second, "resolved again in the new registry");
+        assert_eq!(second, registry().get("swap_site").expect("created").pipeline().id());
     }
 }

@@ -34,15 +34,6 @@ enum Source {
     Named(&'static Dependency),
 }
 
-impl Source {
-    fn pipeline(self) -> &'static Pipeline {
-        match self {
-            Self::Fixed(p) => p,
-            Self::Named(d) => d.pipeline(),
-        }
-    }
-}
-
 /// Applies a [`Pipeline`] to every request of the services it wraps.
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineLayer {
@@ -117,6 +108,10 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let attempts = ServiceAttempts { service: self.inner.clone(), request };
-        call_attempts(self.source.pipeline(), &ErrorPolicy::default(), attempts)
+        match self.source {
+            Source::Fixed(pipeline) => call_attempts(pipeline, &ErrorPolicy::default(), attempts),
+            // The call keeps the dependency's current pipeline alive while it runs.
+            Source::Named(dependency) => dependency.pipeline().call_attempts(&ErrorPolicy::default(), attempts),
+        }
     }
 }

@@ -188,7 +188,8 @@ async fn health_reports_states_alerts_and_json() {
     let _ = manager
         .execute("health_down", ResilienceStrategy::ExternalService, || async { Err::<(), _>(AppError::Down) })
         .await;
-    let resilience::Bulkhead::Semaphore(b) = registry.get("health_busy").unwrap().pipeline().bulkhead().unwrap() else {
+    let pipeline = registry.get("health_busy").unwrap().pipeline();
+    let resilience::Bulkhead::Semaphore(b) = pipeline.bulkhead().unwrap() else {
         panic!("semaphore")
     };
     let _held = b.try_acquire().unwrap();

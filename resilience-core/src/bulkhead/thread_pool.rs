@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,7 +47,7 @@ impl ThreadPoolBulkheadConfig {
     }
 }
 
-/// Runs calls on its own fixed set of worker threads, with a bounded queue in front.
+/// Runs calls on its own set of worker threads, with a bounded queue in front.
 ///
 /// A call submitted when every worker is busy and the queue is full is rejected with
 /// [`ResilienceError::BulkheadFull`] at once. Async callers get a future
@@ -55,7 +55,8 @@ impl ThreadPoolBulkheadConfig {
 /// returns on time while the worker finishes the abandoned call
 /// ([`execute_blocking`](Self::execute_blocking)). A call whose caller has gone away
 /// before a worker picks it up is skipped. Workers exit once the last handle is dropped
-/// and the queue is drained.
+/// and the queue is drained. [`resize`](Self::resize) changes the number of workers and
+/// the queue in place: calls running or queued keep their place.
 ///
 /// Async bodies cannot run on a worker thread; a [`Pipeline`](crate::Pipeline) running
 /// an async body through this bulkhead admits it against a separate limit of
@@ -74,8 +75,9 @@ struct Handle {
 
 struct Shared {
     name: Arc<str>,
-    workers: usize,
-    queue_capacity: usize,
+    /// `Queue::workers`, readable without the lock.
+    workers: AtomicUsize,
+    queue_capacity: AtomicUsize,
     queue: Mutex<Queue>,
     work: Condvar,
 }
@@ -84,6 +86,13 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Workers running a job.
     busy: usize,
+    /// Workers wanted.
+    workers: usize,
+    queue_capacity: usize,
+    /// Worker threads alive; above `workers` after a shrink, until the extra ones exit.
+    live: usize,
+    /// Names the next worker thread.
+    started: usize,
     shutdown: bool,
 }
 
@@ -95,6 +104,11 @@ impl Shared {
     fn work(self: &Arc<Self>) {
         let mut queue = self.queue();
         loop {
+            if queue.live > queue.workers && !queue.shutdown {
+                // Shrunk: the extra workers leave once they are between jobs.
+                queue.live -= 1;
+                return;
+            }
             if let Some(job) = queue.jobs.pop_front() {
                 queue.busy += 1;
                 drop(queue);
@@ -110,6 +124,7 @@ impl Shared {
                     queue.busy -= 1;
                 }
             } else if queue.shutdown {
+                queue.live -= 1;
                 return;
             } else {
                 queue = self.work.wait(queue).unwrap_or_else(|p| p.into_inner());
@@ -129,8 +144,8 @@ impl fmt::Debug for ThreadPoolBulkhead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPoolBulkhead")
             .field("name", &self.inner.shared.name)
-            .field("max_concurrent", &self.inner.shared.workers)
-            .field("queue_capacity", &self.inner.shared.queue_capacity)
+            .field("max_concurrent", &self.max_concurrent())
+            .field("queue_capacity", &self.queue_capacity())
             .field("active", &self.active())
             .field("queued", &self.queued())
             .finish()
@@ -143,9 +158,17 @@ impl ThreadPoolBulkhead {
         config.validate()?;
         let shared = Arc::new(Shared {
             name: name.into(),
-            workers: config.max_concurrent.get(),
-            queue_capacity: config.queue_capacity,
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), busy: 0, shutdown: false }),
+            workers: AtomicUsize::new(0),
+            queue_capacity: AtomicUsize::new(config.queue_capacity),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                busy: 0,
+                workers: 0,
+                queue_capacity: config.queue_capacity,
+                live: 0,
+                started: 0,
+                shutdown: false,
+            }),
             work: Condvar::new(),
         });
         let handle = Handle {
@@ -153,13 +176,65 @@ impl ThreadPoolBulkhead {
             inline: Permits::new(config.max_concurrent.get()),
             metrics: BulkheadMetrics::new(&shared.name, config.max_concurrent.get()),
         };
-        for i in 0..shared.workers {
-            let worker = Arc::clone(&shared);
-            std::thread::Builder::new().name(format!("{}-{i}", shared.name)).spawn(move || worker.work()).map_err(
-                |e| ConfigError::invalid("bulkhead.max_concurrent", format!("could not start worker thread {i}: {e}")),
-            )?;
+        let pool = Self { inner: Arc::new(handle) };
+        pool.start_workers(config.max_concurrent.get())?;
+        Ok(pool)
+    }
+
+    /// Sets the number of workers to `workers`, starting the missing ones; fails (with
+    /// the workers that did start kept) when the process cannot start a thread.
+    fn start_workers(&self, workers: usize) -> Result<(), ConfigError> {
+        let shared = &self.inner.shared;
+        let mut queue = shared.queue();
+        queue.workers = workers;
+        shared.workers.store(workers, Release);
+        while queue.live < workers {
+            let worker = Arc::clone(shared);
+            let name = format!("{}-{}", shared.name, queue.started);
+            match std::thread::Builder::new().name(name).spawn(move || worker.work()) {
+                Ok(_) => {
+                    queue.live += 1;
+                    queue.started += 1;
+                }
+                Err(e) => {
+                    queue.workers = queue.live.max(1);
+                    shared.workers.store(queue.workers, Release);
+                    return Err(ConfigError::invalid(
+                        "bulkhead.max_concurrent",
+                        format!("could not start worker thread {}: {e}", queue.started),
+                    ));
+                }
+            }
         }
-        Ok(Self { inner: Arc::new(handle) })
+        Ok(())
+    }
+
+    /// Changes the number of workers and the queue's capacity in place. Calls running
+    /// or queued keep their place; when shrinking, the extra workers exit once their
+    /// current call is done. Fails only when the process cannot start a thread; the
+    /// pool then keeps the workers that did start.
+    pub fn resize(&self, config: ThreadPoolBulkheadConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let shared = &self.inner.shared;
+        {
+            let mut queue = shared.queue();
+            queue.queue_capacity = config.queue_capacity;
+            shared.queue_capacity.store(config.queue_capacity, Release);
+        }
+        let result = self.start_workers(config.max_concurrent.get());
+        // Idle workers above the new count wake up to leave.
+        shared.work.notify_all();
+        let workers = self.max_concurrent();
+        self.inner.inline.set_limit(workers);
+        self.inner.metrics.max_allowed.set(workers as f64);
+        self.refresh_gauges();
+        result
+    }
+
+    /// Worker threads alive now (above [`max_concurrent`](Self::max_concurrent) for a
+    /// moment after a shrink, below it once the pool is shut down).
+    pub fn threads(&self) -> usize {
+        self.inner.shared.queue().live
     }
 
     /// The bulkhead's name.
@@ -169,12 +244,12 @@ impl ThreadPoolBulkhead {
 
     /// Worker threads.
     pub fn max_concurrent(&self) -> usize {
-        self.inner.shared.workers
+        self.inner.shared.workers.load(Acquire)
     }
 
     /// Calls that may wait for a worker.
     pub fn queue_capacity(&self) -> usize {
-        self.inner.shared.queue_capacity
+        self.inner.shared.queue_capacity.load(Acquire)
     }
 
     /// Calls running on a worker now.
@@ -190,7 +265,7 @@ impl ThreadPoolBulkhead {
     #[cold]
     fn full(&self) -> ResilienceError {
         self.inner.metrics.rejected.increment(1);
-        ResilienceError::bulkhead_full(&self.inner.shared.name, self.inner.shared.workers)
+        ResilienceError::bulkhead_full(&self.inner.shared.name, self.max_concurrent())
     }
 
     /// Workers not running a call now.
@@ -207,7 +282,7 @@ impl ThreadPoolBulkhead {
         let shared = &self.inner.shared;
         let mut queue = shared.queue();
         // Jobs that a free worker will take at once do not occupy the queue.
-        if queue.jobs.len() + queue.busy >= shared.workers + shared.queue_capacity {
+        if queue.jobs.len() + queue.busy >= queue.workers.saturating_add(queue.queue_capacity) {
             return Err(self.full());
         }
         queue.jobs.push_back(job);
