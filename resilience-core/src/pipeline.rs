@@ -304,9 +304,10 @@ impl Pipeline {
         }
     }
 
-    /// Unique in the process (clones share it).
+    /// An id unique in the process (clones share it): tells a dependency's pipeline
+    /// from the one a reconfiguration replaced it with.
     #[inline]
-    pub(crate) fn id(&self) -> u64 {
+    pub fn id(&self) -> u64 {
         self.id
     }
 }
@@ -886,6 +887,7 @@ impl PipelineRef {
 
     /// Runs `f` through every policy (see [`Pipeline::call`]), keeping the pipeline
     /// for as long as the call runs.
+    #[inline]
     pub fn call<T, E, F, Fut>(self, f: F) -> PipelineCall<'static, E, F, Fut>
     where
         F: FnMut() -> Fut,
@@ -896,6 +898,7 @@ impl PipelineRef {
     }
 
     /// Like [`call`](Self::call), with `policy` deciding which errors are retried and recorded.
+    #[inline]
     pub fn call_with<T, E, F, Fut>(self, policy: &ErrorPolicy<E>, f: F) -> PipelineCall<'static, E, F, Fut>
     where
         F: FnMut() -> Fut,
@@ -907,6 +910,7 @@ impl PipelineRef {
 
     /// Like [`call_with`](Self::call_with), for attempt makers that are not closures
     /// (see [`call_attempts`]).
+    #[inline]
     pub fn call_attempts<T, E, F, Fut>(self, policy: &ErrorPolicy<E>, attempts: F) -> PipelineCall<'static, E, F, Fut>
     where
         F: MakeAttempt<Fut>,

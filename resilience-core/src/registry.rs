@@ -355,9 +355,7 @@ impl Registry {
                     state
                 }
             };
-            let pipeline = d
-                .prepare(&state)
-                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{}", d.name), e.to_string()))?;
+            let pipeline = d.prepare(&state).map_err(|e| under_new_defaults(&d.name, e))?;
             changes.push((d, state, pipeline));
         }
         let mut added: Vec<(Arc<str>, DependencyState, Pipeline)> = Vec::new();
@@ -367,8 +365,7 @@ impl Registry {
             }
             let state = registered(&defaults, *ty, *own);
             let name: Arc<str> = Arc::from(name.as_str());
-            let pipeline = Pipeline::from_config(&name, &state.config, None)
-                .map_err(|e| ConfigError::invalid(&format!("external_dependencies.{name}"), e.to_string()))?;
+            let pipeline = Pipeline::from_config(&name, &state.config, None).map_err(|e| under_new_defaults(&name, e))?;
             added.push((name, state, pipeline));
         }
         *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults;
@@ -477,6 +474,16 @@ impl Registry {
     /// configuration is prepared first: if any is invalid, nothing changes.
     pub fn set_defaults(&self, defaults: Defaults) -> Result<(), ConfigError> {
         self.apply(defaults, &[])
+    }
+}
+
+/// An error about a dependency's configuration, named after the dependency.
+fn under_new_defaults(name: &str, error: ConfigError) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } => {
+            ConfigError::invalid(&format!("{name}.{key}"), format!("{message} (with the new defaults)"))
+        }
+        other => other,
     }
 }
 

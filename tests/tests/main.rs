@@ -10,6 +10,7 @@ mod observe;
 mod pipeline;
 mod rate_limit;
 mod registration;
+mod reconfiguration;
 mod registry;
 mod retry;
 mod settings;

@@ -190,24 +190,12 @@ impl Settings {
         self.model.dependencies.iter().map(|(n, t, c)| (n.as_str(), *t, c))
     }
 
-    /// Applies these settings to `registry`: its defaults, then every external
-    /// dependency, reconfiguring in place the ones already in use. Every resulting
-    /// configuration is checked first; on error nothing changes.
+    /// Applies these settings to `registry`: its defaults and every external dependency,
+    /// reconfiguring in place the ones already in use, in one step. Every resulting
+    /// configuration is prepared first, also of dependencies the settings do not name
+    /// (registered in code, over the new defaults); on error nothing changes.
     pub fn apply_to(&self, registry: &Registry) -> Result<(), ConfigError> {
-        let defaults = &self.model.defaults;
-        for (name, ty, own) in &self.model.dependencies {
-            let config = defaults.resolve(crate::registry::DependencyKind::Type(*ty), own);
-            config.validate().map_err(|e| self.locate(&format!("external_dependencies.{name}"), e))?;
-        }
-        registry.set_defaults(defaults.clone())?;
-        for (name, ty, own) in &self.model.dependencies {
-            registry.register(name, *ty, *own)?;
-        }
-        Ok(())
-    }
-
-    fn locate(&self, prefix: &str, error: ConfigError) -> ConfigError {
-        schema::locate(&self.file, &self.base, prefix, error)
+        registry.apply(self.model.defaults.clone(), &self.model.dependencies)
     }
 }
 
