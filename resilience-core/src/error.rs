@@ -175,4 +175,18 @@ impl ConfigError {
     pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
         Self::Invalid { key: key.to_owned(), message: message.into() }
     }
+
+    /// The same error found in environment section `section` of a settings file: its
+    /// key path starts with the section's name.
+    pub(crate) fn in_section(self, section: &str) -> Self {
+        match self {
+            Self::UnknownKey { location, key, suggestion } => {
+                Self::UnknownKey { location, key: format!("{section}.{key}"), suggestion }
+            }
+            Self::InvalidValue { location, key, message } => {
+                Self::InvalidValue { location, key: format!("{section}.{key}"), message }
+            }
+            other => other,
+        }
+    }
 }

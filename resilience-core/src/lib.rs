@@ -29,9 +29,9 @@ mod manager;
 mod observe;
 mod offload;
 mod pipeline;
-mod reclaim;
 mod preset;
 pub mod rate_limit;
+mod reclaim;
 pub mod registry;
 pub mod retry;
 mod settings;
@@ -57,8 +57,8 @@ pub use manager::{
     ResilienceManager,
 };
 pub use observe::health::{Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, Severity};
-pub use pipeline::{PipelineCall, PipelineRef};
 pub use pipeline::{call_attempts, ErrorPolicy, MakeAttempt, Pipeline, PipelineBuilder};
+pub use pipeline::{PipelineCall, PipelineRef};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
 pub use registry::{

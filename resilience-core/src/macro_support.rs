@@ -33,8 +33,8 @@ use crate::circuit_breaker::CallPermit;
 use crate::config::ConfigOverrides;
 use crate::error::ResilienceError;
 use crate::observe::latency;
-use crate::reclaim::{self, Guard, RcuCell};
 use crate::pipeline::{call_span, ErrorPolicy, MakeAttempt, Pipeline, PipelineCall};
+use crate::reclaim::{self, Guard, RcuCell};
 use crate::registry::{current_registry_id, registry, Dependency, DependencyKind};
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{limit_nanos, Limited};
@@ -128,7 +128,8 @@ impl CallSite {
         }
         // A view derived just now may be for an even newer pipeline (a reconfiguration
         // in between): this call then runs with the newer keys, the next one re-derives.
-        let view = if view.pipeline == pipeline.id() { view } else { self.derive(view.dependency, view.registry, guard) };
+        let view =
+            if view.pipeline == pipeline.id() { view } else { self.derive(view.dependency, view.registry, guard) };
         Settings { pipeline, timeout_nanos: view.timeout_nanos, timeout: view.timeout, retry: view.retry.as_ref() }
     }
 

@@ -49,10 +49,7 @@ pub(crate) struct Record {
 
 impl Record {
     fn new() -> Self {
-        Self {
-            lock: [AtomicU64::new(0), AtomicU64::new(0)],
-            unlock: [AtomicU64::new(0), AtomicU64::new(0)],
-        }
+        Self { lock: [AtomicU64::new(0), AtomicU64::new(0)], unlock: [AtomicU64::new(0), AtomicU64::new(0)] }
     }
 }
 

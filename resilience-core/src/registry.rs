@@ -23,8 +23,8 @@ use crate::config::{ConfigOverrides, ResilienceConfig};
 use crate::error::ConfigError;
 use crate::leak::LeakedCell;
 use crate::pipeline::{Pipeline, PipelineRef};
-use crate::reclaim::{Guard, RcuCell};
 use crate::preset::{DependencyType, ResilienceStrategy};
+use crate::reclaim::{Guard, RcuCell};
 use crate::Bulkhead;
 
 /// What picks a dependency's preset.
@@ -365,7 +365,8 @@ impl Registry {
             }
             let state = registered(&defaults, *ty, *own);
             let name: Arc<str> = Arc::from(name.as_str());
-            let pipeline = Pipeline::from_config(&name, &state.config, None).map_err(|e| under_new_defaults(&name, e))?;
+            let pipeline =
+                Pipeline::from_config(&name, &state.config, None).map_err(|e| under_new_defaults(&name, e))?;
             added.push((name, state, pipeline));
         }
         *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults;

@@ -189,9 +189,7 @@ async fn health_reports_states_alerts_and_json() {
         .execute("health_down", ResilienceStrategy::ExternalService, || async { Err::<(), _>(AppError::Down) })
         .await;
     let pipeline = registry.get("health_busy").unwrap().pipeline();
-    let resilience::Bulkhead::Semaphore(b) = pipeline.bulkhead().unwrap() else {
-        panic!("semaphore")
-    };
+    let resilience::Bulkhead::Semaphore(b) = pipeline.bulkhead().unwrap() else { panic!("semaphore") };
     let _held = b.try_acquire().unwrap();
 
     let report = registry.health();

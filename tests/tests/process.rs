@@ -50,7 +50,10 @@ fn settings(timeout_ms: u64, threshold: u32) -> Settings {
     );
     for i in 0..DEPENDENCIES {
         let ty = ["database", "external_api", "cache", "message_queue"][i % 4];
-        yaml.push_str(&format!("  dep_{i}: {{ type: {ty}, max_concurrent: {}, timeout: {timeout_ms}ms }}\n", 8 + i % 5));
+        yaml.push_str(&format!(
+            "  dep_{i}: {{ type: {ty}, max_concurrent: {}, timeout: {timeout_ms}ms }}\n",
+            8 + i % 5
+        ));
     }
     Settings::from_yaml_str(&yaml).expect("valid settings")
 }
@@ -123,7 +126,9 @@ fn applying_settings_again_and_again_keeps_memory_flat() {
     // The documented bound is about 100 bytes per dependency per application; this holds
     // it to 16 (a run that frees nothing grows by about 110 here; this one by nothing).
     let bound = 16 * DEPENDENCIES as u64 * ROUNDS;
-    eprintln!("{ROUNDS} applications of {DEPENDENCIES} dependencies: resident memory grew by {grown} bytes (bound {bound})");
+    eprintln!(
+        "{ROUNDS} applications of {DEPENDENCIES} dependencies: resident memory grew by {grown} bytes (bound {bound})"
+    );
     assert!(grown <= bound, "resident memory grew by {grown} bytes over {ROUNDS} applications (bound {bound})");
     for i in 0..DEPENDENCIES {
         let d = registry.get(&format!("dep_{i}")).expect("registered");

@@ -1,6 +1,6 @@
 //! Reconfiguration is all or nothing, and builds only what changed.
 
-use resilience::{Bulkhead, BreakerOverrides, ConfigOverrides, DependencyType, Registry, Settings};
+use resilience::{BreakerOverrides, Bulkhead, ConfigOverrides, DependencyType, Registry, Settings};
 
 use crate::support::nz;
 
@@ -40,8 +40,9 @@ fn a_rejected_change_leaves_every_live_policy_as_it_was() {
 #[test]
 fn an_unchanged_configuration_builds_nothing() {
     let registry = Registry::new();
-    let settings = Settings::from_yaml_str("external_dependencies:\n  same_db: { type: database, max_concurrent: 4 }\n")
-        .expect("valid");
+    let settings =
+        Settings::from_yaml_str("external_dependencies:\n  same_db: { type: database, max_concurrent: 4 }\n")
+            .expect("valid");
     settings.apply_to(&registry).expect("applies");
     let first = registry.get("same_db").expect("registered").pipeline().id();
     for _ in 0..10 {

@@ -177,7 +177,94 @@ fn settings_that_do_not_fit_the_registry_change_nothing() {
     )
     .unwrap();
     let e = settings.apply_to(&registry).unwrap_err();
-    assert!(e.to_string().contains("external_dependencies.ledger"), "{e}");
+    assert!(e.to_string().contains("`ledger.circuit_breaker.minimum_calls`"), "{e}");
     assert!(registry.get("user_db").is_none(), "nothing was registered");
     assert_eq!(registry.defaults().global.circuit_breaker.failure_rate, None, "defaults unchanged");
+}
+
+/// Parses `text` on a thread with a 2 MiB stack, as a tokio worker has.
+fn err_on_small_stack(text: String) -> String {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || Settings::from_yaml_str(&text).map(|_| ()).unwrap_err().to_string())
+        .expect("thread")
+        .join()
+        .expect("no stack overflow")
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let lists = err_on_small_stack(format!("{}1\n", "- ".repeat(20_000)));
+    assert!(lists.starts_with("<string>:1:") && lists.contains("nested more than 64 levels deep"), "{lists}");
+    let mut maps = String::new();
+    for depth in 0..2_000 {
+        maps.push_str(&" ".repeat(depth));
+        maps.push_str("k:\n");
+    }
+    let maps = err_on_small_stack(maps);
+    assert!(maps.starts_with("<string>:65:") && maps.contains("nested more than 64 levels deep"), "{maps}");
+    let flow = err_on_small_stack(format!("a: {}{}\n", "[".repeat(5_000), "]".repeat(5_000)));
+    assert!(flow.contains("<string>:1:"), "{flow}");
+}
+
+#[test]
+fn global_defaults_are_checked_like_a_dependency() {
+    let e = err("resilience:\n  timeouts: { default: 0s }\n");
+    assert!(e.starts_with("<string>:2: invalid `resilience.timeouts.default`"), "{e}");
+    let e = err("resilience:\n  circuit_breaker:\n    failure_threshold: 200\n");
+    assert!(e.starts_with("<string>:3: invalid `resilience.circuit_breaker.failure_threshold`"), "{e}");
+    let e = err("resilience:\n  circuit_breaker:\n    window_size: 4294967295\n");
+    assert!(e.starts_with("<string>:3: invalid `resilience.circuit_breaker.window_size`"), "{e}");
+    let e = err("resilience:\n  retry:\n    exponential_base: .inf\n");
+    assert!(e.starts_with("<string>:3: invalid `resilience.retry.exponential_base`"), "{e}");
+    let e = err("resilience:\n  timeouts:\n    cache: 1s\n    database: 0s\n");
+    assert!(e.starts_with("<string>:4: invalid `resilience.timeouts.database`"), "{e}");
+}
+
+#[test]
+fn nonsense_in_a_file_is_an_error_naming_key_and_line() {
+    let e = err("resilience: {}\nproduction:\n  resilience:\n    circuit_breaker:\n      failure_treshold: 3\n");
+    assert_eq!(
+        e,
+        "<string>:5: unknown key `production.resilience.circuit_breaker.failure_treshold`; did you mean `failure_threshold`?"
+    );
+    // An environment section may leave out what the base gives, and is checked merged.
+    Settings::from_yaml_str(
+        "external_dependencies:\n  db: { type: database }\nproduction:\n  external_dependencies:\n    db: { max_concurrent: 4 }\n",
+    )
+    .expect("an environment section refines the base");
+    let e = err("external_dependencies:\n  db: { type: database }\nstaging:\n  external_dependencies:\n    db: { max_concurrent: 0 }\n");
+    assert!(e.starts_with("<string>:5: invalid `staging.external_dependencies.db.max_concurrent`"), "{e}");
+    let e = err("resilience: {}\n---\nresilience: {}\n");
+    assert!(e.starts_with("<string>:2:") && e.contains("a second YAML document"), "{e}");
+    let e = err("external_dependencies:\n  api: { type: external_api, rate_limit: { burst: 5 } }\n");
+    assert!(
+        e.starts_with("<string>:2: invalid `external_dependencies.api.rate_limit`: a rate limit needs `rate`"),
+        "{e}"
+    );
+    let e = err("external_dependencies:\n  '': { type: cache }\n");
+    assert!(e.starts_with("<string>:2:") && e.contains("an empty key"), "{e}");
+    let e = err("external_dependencies:\n  ? [a, b]\n  : { type: cache }\n");
+    assert!(e.starts_with("<string>:2:") && e.contains("as a key"), "{e}");
+    let e = err("external_dependencies:\n  1: { type: cache }\n  '1': { type: database }\n");
+    assert!(e.starts_with("<string>:3:") && e.contains("the key `1` is written twice (first at line 2)"), "{e}");
+}
+
+#[test]
+fn an_empty_environment_variable_selects_no_section() {
+    let settings = Settings::from_yaml_str("resilience: {}\nproduction:\n  resilience: {}\n")
+        .unwrap()
+        .with_variables([(String::from("RESILIENCE_ENV"), String::new())])
+        .expect("an empty RESILIENCE_ENV is as good as none");
+    assert_eq!(settings.environment(), None);
+}
+
+#[test]
+fn variables_reach_dependencies_named_in_any_case() {
+    let settings = Settings::from_yaml_str("external_dependencies:\n  UserCache: { type: cache }\n")
+        .unwrap()
+        .with_variables([(String::from("RESILIENCE__EXTERNAL_DEPENDENCIES__USERCACHE__TIMEOUT"), String::from("3s"))])
+        .expect("the variable reaches `UserCache`");
+    let (name, _, own) = settings.dependencies().next().expect("one dependency");
+    assert_eq!((name, own.timeout), ("UserCache", Some(Duration::from_secs(3))));
 }

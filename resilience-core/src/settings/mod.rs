@@ -119,9 +119,15 @@ impl Settings {
         environment: Option<String>,
         overrides: Vec<(String, String)>,
     ) -> Result<Self, ConfigError> {
-        // Environment sections must have the document's shape even when not selected.
+        // Every environment section is checked, selected or not, as merged over the
+        // rest of the document (so it may leave out what the base gives).
         for (name, section) in &environments {
             schema::check_shape(file, name, section)?;
+            if environment.as_deref() != Some(name.as_str()) {
+                let mut merged = base.clone();
+                merged.merge(section);
+                schema::read(file, &merged).map_err(|e| e.in_section(name))?;
+            }
         }
         let mut effective = base.clone();
         if let Some(name) = &environment {
@@ -160,7 +166,10 @@ impl Settings {
         let mut overrides = self.overrides;
         for (name, value) in vars {
             if name == ENVIRONMENT_VARIABLE {
-                environment = Some(value);
+                // Set but empty means not set, as for most variables of this kind.
+                if !value.is_empty() {
+                    environment = Some(value);
+                }
             } else if name.starts_with(OVERRIDE_PREFIX) && name.len() > OVERRIDE_PREFIX.len() {
                 overrides.retain(|(n, _)| *n != name);
                 overrides.push((name, value));

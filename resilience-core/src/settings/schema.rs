@@ -314,6 +314,9 @@ impl Reader<'_> {
                 _ => r.per_key = Some(self.boolean(&k, v)?),
             }
         }
+        if r.rate.is_none() && node.entries().is_some_and(|e| !e.is_empty()) {
+            return Err(invalid(self.file, path, node, "a rate limit needs `rate` (calls per second)"));
+        }
         Ok(r)
     }
 
@@ -453,18 +456,28 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
             }
         }
     }
-    // Check every resulting configuration, and say which key of the file caused a problem.
+    // Check every resulting configuration, and say which key of the file caused a
+    // problem: the global defaults first (a bad global key is reported as such, not
+    // under the first preset it spoils), then each preset, then each dependency.
+    defaults.global.validate().map_err(|e| locate(file, root, "resilience", global_key(e, "default")))?;
+    for ty in DependencyType::ALL {
+        let timeouts_key = TIMEOUT_KEYS.iter().find(|k| type_for_timeout(k) == Some(ty)).copied().unwrap_or("default");
+        defaults.resolve(DependencyKind::Type(ty), &ConfigOverrides::default()).validate().map_err(|e| {
+            let e = match e {
+                ConfigError::Invalid { key, message } if key.starts_with("bulkhead.") => ConfigError::Invalid {
+                    key: format!("bulkheads.{}.{}", ty.as_str(), &key["bulkhead.".len()..]),
+                    message,
+                },
+                other => global_key(other, timeouts_key),
+            };
+            locate(file, root, "resilience", e)
+        })?;
+    }
     for strategy in ResilienceStrategy::ALL {
         defaults
             .resolve(DependencyKind::Strategy(strategy), &ConfigOverrides::default())
             .validate()
             .map_err(|e| locate(file, root, &format!("resilience.strategies.{}", strategy.as_str()), e))?;
-    }
-    for ty in DependencyType::ALL {
-        defaults
-            .resolve(DependencyKind::Type(ty), &ConfigOverrides::default())
-            .validate()
-            .map_err(|e| locate(file, root, "resilience", e))?;
     }
     for (name, ty, own) in &dependencies {
         defaults
@@ -473,6 +486,17 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
             .map_err(|e| locate(file, root, &format!("external_dependencies.{name}"), e))?;
     }
     Ok(Model { defaults, dependencies })
+}
+
+/// A validation error's key as the `resilience:` section writes it: the timeout is
+/// `timeouts.<timeouts_key>`.
+fn global_key(error: ConfigError, timeouts_key: &str) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, message } if key == "timeout" => {
+            ConfigError::Invalid { key: format!("timeouts.{timeouts_key}"), message }
+        }
+        other => other,
+    }
 }
 
 /// Turns a validation error about a key of a resolved configuration into one that
