@@ -176,6 +176,11 @@ impl ConfigError {
         Self::Invalid { key: key.to_owned(), message: message.into() }
     }
 
+    /// A shared rule's verdict on the value of `key` (see `resilience-rules`).
+    pub(crate) fn check(key: &str, verdict: resilience_rules::Verdict) -> Result<(), Self> {
+        verdict.map_err(|message| Self::invalid(key, message))
+    }
+
     /// The same error found in environment section `section` of a settings file: its
     /// key path starts with the section's name.
     pub(crate) fn in_section(self, section: &str) -> Self {

@@ -266,6 +266,8 @@ pub struct Call<E> {
     span: Option<Box<tracing::Span>>,
     // See `observe::latency`: nonzero when this call is timed.
     sampled_at: u64,
+    /// When the first attempt started, for `max_elapsed` (read only when it is set).
+    started: Option<tokio::time::Instant>,
     // Last: keeps the pipeline and the call site's view alive while the call runs.
     _guard: Guard,
 }
@@ -300,6 +302,7 @@ impl<E> Call<E> {
             backoff: None,
             span: call_span(site.name, site.operation),
             sampled_at: 0,
+            started: retry_config.and_then(crate::retry::call_start),
             _guard: guard,
         }
     }
@@ -379,7 +382,10 @@ impl<E> Call<E> {
             Err(error) => error,
         };
         let delay = match self.retry_config {
-            Some(config) => pipeline.retry_delay(self.retry.get_or_insert_with(|| RetryState::new(config))),
+            Some(config) => {
+                let started = self.started;
+                pipeline.retry_delay(self.retry.get_or_insert_with(|| RetryState::started(config, started)))
+            }
             None => None,
         };
         match delay {

@@ -22,7 +22,7 @@ use crate::observe::latency::{self, LatencyStats};
 use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
 use crate::reclaim::{self, Guard, RcuCell};
-use crate::retry::{RetryConfig, RetryState};
+use crate::retry::{call_start, RetryConfig, RetryState};
 use crate::timeout::{self, run_detached, Elapsed, Limited};
 
 /// Which errors of a call site's error type are retried and which count as breaker
@@ -558,6 +558,7 @@ impl Pipeline {
             wait: None,
             backoff: None,
             retry: None,
+            started: None,
             guard: None,
         }
     }
@@ -829,6 +830,8 @@ pin_project! {
         slot: Option<Slot<'a>>,
         backoff: Option<Pin<Box<Sleep>>>,
         retry: Option<Box<RetryState<'a>>>,
+        // When the first attempt started, for `max_elapsed` (read only when it is set).
+        started: Option<Instant>,
         // Last, so it drops after everything above that borrows the pipeline: for a
         // dependency's pipeline, what keeps it from being freed while the call runs.
         guard: Option<Guard>,
@@ -990,7 +993,13 @@ where
                 };
                 let last = match *this.retry_config {
                     None => true,
-                    Some(config) => this.retry.as_deref().map_or(config.attempts() <= 1, |r| !r.attempts_left()),
+                    Some(config) => match this.retry.as_deref() {
+                        Some(r) => !r.attempts_left(),
+                        None => {
+                            *this.started = call_start(config);
+                            config.attempts() <= 1
+                        }
+                    },
                 };
                 this.body.set(Some(Limited::new(this.f.make_attempt(last), *this.timeout_nanos)));
                 // Poll the new body at once, keeping permit and slot in locals: a body
@@ -1026,7 +1035,9 @@ where
             };
             let delay = match *this.retry_config {
                 Some(config) => {
-                    pipeline.retry_delay(this.retry.get_or_insert_with(|| Box::new(RetryState::new(config))))
+                    let started = *this.started;
+                    pipeline
+                        .retry_delay(this.retry.get_or_insert_with(|| Box::new(RetryState::started(config, started))))
                 }
                 None => None,
             };

@@ -50,15 +50,10 @@ impl RateLimiterConfig {
         Self { rate, burst, ..Self::default() }
     }
 
-    /// Checks the configuration.
+    /// Checks the configuration: a rate between one call in about 11.6 days
+    /// (`1e-6` per second) and `1e9` per second.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1e9) {
-            return Err(ConfigError::invalid(
-                "rate_limit.rate",
-                format!("{} is not a rate in (0, 1e9] calls per second", self.rate),
-            ));
-        }
-        Ok(())
+        ConfigError::check("rate_limit.rate", resilience_rules::rate(self.rate))
     }
 }
 
@@ -80,7 +75,8 @@ impl Gcra {
     fn check(self, tat: &AtomicU64, now: u64) -> Result<(), u64> {
         let mut current = tat.load(Relaxed);
         loop {
-            let next = current.max(now) + self.interval;
+            // Saturating: a slow rate's interval times a large burst exceeds u64.
+            let next = current.max(now).saturating_add(self.interval);
             let ahead = next - now;
             if ahead > self.tolerance {
                 return Err(ahead - self.tolerance);

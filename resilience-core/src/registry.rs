@@ -452,7 +452,7 @@ impl Registry {
             Err(error) => {
                 // Call-site keys are checked at compile time by the macros; a bad set
                 // passed by hand falls back to the strategy's defaults.
-                tracing::warn!(target: "resilience::registry", name = &*name, %error, "invalid call-site configuration ignored");
+                tracing::error!(target: "resilience::registry", name = &*name, %error, "call-site keys refused with the configuration in force; the dependency uses its preset");
                 own = ConfigOverrides::default();
                 config = defaults.resolve(kind, &own);
                 Pipeline::from_config(&name, &config, None).unwrap_or_else(|_| Pipeline::empty(Arc::clone(&name)))

@@ -165,10 +165,7 @@ pub(crate) fn limit_nanos(limit: Option<Duration>) -> u64 {
 }
 
 pub(crate) fn validate(limit: Duration) -> Result<(), ConfigError> {
-    if limit.is_zero() {
-        return Err(ConfigError::invalid("timeout", "must be greater than zero"));
-    }
-    Ok(())
+    ConfigError::check("timeout", resilience_rules::timeout(limit))
 }
 
 /// Runs `f` on a helper thread and waits up to `limit` (forever if `None`); `None` if

@@ -210,16 +210,21 @@ impl BreakerArgs {
         })
     }
 
-    /// Rules across keys: all errors at once.
+    /// The shared rules (`resilience-rules`) on the keys given, and across them: all
+    /// errors at once.
     fn validate(&self, errors: &mut darling::error::Accumulator) {
-        // A count-based window: the one given, or the default of 100 calls.
+        // A count-based window: the one given, or the default.
+        let default = resilience_rules::DEFAULT_WINDOW_SIZE;
         let window = match (self.window_size, self.window_duration) {
-            (Some(w), _) => Some((w.value, format!("a `window_size` of {} calls", w.value))),
-            (None, None) => Some((100, String::from("the default window of 100 calls; set `window_size`"))),
+            (Some(w), _) => Some((w.value as u32, format!("a `window_size` of {} calls", w.value))),
+            (None, None) => Some((default, format!("the default window of {default} calls; set `window_size`"))),
             (None, Some(_)) => None,
         };
-        if let (Some(t), Some((size, window))) = (self.failure_threshold, window) {
-            if t.value > size {
+        if let Some(w) = self.window_size {
+            rule(errors, "window_size", w.span, resilience_rules::window_size(w.value as u32));
+        }
+        if let (Some(t), Some((size, window))) = (self.failure_threshold, &window) {
+            if resilience_rules::failure_threshold(t.value as u32, *size).is_err() {
                 errors.push(
                     darling::Error::custom(format!(
                         "`failure_threshold` of {} can never be reached in {window}",
@@ -228,6 +233,24 @@ impl BreakerArgs {
                     .with_span(&t.span),
                 );
             }
+        }
+        let rates = self.failure_rate.is_some() || self.slow_call_duration.is_some();
+        if let (Some(m), Some((size, _)), true) = (self.minimum_calls, &window, rates) {
+            rule(errors, "minimum_calls", m.span, resilience_rules::minimum_calls(m.value as u32, *size));
+        }
+        if let Some(d) = self.window_duration {
+            rule(errors, "window_duration", d.span, resilience_rules::window_duration(d.duration()));
+        }
+        if let Some(r) = self.slow_call_rate {
+            rule(
+                errors,
+                "slow_call_rate",
+                r.1,
+                resilience_rules::slow_call_rate(self.slow_call_duration.map(|d| d.duration())),
+            );
+        }
+        if let Some(h) = self.half_open_max_calls {
+            rule(errors, "half_open_max_calls", h.span, resilience_rules::half_open_max_calls(h.value as u32));
         }
         if let (Some(s), Some(h)) = (self.success_threshold, self.half_open_max_calls) {
             if s.value > h.value {
@@ -239,6 +262,49 @@ impl BreakerArgs {
                     .with_span(&s.span),
                 );
             }
+        }
+    }
+}
+
+/// Reports a shared rule's refusal of `key`'s value, spanned at the value.
+fn rule(
+    errors: &mut darling::error::Accumulator,
+    key: &str,
+    span: proc_macro2::Span,
+    verdict: resilience_rules::Verdict,
+) {
+    if let Err(message) = verdict {
+        errors.push(darling::Error::custom(format!("invalid `{key}`: {message}")).with_span(&span));
+    }
+}
+
+impl RetryArgs {
+    /// The shared rules on the keys given.
+    fn validate(&self, errors: &mut darling::error::Accumulator) {
+        if let Some(n) = self.max_attempts {
+            rule(
+                errors,
+                "max_attempts",
+                n.span,
+                resilience_rules::max_attempts(n.value.min(u64::from(u32::MAX)) as u32),
+            );
+        }
+        if let Some(f) = self.exponential_base {
+            rule(errors, "exponential_base", f.1, resilience_rules::exponential_base(f.0));
+        }
+        if let Some(base) = self.base_delay {
+            // No preset changes `max_delay`: the runtime's default stands in for it.
+            let max = self.max_delay.map_or(resilience_rules::DEFAULT_MAX_DELAY, |d| d.duration());
+            rule(errors, "base_delay", base.span, resilience_rules::delays(base.duration(), max));
+        }
+    }
+}
+
+impl RateLimitArgs {
+    /// The shared rules on the keys given.
+    fn validate(&self, errors: &mut darling::error::Accumulator) {
+        if let Some(r) = self.rate {
+            rule(errors, "rate", r.1, resilience_rules::rate(r.0));
         }
     }
 }
@@ -306,6 +372,25 @@ impl ConfigArgs {
         let mut errors = darling::Error::accumulator();
         if let Some(b) = &self.circuit_breaker {
             b.validate(&mut errors);
+        }
+        if let Some(r) = &self.retry {
+            r.validate(&mut errors);
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate(&mut errors);
+        }
+        let group = self.bulkhead.as_ref();
+        if let Some(n) = group.and_then(|g| g.max_concurrent).or(self.max_concurrent) {
+            let thread_pool = matches!(
+                group.and_then(|g| g.kind.as_ref()).or(self.kind.as_ref()),
+                Some(k) if k.0 == "ThreadPool"
+            );
+            let limit = if thread_pool {
+                resilience_rules::workers(n.value as usize)
+            } else {
+                resilience_rules::permits(n.value as usize)
+            };
+            rule(&mut errors, "max_concurrent", n.span, limit);
         }
         if let Some(t) = self.timeout {
             if t.is_zero() {

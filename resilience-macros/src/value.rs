@@ -3,6 +3,7 @@
 use darling::FromMeta;
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
+use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit};
 
 /// A duration written as a string with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
@@ -50,6 +51,11 @@ impl FromMeta for DurationArg {
 }
 
 impl DurationArg {
+    /// The duration written.
+    pub(crate) fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.nanos)
+    }
+
     pub(crate) fn tokens(self) -> TokenStream {
         let nanos = self.nanos;
         quote!(::resilience::__private::Duration::from_nanos(#nanos))
@@ -101,9 +107,9 @@ impl Positive {
     }
 }
 
-/// A percentage in (0, 100].
+/// A percentage in (0, 100], and where it was written.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Percent(pub(crate) f64);
+pub(crate) struct Percent(pub(crate) f64, pub(crate) Span);
 
 impl FromMeta for Percent {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
@@ -113,22 +119,24 @@ impl FromMeta for Percent {
             _ => None,
         };
         match value {
-            Some(p) if p > 0.0 && p <= 100.0 => Ok(Self(p)),
+            Some(p) if resilience_rules::percent(p).is_ok() => Ok(Self(p, expr.span())),
             _ => Err(darling::Error::custom("must be a percentage above 0 and at most 100").with_span(expr)),
         }
     }
 }
 
-/// A number of at least 1.0 (the retry delay factor) or a positive rate.
+/// A number (the retry delay factor, a rate), and where it was written.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Number(pub(crate) f64);
+pub(crate) struct Number(pub(crate) f64, pub(crate) Span);
 
 impl FromMeta for Number {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
         match expr {
-            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Ok(Self(i.base10_parse().map_err(darling::Error::custom)?)),
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+                Ok(Self(i.base10_parse().map_err(darling::Error::custom)?, expr.span()))
+            }
             Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => {
-                Ok(Self(f.base10_parse().map_err(darling::Error::custom)?))
+                Ok(Self(f.base10_parse().map_err(darling::Error::custom)?, expr.span()))
             }
             other => Err(darling::Error::custom("must be a number").with_span(other)),
         }

@@ -37,5 +37,24 @@ async fn keys_are_limited_independently() {
 #[test]
 fn a_bad_rate_names_the_key() {
     let err = RateLimiter::new("x", RateLimiterConfig::per_second(0.0, nz(1))).unwrap_err();
-    assert_eq!(err.to_string(), "invalid `rate_limit.rate`: 0 is not a rate in (0, 1e9] calls per second");
+    assert_eq!(err.to_string(), "invalid `rate_limit.rate`: 0 is not a rate between 0.000001 and 1e9 calls per second");
+}
+
+#[test]
+fn tiny_rates_are_refused_and_slow_ones_never_overflow() {
+    // Below one call in about 11.6 days is refused (it used to overflow the arithmetic:
+    // a panic in debug builds, five calls in 5 ms for a rate of 1e-11 in release).
+    for rate in [1e-12, 1e-11, 1e-7] {
+        assert!(RateLimiter::new("tiny", RateLimiterConfig::per_second(rate, nz(1))).is_err(), "{rate}");
+    }
+    let slowest = RateLimiter::new("slowest", RateLimiterConfig::per_second(1e-6, nz(1))).unwrap();
+    slowest.check().unwrap();
+    for _ in 0..5 {
+        assert!(slowest.check().is_err(), "one call, then none for 11.6 days");
+    }
+    // The largest burst at the slowest rate: its tolerance does not fit 64 bits.
+    let wide = RateLimiter::new("wide", RateLimiterConfig::per_second(1e-6, nz(u32::MAX))).unwrap();
+    for _ in 0..1_000 {
+        wide.check().unwrap();
+    }
 }

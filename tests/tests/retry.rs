@@ -126,3 +126,46 @@ fn invalid_retry_configs() {
     let bad = RetryConfig { base_delay: Duration::from_secs(60), ..Default::default() };
     assert!(Retry::new("r", bad).unwrap_err().to_string().contains("retry.base_delay"));
 }
+
+/// `max_elapsed` counts from the start of the first attempt, on the pipeline's path and
+/// the attribute's: attempts of 60 ms with 10 ms, 20 ms delays and a 100 ms budget make
+/// two attempts (counted from the first failure it would be three).
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_counts_from_the_first_attempt_s_start() {
+    let config = RetryConfig {
+        max_attempts: nz(10),
+        base_delay: Duration::from_millis(10),
+        exponential_base: 2.0,
+        max_delay: Duration::from_secs(1),
+        jitter: Jitter::None,
+        max_elapsed: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let pipeline = resilience::Pipeline::builder("elapsed").retry(config).build().unwrap();
+    let calls = AtomicU32::new(0);
+    let r = pipeline
+        .call(|| {
+            calls.fetch_add(1, SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                Err::<(), _>(AppError::Down)
+            }
+        })
+        .await;
+    assert_eq!(r, Err(AppError::Down));
+    assert_eq!(calls.load(SeqCst), 2, "through the pipeline");
+    assert_eq!(attributed_elapsed().await, Err(AppError::Down));
+    assert_eq!(ATTRIBUTED_CALLS.load(SeqCst), 2, "through the attribute");
+}
+
+static ATTRIBUTED_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[resilience::resilience_pattern(
+    name = "retry_elapsed_attr",
+    retry(max_attempts = 10, base_delay = "10ms", max_delay = "1s", jitter = none, max_elapsed = "100ms")
+)]
+async fn attributed_elapsed() -> Result<(), AppError> {
+    ATTRIBUTED_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    Err(AppError::Down)
+}

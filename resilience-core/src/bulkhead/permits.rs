@@ -29,7 +29,7 @@ const WAITER: u64 = 1 << AVAILABLE_BITS;
 const LONGEST_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The largest limit a bulkhead accepts.
-pub(crate) const MAX_PERMITS: usize = 1 << 36;
+pub(crate) const MAX_PERMITS: usize = resilience_rules::MAX_PERMITS;
 
 fn available_of(word: u64) -> i64 {
     (word & AVAILABLE_MASK) as i64 - AVAILABLE_BIAS

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::permits::{Permits, MAX_PERMITS};
+use super::permits::Permits;
 use crate::clock::duration_nanos;
 use crate::error::{ConfigError, ResilienceError};
 use crate::observe::metrics::BulkheadMetrics;
@@ -31,13 +31,7 @@ impl Default for SemaphoreBulkheadConfig {
 impl SemaphoreBulkheadConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_concurrent.get() > MAX_PERMITS {
-            return Err(ConfigError::invalid(
-                "bulkhead.max_concurrent",
-                format!("{} is more than the maximum of {MAX_PERMITS}", self.max_concurrent),
-            ));
-        }
-        Ok(())
+        ConfigError::check("bulkhead.max_concurrent", resilience_rules::permits(self.max_concurrent.get()))
     }
 }
 

@@ -37,13 +37,7 @@ impl Default for ThreadPoolBulkheadConfig {
 impl ThreadPoolBulkheadConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_concurrent.get() > 4096 {
-            return Err(ConfigError::invalid(
-                "bulkhead.max_concurrent",
-                format!("{} worker threads is more than the maximum of 4096", self.max_concurrent),
-            ));
-        }
-        Ok(())
+        ConfigError::check("bulkhead.max_concurrent", resilience_rules::workers(self.max_concurrent.get()))
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use crate::error::ConfigError;
 
 /// The largest count-based window, in calls (keeps a window's bitmap under 32 KiB).
-pub const MAX_WINDOW_SIZE: u32 = 1 << 18;
+pub const MAX_WINDOW_SIZE: u32 = resilience_rules::MAX_WINDOW_SIZE;
 /// The largest `half_open_max_calls` (trial counters are 20-bit fields of one atomic).
-pub const MAX_HALF_OPEN_CALLS: u32 = (1 << 20) - 1;
+pub const MAX_HALF_OPEN_CALLS: u32 = resilience_rules::MAX_HALF_OPEN_CALLS;
 
 /// Which calls the breaker's statistics cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,57 +86,35 @@ impl Default for CircuitBreakerConfig {
 impl CircuitBreakerConfig {
     /// Checks the configuration, naming the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use resilience_rules as rules;
         if let SlidingWindow::Count { size } = self.window {
-            if size.get() > MAX_WINDOW_SIZE {
-                return Err(ConfigError::invalid(
-                    "circuit_breaker.window_size",
-                    format!("{size} is larger than the maximum of {MAX_WINDOW_SIZE} calls"),
-                ));
-            }
+            ConfigError::check("circuit_breaker.window_size", rules::window_size(size.get()))?;
             if let Some(t) = self.failure_threshold {
-                if t > size {
-                    return Err(ConfigError::invalid(
-                        "circuit_breaker.failure_threshold",
-                        format!("{t} failures can never fit in a window of {size} calls"),
-                    ));
-                }
+                ConfigError::check("circuit_breaker.failure_threshold", rules::failure_threshold(t.get(), size.get()))?;
             }
-            if self.minimum_calls > size && (self.failure_rate.is_some() || self.slow_call_duration.is_some()) {
-                return Err(ConfigError::invalid(
+            if self.failure_rate.is_some() || self.slow_call_duration.is_some() {
+                ConfigError::check(
                     "circuit_breaker.minimum_calls",
-                    format!(
-                        "{} is larger than the window of {size} calls, so rates would never be evaluated",
-                        self.minimum_calls
-                    ),
-                ));
+                    rules::minimum_calls(self.minimum_calls.get(), size.get()),
+                )?;
             }
         }
         if let SlidingWindow::Time { duration } = self.window {
-            if duration < Duration::from_millis(1) {
-                return Err(ConfigError::invalid(
-                    "circuit_breaker.window_duration",
-                    format!("{duration:?} is shorter than the minimum of 1ms"),
-                ));
-            }
+            ConfigError::check("circuit_breaker.window_duration", rules::window_duration(duration))?;
         }
         for (key, rate) in [
             ("circuit_breaker.failure_rate", self.failure_rate),
             ("circuit_breaker.slow_call_rate", self.slow_call_rate),
         ] {
             if let Some(r) = rate {
-                if !(r > 0.0 && r <= 100.0) {
-                    return Err(ConfigError::invalid(key, format!("{r} is not a percentage in (0, 100]")));
-                }
+                ConfigError::check(key, rules::percent(r))?;
             }
         }
-        if self.slow_call_rate.is_some() && self.slow_call_duration.is_none() {
-            return Err(ConfigError::invalid(
-                "circuit_breaker.slow_call_rate",
-                "needs `slow_call_duration` to say which calls are slow",
-            ));
+        if self.slow_call_rate.is_some() {
+            ConfigError::check("circuit_breaker.slow_call_rate", rules::slow_call_rate(self.slow_call_duration))?;
         }
-        if self.slow_call_duration == Some(Duration::ZERO) {
-            return Err(ConfigError::invalid("circuit_breaker.slow_call_duration", "must be greater than zero"));
+        if let Some(d) = self.slow_call_duration {
+            ConfigError::check("circuit_breaker.slow_call_duration", rules::timeout(d))?;
         }
         if self.failure_threshold.is_none() && self.failure_rate.is_none() && self.slow_call_duration.is_none() {
             return Err(ConfigError::invalid(
@@ -145,12 +123,7 @@ impl CircuitBreakerConfig {
             ));
         }
         let trials = self.half_open_calls();
-        if trials > MAX_HALF_OPEN_CALLS {
-            return Err(ConfigError::invalid(
-                "circuit_breaker.half_open_max_calls",
-                format!("{trials} is larger than the maximum of {MAX_HALF_OPEN_CALLS}"),
-            ));
-        }
+        ConfigError::check("circuit_breaker.half_open_max_calls", rules::half_open_max_calls(trials))?;
         if trials < self.success_threshold.get() {
             return Err(ConfigError::invalid(
                 "circuit_breaker.half_open_max_calls",

@@ -68,7 +68,17 @@ impl Backoff {
     /// The delay after attempt number `attempt` (1 for the first call) failed.
     pub fn delay(&mut self, attempt: u32) -> Duration {
         let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let exponential = (self.base * self.factor.powi(exponent)).min(self.cap);
+        // A zero base never waits (0 × ∞ would be NaN); a growth past every float is the cap.
+        let exponential = if self.base == 0.0 {
+            0.0
+        } else {
+            let grown = self.base * self.factor.powi(exponent);
+            if grown.is_nan() {
+                self.cap
+            } else {
+                grown.min(self.cap)
+            }
+        };
         let secs = match self.jitter {
             Jitter::None => exponential,
             Jitter::Full => exponential * self.unit(),
@@ -129,6 +139,19 @@ mod tests {
                 assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(700));
             }
         }
+    }
+
+    #[test]
+    fn a_zero_base_never_waits_however_many_attempts() {
+        // Polly's `Exponential_Ok` data reaches attempt 1,025, where 2^1024 overflows.
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+            let mut b = Backoff::with_seed(&RetryConfig { base_delay: Duration::ZERO, ..config(jitter) }, 3);
+            for n in [1, 2, 400, 1_025, 5_000, u32::MAX] {
+                assert_eq!(b.delay(n), Duration::ZERO, "{jitter:?}, attempt {n}");
+            }
+        }
+        let mut b = Backoff::new(&config(Jitter::None));
+        assert_eq!(b.delay(2_000), Duration::from_millis(700), "an overflowing growth is capped");
     }
 
     #[test]

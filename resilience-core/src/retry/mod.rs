@@ -49,21 +49,10 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.exponential_base.is_finite() && self.exponential_base >= 1.0) {
-            return Err(ConfigError::invalid(
-                "retry.exponential_base",
-                format!("{} must be a finite number of at least 1.0", self.exponential_base),
-            ));
-        }
-        if self.base_delay > self.max_delay {
-            return Err(ConfigError::invalid(
-                "retry.base_delay",
-                format!("{:?} is longer than max_delay ({:?})", self.base_delay, self.max_delay),
-            ));
-        }
-        if self.max_attempts.get() > 1000 {
-            return Err(ConfigError::invalid("retry.max_attempts", format!("{} is more than 1000", self.max_attempts)));
-        }
+        use resilience_rules as rules;
+        ConfigError::check("retry.exponential_base", rules::exponential_base(self.exponential_base))?;
+        ConfigError::check("retry.base_delay", rules::delays(self.base_delay, self.max_delay))?;
+        ConfigError::check("retry.max_attempts", rules::max_attempts(self.max_attempts.get()))?;
         Ok(())
     }
 
@@ -77,6 +66,13 @@ impl RetryConfig {
     }
 }
 
+/// When a call's first attempt starts, if its retries need to know (`max_elapsed`
+/// counts from there); reads the clock only then.
+#[inline]
+pub(crate) fn call_start(config: &RetryConfig) -> Option<Instant> {
+    config.max_elapsed.map(|_| Instant::now())
+}
+
 /// The retry bookkeeping of one call.
 pub(crate) struct RetryState<'a> {
     config: &'a RetryConfig,
@@ -86,8 +82,15 @@ pub(crate) struct RetryState<'a> {
 }
 
 impl<'a> RetryState<'a> {
+    /// The bookkeeping of a call whose first attempt starts now.
     pub(crate) fn new(config: &'a RetryConfig) -> Self {
-        Self { config, attempt: 1, started: config.max_elapsed.map(|_| Instant::now()), backoff: None }
+        Self::started(config, call_start(config))
+    }
+
+    /// The bookkeeping of a call whose first attempt started at `started` (read with
+    /// [`call_start`]); made when the first attempt has failed.
+    pub(crate) fn started(config: &'a RetryConfig, started: Option<Instant>) -> Self {
+        Self { config, attempt: 1, started, backoff: None }
     }
 
     /// The configuration followed.

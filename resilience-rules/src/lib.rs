@@ -1,0 +1,186 @@
+//! The limits and checks of `resilience` configurations, in one place.
+//!
+//! The runtime (`resilience-core`) validates every configuration with these functions,
+//! and the attribute and registration macros (`resilience-macros`) check the values
+//! written at a call site with the same ones, so that what compiles is accepted at run
+//! time as written. Each check returns the reason a value is refused, without the key
+//! (the caller names the key its way: a key path, or a span).
+//!
+//! This crate has no dependencies, so the proc-macro crate can use it.
+
+use std::time::Duration;
+
+/// Most attempts a retry may make (the first call included).
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// The largest count-based breaker window, in calls.
+pub const MAX_WINDOW_SIZE: u32 = 1 << 18;
+/// The shortest time-based breaker window.
+pub const MIN_WINDOW_DURATION: Duration = Duration::from_millis(1);
+/// The most trial calls a half-open breaker admits in one period.
+pub const MAX_HALF_OPEN_CALLS: u32 = (1 << 20) - 1;
+/// The slowest rate a limiter takes: one call in about 11.6 days.
+pub const MIN_RATE: f64 = 1e-6;
+/// The fastest rate a limiter takes, in calls per second.
+pub const MAX_RATE: f64 = 1e9;
+/// The largest semaphore bulkhead.
+pub const MAX_PERMITS: usize = 1 << 36;
+/// The most worker threads of a thread-pool bulkhead.
+pub const MAX_WORKERS: usize = 4096;
+
+/// The window of a breaker that sets none: the last 100 calls.
+pub const DEFAULT_WINDOW_SIZE: u32 = 100;
+/// Calls a window must hold before rates are evaluated, unless set.
+pub const DEFAULT_MINIMUM_CALLS: u32 = 10;
+/// The first retry delay, unless set.
+pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
+/// The longest retry delay, unless set.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// What a check says of a refused value.
+pub type Verdict = Result<(), String>;
+
+fn refuse(message: String) -> Verdict {
+    Err(message)
+}
+
+/// A per-attempt timeout: longer than zero.
+pub fn timeout(limit: Duration) -> Verdict {
+    if limit.is_zero() {
+        return refuse(String::from("must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// `retry.max_attempts`: at least 1 and at most [`MAX_ATTEMPTS`].
+pub fn max_attempts(n: u32) -> Verdict {
+    if n == 0 {
+        return refuse(String::from("must be at least 1"));
+    }
+    if n > MAX_ATTEMPTS {
+        return refuse(format!("{n} is more than the maximum of {MAX_ATTEMPTS} attempts"));
+    }
+    Ok(())
+}
+
+/// `retry.exponential_base`: a finite number of at least 1.0.
+pub fn exponential_base(factor: f64) -> Verdict {
+    if !(factor.is_finite() && factor >= 1.0) {
+        return refuse(format!("{factor} must be a finite number of at least 1.0"));
+    }
+    Ok(())
+}
+
+/// `retry.base_delay` against `retry.max_delay`: the first delay is not longer than the cap.
+pub fn delays(base: Duration, max: Duration) -> Verdict {
+    if base > max {
+        return refuse(format!("{base:?} is longer than `max_delay` ({max:?})"));
+    }
+    Ok(())
+}
+
+/// `rate_limit.rate`, in calls per second: in [[`MIN_RATE`], [`MAX_RATE`]].
+pub fn rate(rate: f64) -> Verdict {
+    if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
+        return refuse(format!("{rate} is not a rate between {MIN_RATE} and {MAX_RATE:e} calls per second"));
+    }
+    Ok(())
+}
+
+/// A percentage (`failure_rate`, `slow_call_rate`): in (0, 100].
+pub fn percent(p: f64) -> Verdict {
+    if !(p > 0.0 && p <= 100.0) {
+        return refuse(format!("{p} is not a percentage in (0, 100]"));
+    }
+    Ok(())
+}
+
+/// `circuit_breaker.window_size`: at most [`MAX_WINDOW_SIZE`] calls.
+pub fn window_size(size: u32) -> Verdict {
+    if size > MAX_WINDOW_SIZE {
+        return refuse(format!("{size} is larger than the maximum of {MAX_WINDOW_SIZE} calls"));
+    }
+    Ok(())
+}
+
+/// `circuit_breaker.failure_threshold` in a count window of `size` calls.
+pub fn failure_threshold(threshold: u32, size: u32) -> Verdict {
+    if threshold > size {
+        return refuse(format!("{threshold} failures can never fit in a window of {size} calls"));
+    }
+    Ok(())
+}
+
+/// `circuit_breaker.minimum_calls` in a count window of `size` calls, when a rate is used.
+pub fn minimum_calls(minimum: u32, size: u32) -> Verdict {
+    if minimum > size {
+        return refuse(format!(
+            "{minimum} is larger than the window of {size} calls, so rates would never be evaluated"
+        ));
+    }
+    Ok(())
+}
+
+/// `circuit_breaker.window_duration`: at least [`MIN_WINDOW_DURATION`].
+pub fn window_duration(duration: Duration) -> Verdict {
+    if duration < MIN_WINDOW_DURATION {
+        return refuse(format!("{duration:?} is shorter than the minimum of 1ms"));
+    }
+    Ok(())
+}
+
+/// `circuit_breaker.slow_call_rate` needs `slow_call_duration`.
+pub fn slow_call_rate(duration: Option<Duration>) -> Verdict {
+    match duration {
+        None => refuse(String::from("needs `slow_call_duration` to say which calls are slow")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `circuit_breaker.half_open_max_calls`: at most [`MAX_HALF_OPEN_CALLS`].
+pub fn half_open_max_calls(n: u32) -> Verdict {
+    if n > MAX_HALF_OPEN_CALLS {
+        return refuse(format!("{n} is more than the maximum of {MAX_HALF_OPEN_CALLS}"));
+    }
+    Ok(())
+}
+
+/// `bulkhead.max_concurrent` of a semaphore bulkhead: at most [`MAX_PERMITS`].
+pub fn permits(n: usize) -> Verdict {
+    if n > MAX_PERMITS {
+        return refuse(format!("{n} is more than the maximum of {MAX_PERMITS}"));
+    }
+    Ok(())
+}
+
+/// `bulkhead.max_concurrent` of a thread-pool bulkhead: at most [`MAX_WORKERS`] threads.
+pub fn workers(n: usize) -> Verdict {
+    if n > MAX_WORKERS {
+        return refuse(format!("{n} worker threads is more than the maximum of {MAX_WORKERS}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_inclusive() {
+        assert!(max_attempts(MAX_ATTEMPTS).is_ok() && max_attempts(MAX_ATTEMPTS + 1).is_err());
+        assert!(max_attempts(0).is_err());
+        assert!(rate(MIN_RATE).is_ok() && rate(MAX_RATE).is_ok());
+        for bad in [0.0, -1.0, 1e-11, 2e9, f64::NAN, f64::INFINITY] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+        assert!(exponential_base(1.0).is_ok() && exponential_base(0.5).is_err());
+        assert!(exponential_base(f64::INFINITY).is_err());
+        assert!(delays(Duration::from_secs(1), Duration::from_secs(1)).is_ok());
+        assert!(delays(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+        assert!(window_size(MAX_WINDOW_SIZE).is_ok() && window_size(MAX_WINDOW_SIZE + 1).is_err());
+        assert!(failure_threshold(100, 100).is_ok() && failure_threshold(101, 100).is_err());
+        assert!(window_duration(MIN_WINDOW_DURATION).is_ok());
+        assert!(window_duration(Duration::from_micros(500)).is_err());
+        assert!(workers(MAX_WORKERS).is_ok() && workers(MAX_WORKERS + 1).is_err());
+        assert!(percent(100.0).is_ok() && percent(0.0).is_err() && percent(100.5).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+#[path = "../../support.rs"]
+mod support;
+
+use support::AppError;
+
+#[resilience::resilient(rate_limit(rate = 0))]
+async fn fetch() -> Result<u32, AppError> {
+    Ok(1)
+}
+
+fn main() {}
