@@ -112,7 +112,8 @@ async fn half_open_admits_only_its_trial_calls() {
     advance(Duration::from_secs(1)).await;
     let first = b.try_acquire().expect("trial 1");
     let second = b.try_acquire().expect("trial 2");
-    assert!(b.try_acquire().is_err(), "a third concurrent trial");
+    let rejected = b.try_acquire().map(|_| ()).expect_err("a third concurrent trial");
+    assert_eq!(rejected.retry_after(), Some(Duration::from_secs(1)), "the trials may re-open it for recovery_timeout");
     // A cancelled trial hands its slot back.
     drop(second);
     let second = b.try_acquire().expect("slot handed back");

@@ -151,3 +151,16 @@ async fn a_panic_on_a_worker_reaches_the_caller_and_the_worker_survives() {
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(p.execute(|| 5).await, Ok(5));
 }
+
+/// An unbounded queue (`queue_capacity: usize::MAX`) is taken as written: adding the
+/// workers to it used to overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_pool_with_an_unbounded_queue_runs_calls() {
+    let config =
+        resilience::ThreadPoolBulkheadConfig { max_concurrent: crate::support::nzu(2), queue_capacity: usize::MAX };
+    let pool = resilience::ThreadPoolBulkhead::new("unbounded_queue", config).unwrap();
+    let calls: Vec<_> = (0..20).map(|i| pool.execute(move || i * 2)).collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap(), i * 2);
+    }
+}

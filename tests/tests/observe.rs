@@ -277,3 +277,33 @@ async fn sampled_call_durations_feed_the_histogram_and_the_p95_alert() {
     // The p95 covers the calls since the previous report: none now.
     assert_eq!(manager.registry().health().dependencies[0].p95_seconds, None);
 }
+
+/// A thread-pool bulkhead counts a rejection only when it rejects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_pool_calls_that_run_are_not_counted_as_rejected() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let config = resilience::ThreadPoolBulkheadConfig { max_concurrent: crate::support::nzu(1), queue_capacity: 0 };
+    let pool = metrics::with_local_recorder(&recorder, || resilience::ThreadPoolBulkhead::new("metrics_pool", config))
+        .unwrap();
+    for i in 0..5 {
+        assert_eq!(pool.execute(move || i).await.unwrap(), i);
+    }
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let busy = pool.execute(move || wait.recv().ok());
+    let busy = tokio::spawn(busy);
+    // The worker is taken and nothing may queue: the next call is rejected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.active() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the first call never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(pool.execute(|| ()).await.unwrap_err().is_rejection());
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
+    let snapshot = snapshotter.snapshot().into_vec();
+    match find(&snapshot, "resilience_bulkhead_rejected_total", &[("name", "metrics_pool")]) {
+        Some(DebugValue::Counter(n)) => assert_eq!(*n, 1, "six calls ran, one was rejected"),
+        other => panic!("{other:?}"),
+    }
+}

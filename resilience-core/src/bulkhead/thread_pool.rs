@@ -301,14 +301,15 @@ impl ThreadPoolBulkhead {
                 let _ = tx.send(out);
             }
         }));
-        let full = self.full();
+        // Counted as a rejection only if it is one (not made up front for every call).
+        let pool = self.clone();
         async move {
             submitted?;
             match rx.await {
                 Ok(Ok(out)) => Ok(out),
                 Ok(Err(panic)) => resume_unwind(panic),
                 // Only a worker that dropped the job unrun closes the channel.
-                Err(_) => Err(full),
+                Err(_) => Err(pool.full()),
             }
         }
     }

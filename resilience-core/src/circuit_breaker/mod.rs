@@ -335,7 +335,9 @@ impl Inner {
                     let mut trials = self.half_open.load(Acquire);
                     while same_half_open_period(trials, word) {
                         if issued(trials) >= self.half_open_calls {
-                            return Err(self.not_permitted(None));
+                            // The trials decide: if one fails, the breaker stays open for
+                            // `recovery_timeout` from then, so that is the hint.
+                            return Err(self.not_permitted(Some(Duration::from_nanos(self.recovery_nanos))));
                         }
                         match self.half_open.compare_exchange_weak(trials, trials + ISSUED_ONE, AcqRel, Acquire) {
                             Ok(_) => return Ok(CallPermit { breaker: self, word, start: self.start_stamp() }),

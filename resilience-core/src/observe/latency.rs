@@ -19,8 +19,9 @@ use crate::clock::Epoch;
 /// One call in this many (per thread) is timed.
 pub(crate) const SAMPLE_EVERY: u32 = 16;
 
-/// Two buckets per power of two of microseconds: 1 µs to about 16 s, then one overflow.
-const BUCKETS: usize = 49;
+/// Two buckets per power of two of microseconds: 1 µs to about 19 hours (2^36 µs), then
+/// one overflow bucket, whose upper bound is unknown.
+const BUCKETS: usize = 73;
 
 thread_local! {
     static TICK: Cell<u32> = const { Cell::new(0) };
@@ -72,8 +73,12 @@ fn bucket_of(nanos: u64) -> usize {
     (2 * octave + usize::from(upper_half)).min(BUCKETS - 1)
 }
 
-/// The upper bound of a bucket.
+/// The upper bound of a bucket (`Duration::MAX` for the overflow bucket, so that a p95
+/// read from it is still an upper bound).
 fn bucket_limit(index: usize) -> Duration {
+    if index == BUCKETS - 1 {
+        return Duration::MAX;
+    }
     let octave = index / 2;
     let micros = if index % 2 == 0 { (1u64 << octave) * 3 / 2 } else { 1u64 << (octave + 1) };
     Duration::from_micros(micros)
@@ -126,12 +131,24 @@ mod tests {
     #[test]
     fn buckets_are_ordered_and_bound_their_values() {
         let mut last = 0;
-        for nanos in [500, 1_000, 1_400, 1_600, 3_000, 1_000_000, 2_500_000_000, 5_000_000_000u64] {
+        for nanos in [
+            500,
+            1_000,
+            1_400,
+            1_600,
+            3_000,
+            1_000_000,
+            2_500_000_000,
+            5_000_000_000,
+            60_000_000_000,
+            3_600_000_000_000u64,
+        ] {
             let b = bucket_of(nanos);
             assert!(b >= last, "{nanos}");
             assert!(bucket_limit(b) >= Duration::from_nanos(nanos).max(Duration::from_micros(1)), "{nanos}");
             last = b;
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+        assert_eq!(bucket_limit(BUCKETS - 1), Duration::MAX, "the overflow bound is unknown");
     }
 }
