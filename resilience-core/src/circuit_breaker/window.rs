@@ -15,7 +15,8 @@ pub(crate) struct Stats {
     pub(crate) slow: u64,
 }
 
-/// The last `size` calls, one failure bit and one slow bit per call.
+/// The last `size` calls, one failure bit and one slow bit per call, with running counts
+/// of both, so recording and reading cost the same whatever the window's size.
 pub(crate) struct CountWindow {
     size: u64,
     /// Calls recorded since the last reset; the next call goes to slot `head % size`.
@@ -23,17 +24,16 @@ pub(crate) struct CountWindow {
     failures: Box<[AtomicU64]>,
     /// Empty when slowness is not tracked.
     slow: Box<[AtomicU64]>,
-    /// Set bits in both bitmaps, kept up to date bit flip by bit flip, so the hot path
-    /// can tell that the window is all fast successes from one load.
+    /// Set bits of both bitmaps: failures in the low 32 bits, slow calls in the high 32
+    /// (a window holds at most 2^18 calls). Kept up to date bit flip by bit flip, so the
+    /// hot path can tell that the window is all fast successes from one load.
     marked: AtomicU64,
 }
 
+const SLOW_ONE: u64 = 1 << 32;
+
 fn bitmap(bits: u64) -> Box<[AtomicU64]> {
     (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
-}
-
-fn count_ones(words: &[AtomicU64]) -> u64 {
-    words.iter().map(|w| u64::from(w.load(Relaxed).count_ones())).sum()
 }
 
 /// Sets or clears one bit; returns +1, -1 or 0 for the change in set bits.
@@ -76,26 +76,26 @@ impl CountWindow {
         }
         let n = self.head.fetch_add(1, Relaxed);
         let slot = n % self.size;
-        let mut change = assign(&self.failures, slot, failed);
+        // Each field only ever moves by bits that really flipped, so it never goes below
+        // zero and a decrement never borrows from the other field.
+        let mut change = assign(&self.failures, slot, failed) as u64;
         if !self.slow.is_empty() {
-            change += assign(&self.slow, slot, slow);
+            change = change.wrapping_add((assign(&self.slow, slot, slow) as u64).wrapping_mul(SLOW_ONE));
         }
-        if change != 0 {
-            self.marked.fetch_add(change as u64, Relaxed);
-        }
-        Some(Stats {
-            calls: (n + 1).min(self.size),
-            failures: count_ones(&self.failures),
-            slow: count_ones(&self.slow),
-        })
+        let marked = if change != 0 {
+            self.marked.fetch_add(change, Relaxed).wrapping_add(change)
+        } else {
+            self.marked.load(Relaxed)
+        };
+        Some(Self::unpack(marked, (n + 1).min(self.size)))
+    }
+
+    fn unpack(marked: u64, calls: u64) -> Stats {
+        Stats { calls, failures: marked & (SLOW_ONE - 1), slow: marked >> 32 }
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        Stats {
-            calls: self.head.load(Relaxed).min(self.size),
-            failures: count_ones(&self.failures),
-            slow: count_ones(&self.slow),
-        }
+        Self::unpack(self.marked.load(Relaxed), self.head.load(Relaxed).min(self.size))
     }
 
     pub(crate) fn reset(&self) {
@@ -223,6 +223,29 @@ mod tests {
             w.record(i % 2 == 0, false);
         }
         assert_eq!(w.stats(), Stats { calls: 130, failures: 65, slow: 0 });
+    }
+
+    /// The running counts agree with the bitmaps, call after call, in the largest window.
+    #[test]
+    fn running_counts_match_the_bitmaps() {
+        let count_ones =
+            |words: &[AtomicU64]| -> u64 { words.iter().map(|w| u64::from(w.load(Relaxed).count_ones())).sum() };
+        let w = CountWindow::new(crate::circuit_breaker::config::MAX_WINDOW_SIZE, true);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..600_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (failed, slow) = (x % 7 == 0, x % 5 == 0);
+            if let Some(stats) = w.record(failed, slow) {
+                if i % 9_973 == 0 {
+                    assert_eq!(stats.failures, count_ones(&w.failures), "failures after {i} calls");
+                    assert_eq!(stats.slow, count_ones(&w.slow), "slow calls after {i} calls");
+                }
+            }
+        }
+        let stats = w.stats();
+        assert_eq!((stats.failures, stats.slow), (count_ones(&w.failures), count_ones(&w.slow)));
     }
 
     #[test]
