@@ -167,14 +167,49 @@ impl RateLimiter {
     }
 }
 
+/// Set in a key's cell while the key is over its limit (its last call was rejected):
+/// such a key is never forgotten to make room. Below it, the theoretical arrival time.
+const LIMITED: u64 = 1 << 63;
+
+impl Gcra {
+    /// [`check`](Self::check) for one key's cell, which also remembers a rejection.
+    #[inline]
+    fn check_cell(self, cell: &AtomicU64, now: u64) -> Result<(), u64> {
+        let mut current = cell.load(Relaxed);
+        loop {
+            let tat = current & !LIMITED;
+            let next = tat.max(now).saturating_add(self.interval).min(LIMITED - 1);
+            let ahead = next - now;
+            if ahead > self.tolerance {
+                if current & LIMITED == 0 {
+                    cell.fetch_or(LIMITED, Relaxed);
+                }
+                return Err(ahead - self.tolerance);
+            }
+            match cell.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
 /// A rate limit per key, such as a client address.
 ///
-/// Memory is bounded: at most `max_keys` keys are tracked. A key whose theoretical
-/// arrival time has passed is indistinguishable from a key never seen, so such idle
-/// keys are evicted without changing any decision. When `max_keys` keys are all active
-/// (each made a call within the last `burst / rate` seconds), calls under new keys
-/// share one overflow limit until some key goes idle; the table is swept for idle keys
-/// at most once per `burst / rate` (and at least 1 ms apart).
+/// Memory is bounded: at most `max_keys` keys are tracked, each costing its key, an
+/// 8-byte cell and the hash table's overhead (about `(size_of::<K>() + 9) × 8 / 7`
+/// bytes at full load, twice that just after the table grew). When the table is full
+/// and a new key arrives, it forgets the keys closest to a fresh state first: every
+/// idle key (whose theoretical arrival time has passed, so forgetting it changes no
+/// decision), then the eighth of the keys that have used the least of their burst. A
+/// key whose last call was rejected (it is over its limit) is never forgotten while its
+/// limit lasts, so a flood of new keys cannot reset it. Under key rotation (many
+/// clients, one call each) every new key still gets its full burst.
+///
+/// The slack this allows: a forgotten key that comes back within `burst / rate` may get
+/// up to the part of its burst it had used again (at most `burst - 1` calls, since a key
+/// that used all of it was rejected or is among the last to be forgotten). Only when
+/// every tracked key is over its limit do calls under new keys share one overflow limit.
 pub struct KeyedRateLimiter<K: Hash + Eq> {
     name: Arc<str>,
     metrics: RateLimiterMetrics,
@@ -183,7 +218,11 @@ pub struct KeyedRateLimiter<K: Hash + Eq> {
     cells: DashMap<K, AtomicU64>,
     tracked: AtomicUsize,
     overflow: AtomicU64,
-    last_sweep: AtomicU64,
+    /// Held while making room, so that one thread sweeps and the others then find room.
+    sweeping: std::sync::Mutex<()>,
+    /// When a sweep last found nothing to forget: the next waits a tolerance period, so
+    /// a table full of limited keys does not cost a sweep per call.
+    barren_sweep: AtomicU64,
     epoch: Epoch,
 }
 
@@ -210,7 +249,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             cells: DashMap::new(),
             tracked: AtomicUsize::new(0),
             overflow: AtomicU64::new(0),
-            last_sweep: AtomicU64::new(0),
+            sweeping: std::sync::Mutex::new(()),
+            barren_sweep: AtomicU64::new(0),
             epoch: Epoch::now(),
         })
     }
@@ -228,23 +268,25 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Admits one call under `key` now, or rejects it.
     pub fn check_key(&self, key: &K) -> Result<(), ResilienceError> {
         let now = self.epoch.nanos();
-        let outcome = if let Some(tat) = self.cells.get(key) {
-            self.gcra.check(&tat, now)
-        } else {
-            if self.tracked.load(Relaxed) >= self.max_keys {
-                self.sweep(now);
-            }
-            if self.tracked.load(Relaxed) >= self.max_keys {
-                self.gcra.check(&self.overflow, now)
-            } else {
-                match self.cells.entry(key.clone()) {
-                    Entry::Occupied(e) => self.gcra.check(e.get(), now),
-                    Entry::Vacant(e) => {
-                        self.tracked.fetch_add(1, Relaxed);
-                        let tat = AtomicU64::new(0);
-                        let verdict = self.gcra.check(&tat, now);
-                        e.insert(tat);
-                        verdict
+        let known = self.cells.get(key).map(|cell| self.gcra.check_cell(&cell, now));
+        let outcome = match known {
+            Some(outcome) => outcome,
+            None => {
+                if self.tracked.load(Relaxed) >= self.max_keys {
+                    self.make_room(now);
+                }
+                if self.tracked.load(Relaxed) >= self.max_keys {
+                    self.gcra.check(&self.overflow, now)
+                } else {
+                    match self.cells.entry(key.clone()) {
+                        Entry::Occupied(e) => self.gcra.check_cell(e.get(), now),
+                        Entry::Vacant(e) => {
+                            self.tracked.fetch_add(1, Relaxed);
+                            let cell = AtomicU64::new(0);
+                            let verdict = self.gcra.check_cell(&cell, now);
+                            e.insert(cell);
+                            verdict
+                        }
                     }
                 }
             }
@@ -252,23 +294,42 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         verdict(&self.metrics, &self.name, outcome)
     }
 
-    /// Drops every idle key, at most once per tolerance period.
-    fn sweep(&self, now: u64) {
-        let spacing = self.gcra.tolerance.max(1_000_000);
-        let last = self.last_sweep.load(Relaxed);
-        if last != 0 && now.saturating_sub(last) < spacing {
+    /// Forgets every idle key and the eighth of the others closest to a fresh state
+    /// (never a key over its limit), when the table is full.
+    #[cold]
+    fn make_room(&self, now: u64) {
+        let _sweeping = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
+        if self.tracked.load(Relaxed) < self.max_keys {
+            return; // Another thread made room meanwhile.
+        }
+        let barren = self.barren_sweep.load(Relaxed);
+        if barren != 0 && now.saturating_sub(barren) < self.gcra.tolerance.max(1_000_000) {
             return;
         }
-        if self.last_sweep.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_err() {
+        let forgettable = |cell: u64| cell & !LIMITED <= now || cell & LIMITED == 0;
+        let mut arrivals: Vec<u64> = self
+            .cells
+            .iter()
+            .map(|entry| entry.value().load(Relaxed))
+            .filter(|&cell| forgettable(cell))
+            .map(|cell| cell & !LIMITED)
+            .collect();
+        if arrivals.is_empty() {
+            self.barren_sweep.store(now.max(1), Relaxed);
             return;
         }
-        self.cells.retain(|_, tat| {
-            let keep = tat.load(Relaxed) > now;
-            if !keep {
-                self.tracked.fetch_sub(1, Relaxed);
-            }
-            keep
+        let quota = (self.max_keys / 8).clamp(1, arrivals.len());
+        let (_, threshold, _) = arrivals.select_nth_unstable(quota - 1);
+        let threshold = (*threshold).max(now);
+        let mut forgotten = 0;
+        self.cells.retain(|_, cell| {
+            let cell = cell.load(Relaxed);
+            let forget = forgettable(cell) && cell & !LIMITED <= threshold;
+            forgotten += usize::from(forget);
+            !forget
         });
+        self.tracked.fetch_sub(forgotten, Relaxed);
+        self.barren_sweep.store(0, Relaxed);
     }
 }
 
@@ -314,12 +375,12 @@ mod tests {
         rl.check_key(&1).unwrap();
         rl.check_key(&2).unwrap();
         assert!(rl.check_key(&1).is_err());
-        // Full of active keys: a new key falls back to the shared overflow limit.
+        // Full; key 1 is over its limit, key 2 is not: key 2 is forgotten for key 3.
         rl.check_key(&3).unwrap();
-        assert!(rl.check_key(&4).is_err());
         assert_eq!(rl.keys(), 2);
+        assert!(rl.check_key(&1).is_err(), "a key over its limit is kept");
         tokio::time::advance(Duration::from_secs(2)).await;
-        // Keys 1 and 2 are idle now and are evicted to make room.
+        // Every key is idle now: all are forgotten to make room.
         rl.check_key(&5).unwrap();
         assert_eq!(rl.keys(), 1);
         rl.check_key(&1).unwrap();

@@ -58,3 +58,45 @@ fn tiny_rates_are_refused_and_slow_ones_never_overflow() {
         wide.check().unwrap();
     }
 }
+
+/// Many clients, one call each: every new key gets its burst (governor admits them all
+/// too), and the table never holds more than `max_keys`.
+#[test]
+fn under_key_rotation_every_new_key_gets_its_burst() {
+    let config = RateLimiterConfig {
+        rate: 100.0,
+        burst: nz(10),
+        max_keys: std::num::NonZeroUsize::new(10_000).unwrap(),
+        ..Default::default()
+    };
+    let rl = KeyedRateLimiter::new("rotation", config).unwrap();
+    let mut admitted = 0u64;
+    const KEYS: u64 = 300_000;
+    for key in 0..KEYS {
+        admitted += u64::from(rl.check_key(&key).is_ok());
+        assert!(rl.keys() <= 10_000, "{} keys tracked", rl.keys());
+    }
+    assert_eq!(admitted, KEYS, "every first call of a new key is admitted");
+}
+
+/// A flood of new keys cannot make the limiter forget a key that is over its limit.
+#[test]
+fn a_flood_of_new_keys_does_not_reset_a_limited_key() {
+    let config = RateLimiterConfig {
+        rate: 1.0,
+        burst: nz(1),
+        max_keys: std::num::NonZeroUsize::new(100).unwrap(),
+        ..Default::default()
+    };
+    let rl = KeyedRateLimiter::new("flood", config).unwrap();
+    let attacker = u64::MAX;
+    rl.check_key(&attacker).unwrap();
+    assert!(rl.check_key(&attacker).is_err(), "over its limit");
+    let mut flood_admitted = 0;
+    for key in 0..10_000u64 {
+        flood_admitted += u32::from(rl.check_key(&key).is_ok());
+        assert!(rl.keys() <= 100);
+    }
+    assert!(rl.check_key(&attacker).is_err(), "still limited after 10,000 new keys");
+    assert_eq!(flood_admitted, 10_000, "and the new keys each got their call");
+}
