@@ -88,7 +88,7 @@ pub struct ResilienceConfig {
 }
 
 impl Default for ResilienceConfig {
-    /// The global defaults of CONTRACT §5.
+    /// The global defaults (breaker after 5 failures, 60 s open, 2 successes to close; 3 attempts from 1 s doubling; 30 s timeout; no bulkhead).
     fn default() -> Self {
         Self {
             timeout: Some(Duration::from_secs(30)),
@@ -190,7 +190,7 @@ pub struct BulkheadOverrides {
 pub struct RateLimitOverrides {
     pub rate: Option<f64>,
     pub burst: Option<NonZeroU32>,
-    pub per_key: Option<bool>,
+    pub max_keys: Option<NonZeroUsize>,
 }
 
 /// A partial [`ResilienceConfig`]: what one layer (preset, registration, settings
@@ -247,7 +247,7 @@ impl BulkheadOverrides {
 
 impl RateLimitOverrides {
     /// No key set (a `const` form of `Default`).
-    pub const EMPTY: Self = Self { rate: None, burst: None, per_key: None };
+    pub const EMPTY: Self = Self { rate: None, burst: None, max_keys: None };
 }
 
 impl ConfigOverrides {
@@ -358,7 +358,7 @@ impl ConfigOverrides {
         }
         if let Some(limit) = config.rate_limit.as_mut() {
             set(&mut limit.burst, l.burst);
-            set(&mut limit.per_key, l.per_key);
+            set(&mut limit.max_keys, l.max_keys);
         }
     }
 }

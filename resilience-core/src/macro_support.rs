@@ -41,6 +41,22 @@ use crate::timeout::{limit_nanos, Limited};
 
 pub use crate::preset::{DependencyType, ResilienceStrategy};
 
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::OnceLock;
+
+use crate::rate_limit::{KeyedRateLimiter, RateLimiterConfig};
+
+/// What `rate_limit(key = …)` can name: an argument of a type that can be hashed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a rate-limit key",
+    label = "`rate_limit(key = …)` needs an argument whose type implements `Hash`",
+    note = "one limit is kept per value of the argument, told apart by their hashes"
+)]
+pub trait RateKey: Hash {}
+
+impl<T: Hash + ?Sized> RateKey for T {}
+
 /// One annotated function.
 #[derive(Debug)]
 pub struct CallSite {
@@ -55,6 +71,17 @@ pub struct CallSite {
     /// Whether `keys` change the timeout or retries of each call.
     per_call: bool,
     view: RcuCell<View>,
+    /// `rate_limit(key = …)`: one limit per value of an argument.
+    key_limit: Option<KeyLimit>,
+    keyed: OnceLock<Option<(RandomState, KeyedRateLimiter<u64>)>>,
+}
+
+/// The limit of each key of a call site's `rate_limit(key = …)`.
+#[derive(Debug, Clone, Copy)]
+struct KeyLimit {
+    rate: f64,
+    burst: NonZeroU32,
+    max_keys: NonZeroUsize,
 }
 
 /// The per-call settings of a call site for one pipeline of its dependency.
@@ -89,6 +116,39 @@ impl CallSite {
             shared: keys.shared_keys(),
             per_call: keys.sets_per_call_keys(),
             view: RcuCell::empty(),
+            key_limit: None,
+            keyed: OnceLock::new(),
+        }
+    }
+
+    /// This call site, with one rate limit per value of the argument its expansion
+    /// passes to [`check_key`](Self::check_key): `rate` calls per second, bursts of
+    /// `burst`, at most `max_keys` values tracked (see [`KeyedRateLimiter`]).
+    pub const fn with_key_limit(mut self, rate: f64, burst: NonZeroU32, max_keys: NonZeroUsize) -> Self {
+        self.key_limit = Some(KeyLimit { rate, burst, max_keys });
+        self
+    }
+
+    /// Admits one call under the value `key` of the call site's key argument, or
+    /// rejects it with `RateLimited`. Checked once per call, before its first attempt.
+    /// Values are told apart by a 64-bit keyed hash (random per process).
+    #[inline]
+    pub fn check_key<K: RateKey + ?Sized>(&self, key: &K) -> Result<(), ResilienceError> {
+        let keyed = self.keyed.get_or_init(|| {
+            let limit = self.key_limit?;
+            let config = RateLimiterConfig { rate: limit.rate, burst: limit.burst, max_keys: limit.max_keys };
+            match KeyedRateLimiter::new(self.name, config) {
+                Ok(limiter) => Some((RandomState::new(), limiter)),
+                Err(error) => {
+                    // The macro checked these values with the runtime's own rules.
+                    tracing::error!(target: "resilience::rate_limit", name = self.name, %error, "per-key limit refused");
+                    None
+                }
+            }
+        });
+        match keyed {
+            Some((hasher, limiter)) => limiter.check_key(&hasher.hash_one(key)),
+            None => Ok(()),
         }
     }
 

@@ -29,7 +29,7 @@ pub struct ResilienceManager {
 }
 
 impl Default for ResilienceManager {
-    /// A manager with its own registry and the global defaults of CONTRACT §5. Like
+    /// A manager with its own registry and the global defaults. Like
     /// every registry, it lives for the rest of the process: make managers at start-up.
     fn default() -> Self {
         Self { registry: Some(Box::leak(Box::new(Registry::new()))) }

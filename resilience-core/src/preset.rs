@@ -1,4 +1,5 @@
-//! Strategies and dependency types: the presets of CONTRACT §5, as data.
+//! Strategies and dependency types: their presets, as data (tables on
+//! [`ResilienceStrategy`] and [`DependencyType`]).
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -8,6 +9,16 @@ use std::time::Duration;
 use crate::config::{BreakerOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, RetryOverrides};
 
 /// How a call is protected when its dependency was never registered with a type.
+///
+/// | strategy | timeout | breaker opens after | retry attempts / base delay | bulkhead |
+/// |---|---|---|---|---|
+/// | `InternalService` (`Internal`) | 10 s | 3 failures | 3 / 50 ms | 100 |
+/// | `ExternalService` (`External`) | 30 s | 5 failures | 5 / 1 s | 25 |
+/// | `Database` | 5 s | 3 failures | 2 / 100 ms | 200 |
+/// | `Cache` | 2 s | 20 failures | 2 / 10 ms | none |
+///
+/// Each over the global defaults: breaker window of 100 calls, 60 s open, 2 successes
+/// to close; retry delays doubling up to 30 s; no rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResilienceStrategy {
     /// Calls to services of the same system: 10 s timeout, breaker after 3 failures,
@@ -22,6 +33,16 @@ pub enum ResilienceStrategy {
 }
 
 /// The kind of a registered dependency, which picks its preset.
+///
+/// | type | max_concurrent | timeout | breaker | bulkhead kind |
+/// |---|---|---|---|---|
+/// | `Database` | 10 | 10 s | on (5 failures) | semaphore |
+/// | `ExternalApi` | 15 | 15 s | on, strict (3 failures) | semaphore |
+/// | `Cache` | 50 | 2 s | off | semaphore |
+/// | `MessageQueue` | 20 | 10 s | on (5 failures) | semaphore |
+/// | `FileSystem` | 8 | 30 s | on (5 failures) | thread_pool |
+///
+/// Each over the global defaults (3 attempts from 1 s, doubling; 60 s open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DependencyType {
     /// 10 concurrent calls, 10 s timeout, breaker after 5 failures, semaphore bulkhead.

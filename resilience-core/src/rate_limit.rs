@@ -26,10 +26,8 @@ pub struct RateLimiterConfig {
     pub rate: f64,
     /// Calls that may be made at once after a quiet period. Default 100.
     pub burst: NonZeroU32,
-    /// One limit per key (for example per client) rather than one for all calls.
-    /// Default false. Read by the registry to choose between the two limiter types.
-    pub per_key: bool,
-    /// Most keys a [`KeyedRateLimiter`] tracks. Default 10 000.
+    /// Most keys a [`KeyedRateLimiter`] tracks (one per client, say: a call site's
+    /// `rate_limit(key = …)`). Default 10 000.
     pub max_keys: NonZeroUsize,
 }
 
@@ -38,7 +36,6 @@ impl Default for RateLimiterConfig {
         Self {
             rate: 100.0,
             burst: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
-            per_key: false,
             max_keys: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
         }
     }
@@ -341,7 +338,6 @@ mod tests {
         RateLimiterConfig {
             rate,
             burst: NonZeroU32::new(burst).unwrap(),
-            per_key: false,
             max_keys: NonZeroUsize::new(max_keys).unwrap(),
         }
     }

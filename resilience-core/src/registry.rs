@@ -213,7 +213,7 @@ pub struct DependencySnapshot {
 }
 
 impl Registry {
-    /// An empty registry with the global defaults of CONTRACT §5.
+    /// An empty registry with the global defaults (breaker after 5 failures, 60 s open, 2 successes to close; 3 attempts from 1 s doubling; 30 s timeout; no bulkhead).
     pub fn new() -> Self {
         Self::with_defaults(Defaults::default())
     }
@@ -550,7 +550,8 @@ pub fn registry() -> &'static Registry {
     GLOBAL.get()
 }
 
-/// The health of every dependency of the global registry (CONTRACT §7).
+/// The health of every dependency of the global registry: each with its state, an
+/// overall `Up | Degraded | Down`, and the alerts of [`HealthReport`](crate::HealthReport).
 pub fn health() -> crate::observe::health::HealthReport {
     registry().health()
 }

@@ -155,7 +155,34 @@ pub(crate) struct BulkheadArgs {
 pub(crate) struct RateLimitArgs {
     rate: Option<Number>,
     burst: Option<Positive>,
-    per_key: Option<bool>,
+    max_keys: Option<Positive>,
+    /// Attributes only: the argument whose values each get their own limit.
+    key: Option<KeyArg>,
+}
+
+/// `key = <argument>`: the name of one of the function's arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyArg(pub(crate) syn::Ident);
+
+impl FromMeta for KeyArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Path(p) if p.qself.is_none() => match p.path.get_ident() {
+                Some(ident) => Ok(Self(ident.clone())),
+                None => Err(darling::Error::custom("must name one of the function's arguments").with_span(expr)),
+            },
+            other => {
+                Err(darling::Error::custom("must name one of the function's arguments, such as `key = client_id`")
+                    .with_span(other))
+            }
+        }
+    }
+}
+
+/// A call site's `rate_limit(key = …)`: the argument, and the limit of each of its values.
+pub(crate) struct KeyLimit {
+    pub(crate) argument: syn::Ident,
+    pub(crate) tokens: TokenStream,
 }
 
 /// The keys of the runtime configuration: what a registration macro takes after the
@@ -306,6 +333,31 @@ impl RateLimitArgs {
         if let Some(r) = self.rate {
             rule(errors, "rate", r.1, resilience_rules::rate(r.0));
         }
+        if let (Some(key), None) = (&self.key, self.rate) {
+            errors.push(
+                darling::Error::custom("`key` needs `rate`: the calls per second each value may make")
+                    .with_span(&key.0),
+            );
+        }
+    }
+}
+
+impl ConfigArgs {
+    /// The call site's `rate_limit(key = …)`, if given (the limit of each value:
+    /// `CallSite::with_key_limit` arguments).
+    pub(crate) fn key_limit(&self) -> Option<KeyLimit> {
+        let r = self.rate_limit.as_ref()?;
+        let argument = r.key.as_ref()?.0.clone();
+        let rate = float(r.rate.map_or(1.0, |n| n.0));
+        let burst = r.burst.map_or_else(|| quote!(::resilience::__private::nz32(1)), |p| p.u32_tokens());
+        let max_keys =
+            r.max_keys.map_or_else(|| quote!(::resilience::__private::nzusize(10_000)), |p| p.usize_tokens());
+        Some(KeyLimit { argument, tokens: quote!(#rate, #burst, #max_keys) })
+    }
+
+    /// The span of `key = …` inside `rate_limit(...)`, if given (registrations refuse it).
+    pub(crate) fn key_span(&self) -> Option<proc_macro2::Span> {
+        self.rate_limit.as_ref()?.key.as_ref().map(|k| k.0.span())
     }
 }
 
@@ -425,11 +477,14 @@ impl ConfigArgs {
         );
         let rate_limit = match &self.rate_limit {
             None => quote!(::resilience::__private::RateLimitOverrides::EMPTY),
+            // With `key`, the limit is the call site's own, per value: the dependency's
+            // shared limiter is left as configured elsewhere.
+            Some(r) if r.key.is_some() => quote!(::resilience::__private::RateLimitOverrides::EMPTY),
             Some(r) => {
                 let rate = opt(&r.rate, |n| float(n.0));
                 let burst = opt(&r.burst, |p| p.u32_tokens());
-                let per_key = opt(&r.per_key, |b| quote!(#b));
-                quote!(::resilience::__private::RateLimitOverrides { rate: #rate, burst: #burst, per_key: #per_key })
+                let max_keys = opt(&r.max_keys, |p| p.usize_tokens());
+                quote!(::resilience::__private::RateLimitOverrides { rate: #rate, burst: #burst, max_keys: #max_keys })
             }
         };
         Ok(quote!(::resilience::__private::ConfigOverrides {

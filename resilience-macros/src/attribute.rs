@@ -14,7 +14,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, PatIdent, ReturnType, Type};
 
-use crate::args::{ConfigArgs, NameArg, StrategyArg};
+use crate::args::{ConfigArgs, KeyLimit, NameArg, StrategyArg};
 use crate::keys::{self, HANDLERS};
 use crate::value::compile_errors;
 
@@ -103,6 +103,10 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
     let overrides = args.as_ref().and_then(|a| errors.handle(a.config.tokens_switching_off(pattern)));
     let ret = return_type(&func.sig, &site, &mut errors);
     let arguments = arguments(&mut func.sig, &site, &mut errors);
+    let key_limit = args.as_ref().and_then(|a| a.config.key_limit());
+    if let Some(limit) = &key_limit {
+        check_key_argument(&func.sig, &limit.argument, &mut errors);
+    }
     if let Some(args) = &args {
         if let (Attribute::Type(name, _), None) = (attribute, &args.dependency) {
             let message = format!("{site} needs the dependency's name: `#[{name}(dependency = \"user_db\")]`");
@@ -123,8 +127,8 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
         // Every path that leaves one of them `None` pushed an error.
         _ => return item,
     };
-    let call_site = call_site(attribute, &args, &func, overrides);
-    let body = body(&func, &args, &arguments, &ret, call_site);
+    let call_site = call_site(attribute, &args, &func, overrides, key_limit.as_ref());
+    let body = body(&func, &args, &arguments, &ret, call_site, key_limit.as_ref());
     match syn::parse2::<syn::Block>(quote!({ #body })) {
         Ok(block) => *func.block = block,
         Err(e) => {
@@ -245,8 +249,45 @@ fn arguments(sig: &mut syn::Signature, site: &str, errors: &mut darling::error::
     out
 }
 
+/// Checks that `rate_limit(key = …)` names an argument of the function, by its own name.
+fn check_key_argument(sig: &syn::Signature, key: &syn::Ident, errors: &mut darling::error::Accumulator) {
+    let names: Vec<&syn::Ident> = sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(p) if !p.ident.to_string().starts_with("__resilience_") => Some(&p.ident),
+                _ => None,
+            },
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    if names.iter().any(|n| *n == key) {
+        return;
+    }
+    let message = if names.is_empty() {
+        format!("`key = {key}` must name an argument of `{}`, which takes none by name", sig.ident)
+    } else {
+        let list = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        match keys::closest(
+            &key.to_string(),
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
+        ) {
+            Some(near) => format!("`{}` has no argument `{key}`; did you mean `{near}`?", sig.ident),
+            None => format!("`{}` has no argument `{key}`; `key` names one of: {list}", sig.ident),
+        }
+    };
+    errors.push(darling::Error::custom(message).with_span(key));
+}
+
 /// The `static` call site: the name, the preset and the call-site keys, all constant.
-fn call_site(attribute: Attribute, args: &AttributeArgs, func: &ItemFn, overrides: TokenStream) -> TokenStream {
+fn call_site(
+    attribute: Attribute,
+    args: &AttributeArgs,
+    func: &ItemFn,
+    overrides: TokenStream,
+    key_limit: Option<&KeyLimit>,
+) -> TokenStream {
     let fn_name = func.sig.ident.to_string();
     let name = match args.name.as_ref().or(args.dependency.as_ref()) {
         Some(name) => name.0.to_token_stream(),
@@ -269,9 +310,13 @@ fn call_site(attribute: Attribute, args: &AttributeArgs, func: &ItemFn, override
         let op = &op.0;
         quote!(.with_operation(#op))
     });
+    let key_limit = key_limit.map(|limit| {
+        let tokens = &limit.tokens;
+        quote!(.with_key_limit(#tokens))
+    });
     quote! {
         static __RESILIENCE_SITE: ::resilience::__private::CallSite =
-            ::resilience::__private::CallSite::new(#name, #kind, #overrides) #operation;
+            ::resilience::__private::CallSite::new(#name, #kind, #overrides) #operation #key_limit;
     }
 }
 
@@ -288,7 +333,14 @@ fn mentions_impl(ty: &Type) -> bool {
 }
 
 /// The new body of the function.
-fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type, site: TokenStream) -> TokenStream {
+fn body(
+    func: &ItemFn,
+    args: &AttributeArgs,
+    arguments: &[Argument],
+    ret: &Type,
+    site: TokenStream,
+    key_limit: Option<&KeyLimit>,
+) -> TokenStream {
     let mixed = Span::mixed_site();
     let call = quote_spanned!(mixed=> __resilience_call);
     let last = quote_spanned!(mixed=> __resilience_last);
@@ -303,6 +355,24 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     let error_type =
         typed.then(|| quote_spanned!(ret.span()=> ::<<#ret as ::resilience::__private::ResilientResult>::Error>));
     let from = quote_spanned!(ret.span()=> ::resilience::__private::CallError::from_resilience);
+    // `rate_limit(key = …)`: the argument's value is checked once, before it is moved
+    // into the attempts; a rejection is the call's result (and reaches a fallback).
+    let verdict = quote_spanned!(mixed=> __resilience_key_verdict);
+    let key_check = key_limit.map(|limit| {
+        let argument = &limit.argument;
+        quote_spanned!(argument.span()=> let #verdict = __RESILIENCE_SITE.check_key(&#argument);)
+    });
+    let gate = |run: TokenStream| -> TokenStream {
+        if key_limit.is_none() {
+            return run;
+        }
+        quote! {
+            match #verdict {
+                ::core::result::Result::Err(__resilience_limited) => ::core::result::Result::Err(#from(__resilience_limited)),
+                ::core::result::Result::Ok(()) => #run,
+            }
+        }
+    };
 
     let mut held = Vec::new();
     let mut per_attempt = Vec::new();
@@ -399,10 +469,8 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
         let execute_error = typed.then(
             || quote_spanned!(ret.span()=> ::<_, <#ret as ::resilience::__private::ResilientResult>::Error, #error_args>),
         );
-        return quote! {
-            #site
-            #(#outside)*
-            let #result #ret_annotation = ::resilience::__private::#execute #execute_error (
+        let run = gate(quote! {
+            ::resilience::__private::#execute #execute_error (
                 &__RESILIENCE_SITE,
                 #policy,
                 #from,
@@ -415,7 +483,13 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
                     }
                 }),
             )
-            #await_;
+            #await_
+        });
+        return quote! {
+            #site
+            #key_check
+            #(#outside)*
+            let #result #ret_annotation = #run;
             #finish
         };
     }
@@ -424,11 +498,8 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
     let start = quote!(::resilience::__private::Call #error_type ::new(&__RESILIENCE_SITE, #policy, #from));
     let last_value = if args.fallback.is_some() { quote!(false) } else { quote!(!#call.may_retry()) };
     let last_binding = (!held.is_empty()).then(|| quote!(let #last = #last_value;));
-    quote! {
-        #site
-        #(#held)*
-        let mut #call = #start;
-        let #result #ret_annotation = loop {
+    let run = gate(quote! {
+        loop {
             let #admission = match #call.admit().await {
                 ::core::result::Result::Ok(__resilience_admitted) => __resilience_admitted,
                 ::core::result::Result::Err(__resilience_rejected) => break ::core::result::Result::Err(__resilience_rejected),
@@ -444,7 +515,14 @@ fn body(func: &ItemFn, args: &AttributeArgs, arguments: &[Argument], ret: &Type,
             {
                 break __resilience_done;
             }
-        };
+        }
+    });
+    quote! {
+        #site
+        #key_check
+        #(#held)*
+        let mut #call = #start;
+        let #result #ret_annotation = #run;
         #finish
     }
 }

@@ -31,7 +31,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("retry", &["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed"]),
     ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity"]),
-    ("rate_limit", &["rate", "burst", "per_key"]),
+    ("rate_limit", &["rate", "burst", "max_keys", "key"]),
 ];
 
 /// Keys every attribute takes besides the configuration.
@@ -121,6 +121,12 @@ fn check_group(
             errors.push(spanned(meta.path(), format!("expected a key inside `{group}(...)`, found a path")));
             continue;
         };
+        if group == "rate_limit" && key == "per_key" {
+            let message = "`per_key` was removed: for one limit per client, name the argument that tells \
+                           clients apart: `rate_limit(rate = 10, key = client_id)`";
+            errors.push(spanned(meta.path(), message.to_owned()));
+            continue;
+        }
         if !keys.contains(&key.as_str()) {
             let message = match closest(&key, keys.iter().copied()) {
                 Some(near) => format!("unknown key `{key}` in `{group}(...)`, did you mean `{near}`?"),

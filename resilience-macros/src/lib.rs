@@ -27,8 +27,14 @@ macro_rules! doc_attribute {
         /// # Configuration keys
         ///
         /// Every key is optional and wins over the dependency's own configuration, its
-        /// preset and the global defaults (CONTRACT §5). Durations are string literals
-        /// with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`); counts are at least 1.
+        /// preset and the global defaults. Durations are string literals with a unit
+        /// (`"250ms"`, `"30s"`, `"5m"`, `"1h"`); counts are at least 1. Values are
+        /// checked with the runtime's own rules (`resilience-rules`), so what compiles
+        /// runs as written: at most 1,000 attempts, a window of at most 262,144 calls or
+        /// at least 1 ms, an `exponential_base` of at least 1.0, a `base_delay` no longer
+        /// than `max_delay` (30 s unless given), `slow_call_rate` only with
+        /// `slow_call_duration`, `minimum_calls` within the window, at most 4,096
+        /// thread-pool workers.
         ///
         /// | Key | Type | Default | Meaning |
         /// |---|---|---|---|
@@ -40,7 +46,7 @@ macro_rules! doc_attribute {
         /// | `circuit_breaker(...)` | group | preset's | `enabled`, `failure_threshold`, `failure_rate` (%), `minimum_calls`, `window_size`, `window_duration`, `slow_call_duration`, `slow_call_rate` (%), `recovery_timeout`, `half_open_max_calls`, `success_threshold` |
         /// | `retry(...)` | group | preset's | `enabled`, `max_attempts` (counts the first call), `base_delay`, `exponential_base`, `max_delay`, `jitter` (`none` \| `full` \| `equal` \| `decorrelated`), `max_elapsed` |
         /// | `bulkhead(...)` | group | preset's | `enabled`, `kind`, `max_concurrent`, `max_wait`, `queue_capacity` (wins over the flat keys) |
-        /// | `rate_limit(...)` | group | none | `rate` (calls per second), `burst`, `per_key` |
+        /// | `rate_limit(...)` | group | none | `rate` (calls per second, from `0.000001` to `1e9`), `burst`, `max_keys`; on attributes also `key = <argument>`: one limit per value of that argument (any `Hash` type, such as a tenant or user id; at most `max_keys`, default 10,000, tracked; checked once per call, before the first attempt) |
             ///
             /// # Handlers
             ///
@@ -160,7 +166,7 @@ macro_rules! type_attribute {
             ///
             /// The dependency is the one registered under that name (by a registration macro, a
             /// settings file or `Registry::register`); until it is, it gets its type's preset
-            /// (CONTRACT §5) with the keys given here.
+            /// (see `DependencyType`) with the keys given here.
             ///
             /// | Key | Type | Default | Meaning |
             /// |---|---|---|---|

@@ -42,7 +42,13 @@ pub(crate) fn expand(input: TokenStream, dependency_type: &str, site: &str) -> T
     }
     let mut errors = darling::Error::accumulator();
     let keys = keys::check(input.keys, &[], site, &mut errors);
-    let overrides = errors.handle(ConfigArgs::from_list(&keys).and_then(|a| a.tokens()));
+    let args = errors.handle(ConfigArgs::from_list(&keys));
+    if let Some(span) = args.as_ref().and_then(ConfigArgs::key_span) {
+        let message = "`key` is for the attributes, where the function's arguments are: a registration \
+                       configures the dependency's one shared limit";
+        errors.push(darling::Error::custom(message).with_span(&span));
+    }
+    let overrides = args.and_then(|a| errors.handle(a.tokens()));
     let overrides = match (errors.finish(), overrides) {
         (Ok(()), Some(t)) => t,
         (Err(e), _) => return compile_errors(e),

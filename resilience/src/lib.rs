@@ -35,6 +35,29 @@
 //! let body = pipeline.call(|| fetch()).await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade, so any exporter
+//! works; handles are made when a policy is built, so a call hashes no label. Names in
+//! Prometheus form, each labelled with the dependency's `name`:
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `resilience_circuitbreaker_calls_total` | `kind` = `successful`, `failed`, `ignored`, `not_permitted` | calls through a breaker |
+//! | `resilience_circuitbreaker_state` | `state` | 1 for the state it is in, 0 for the others |
+//! | `resilience_circuitbreaker_failure_rate` | | percentage of failures in the window |
+//! | `resilience_circuitbreaker_transitions_total` | `from`, `to` | state changes |
+//! | `resilience_retry_calls_total` | `kind` = `successful_without_retry`, `successful_with_retry`, `failed_without_retry`, `failed_with_retry` | calls through a retry |
+//! | `resilience_bulkhead_available_concurrent_calls` | | free bulkhead slots |
+//! | `resilience_bulkhead_max_allowed_concurrent_calls` | | the bulkhead's limit |
+//! | `resilience_bulkhead_rejected_total` | | calls a full bulkhead refused |
+//! | `resilience_timelimiter_calls_total` | `kind` = `successful`, `failed`, `timeout` | attempts under a timeout |
+//! | `resilience_ratelimiter_calls_total` | `kind` = `permitted`, `rejected` | rate-limit checks |
+//! | `resilience_call_duration_seconds` | | sampled durations of calls that waited |
+//!
+//! Gauges that follow a value (breaker state and failure rate, free slots) are set by
+//! [`Registry::refresh_gauges`], which an exporter calls before it renders.
 
 pub use resilience_core::*;
 pub use resilience_macros::{

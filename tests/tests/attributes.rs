@@ -437,3 +437,24 @@ async fn each_attempt_starts_from_the_arguments_as_passed() {
     // Third attempt: n is 5 + 1, the label "ab" + "!".
     assert_eq!(tally.add(5, String::from("ab")).await, Ok(603));
 }
+
+static KEYED_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// One limit per value of `tenant`: 1 call per second, bursts of 1.
+#[resilience::resilient(name = "attr_keyed", rate_limit(rate = 1, burst = 1, key = tenant))]
+async fn keyed(tenant: &str, payload: String) -> Result<String, AppError> {
+    KEYED_CALLS.fetch_add(1, SeqCst);
+    Ok(format!("{tenant}: {payload}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_key_gives_each_value_its_own_limit() {
+    assert_eq!(keyed("a", "1".into()).await.unwrap(), "a: 1");
+    let limited = keyed("a", "2".into()).await.unwrap_err();
+    assert!(matches!(limited, AppError::Resilience(ResilienceError::RateLimited { .. })), "{limited:?}");
+    // Client B is not limited by client A's call.
+    assert_eq!(keyed("b", "1".into()).await.unwrap(), "b: 1");
+    assert_eq!(KEYED_CALLS.load(SeqCst), 2, "a rejected call never runs the body");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(keyed("a", "3".into()).await.unwrap(), "a: 3");
+}

@@ -1,4 +1,4 @@
-//! The metrics of CONTRACT §7, through a recording `metrics` recorder.
+//! The metrics of the crate docs, through a recording `metrics` recorder.
 
 use std::time::Duration;
 

@@ -268,3 +268,19 @@ fn variables_reach_dependencies_named_in_any_case() {
     let (name, _, own) = settings.dependencies().next().expect("one dependency");
     assert_eq!((name, own.timeout), ("UserCache", Some(Duration::from_secs(3))));
 }
+
+#[test]
+fn per_key_is_gone_and_says_what_replaced_it() {
+    let e = err("external_dependencies:\n  api: { type: external_api, rate_limit: { rate: 5, per_key: true } }\n");
+    assert!(
+        e.starts_with("<string>:2: invalid `external_dependencies.api.rate_limit.per_key`: `per_key` was removed")
+            && e.contains("`rate_limit(key = <argument>)`"),
+        "{e}"
+    );
+    let s = Settings::from_yaml_str(
+        "external_dependencies:\n  api: { type: external_api, rate_limit: { rate: 5, max_keys: 50 } }\n",
+    )
+    .unwrap();
+    let (_, _, own) = s.dependencies().next().unwrap();
+    assert_eq!(own.rate_limit.max_keys, std::num::NonZeroUsize::new(50));
+}

@@ -1,4 +1,4 @@
-//! Observability: metric handles for every policy (CONTRACT §7).
+//! Observability: metric handles for every policy (names listed in the crate docs).
 //!
 //! Handles are resolved once, when a policy is built, through the `metrics` facade, so
 //! recording on the hot path hashes no label and allocates nothing; with no recorder

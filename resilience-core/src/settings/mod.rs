@@ -1,4 +1,4 @@
-//! Settings from a YAML file (CONTRACT §6): global defaults, preset changes, external
+//! Settings from a YAML file: global defaults, preset changes, external
 //! dependencies, environment sections and `RESILIENCE__…` variable overrides.
 //!
 //! ```

@@ -31,7 +31,7 @@ const BREAKER_KEYS: [&str; 11] = [
 const RETRY_KEYS: [&str; 7] =
     ["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed"];
 const BULKHEAD_KEYS: [&str; 5] = ["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity"];
-const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "per_key"];
+const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "max_keys"];
 const STRATEGY_KEYS: [&str; 5] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit"];
 const DEPENDENCY_KEYS: [&str; 10] = [
     "type",
@@ -107,6 +107,15 @@ fn entries<'n>(file: &str, path: &str, node: &'n Node, allowed: &[&str]) -> Resu
         .entries()
         .ok_or_else(|| invalid(file, path, node, format!("expected a mapping, found {}", node.kind())))?;
     for (key, value) in entries {
+        if key == "per_key" && allowed == RATE_LIMIT_KEYS {
+            return Err(invalid(
+                file,
+                &join(path, key),
+                value,
+                "`per_key` was removed: one limit per client is set where the calls are made, with \
+                 `rate_limit(key = <argument>)` on the function's attribute",
+            ));
+        }
         if !allowed.contains(&key.as_str()) {
             return Err(unknown(file, &join(path, key), value, suggest(key, allowed)));
         }
@@ -311,7 +320,7 @@ impl Reader<'_> {
                     r.rate = Some(rate);
                 }
                 "burst" => r.burst = Some(self.positive_u32(&k, v)?),
-                _ => r.per_key = Some(self.boolean(&k, v)?),
+                _ => r.max_keys = Some(self.positive_usize(&k, v)?),
             }
         }
         if r.rate.is_none() && node.entries().is_some_and(|e| !e.is_empty()) {

@@ -1,0 +1,11 @@
+#[path = "../../support.rs"]
+mod support;
+
+use support::AppError;
+
+#[resilience::resilient(rate_limit(burst = 5, key = client))]
+async fn fetch(client: u32) -> Result<u32, AppError> {
+    Ok(client)
+}
+
+fn main() {}

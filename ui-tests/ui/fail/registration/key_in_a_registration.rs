@@ -1,0 +1,3 @@
+fn main() {
+    resilience::register_api_dependency!("payments", rate_limit(rate = 5, key = client));
+}
