@@ -318,8 +318,11 @@ pub(crate) enum Attempt<T, E> {
     Done(Result<T, E>),
     /// A policy refused to run the body.
     Rejected(ResilienceError),
-    /// The body outlived the timeout.
+    /// The body was abandoned at the timeout (the caller got it on time): retried.
     TimedOut(Duration),
+    /// The body ran in place past the timeout: reported when it returned, and not
+    /// retried, since the caller has already waited longer than the timeout.
+    Overran(Duration),
 }
 
 impl Pipeline {
@@ -677,11 +680,16 @@ impl Pipeline {
                 }
                 Attempt::Done(result)
             }
-            _ => {
+            late => {
                 if let Some(p) = permit {
                     p.failure();
                 }
-                Attempt::TimedOut(timeout.unwrap_or_default())
+                let limit = timeout.unwrap_or_default();
+                if late.is_some() {
+                    Attempt::Overran(limit)
+                } else {
+                    Attempt::TimedOut(limit)
+                }
             }
         }
     }
@@ -727,6 +735,7 @@ impl Pipeline {
             Attempt::Done(Err(e)) if !(policy.retry_if)(&e) => Ok(Err(e)),
             Attempt::Done(Err(e)) => Err(e),
             Attempt::TimedOut(limit) => Err(from(self.timeout_error(limit))),
+            Attempt::Overran(limit) => Ok(Err(from(self.timeout_error(limit)))),
         }
     }
 }

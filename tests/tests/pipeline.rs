@@ -171,6 +171,33 @@ fn an_in_place_blocking_overrun_is_a_timeout() {
     assert_eq!(p.circuit_breaker().unwrap().state(), CircuitState::Open);
 }
 
+/// An attempt that ran in place past its timeout is reported once, not retried: the
+/// caller has already waited past the timeout (50 ms around 1 s took 3.15 s before).
+#[test]
+fn an_in_place_overrun_is_not_retried() {
+    let p = Pipeline::builder("overrun")
+        .timeout(Duration::from_millis(5))
+        .retry(resilience::RetryConfig { max_attempts: nz(3), base_delay: Duration::ZERO, ..Default::default() })
+        .build()
+        .unwrap();
+    let mut calls = 0;
+    let r = p.call_blocking(|| {
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(20));
+        Ok::<_, AppError>(())
+    });
+    assert!(r.unwrap_err().is_timeout());
+    assert_eq!(calls, 1, "an overrun in place is final");
+    // Errors the body returns in time are still retried.
+    let mut failures = 0;
+    let r = p.call_blocking(|| {
+        failures += 1;
+        Err::<(), _>(AppError::Down)
+    });
+    assert_eq!(r, Err(AppError::Down));
+    assert_eq!(failures, 3);
+}
+
 #[test]
 fn a_detached_blocking_call_times_out_on_time_and_keeps_its_slot() {
     let p = Pipeline::builder("dep")
