@@ -298,6 +298,114 @@ where
     settings.pipeline.call_blocking_configured(&policy, from, attempt, settings.timeout, settings.retry)
 }
 
+/// The attempts of a plain `fn` whose arguments are all taken by value: each call of
+/// the closure (told whether the attempt is the last) gives that attempt's job.
+#[derive(Debug)]
+pub struct Detach<F>(pub F);
+
+/// Which way the attempts of a plain `fn` can run, from the types in its signature
+/// (`A`: its arguments as a tuple, `R`: its return type): the expansion asks
+/// `(&Probe::<A, R>::NEW).detach_kind()`, which method resolution answers with
+/// [`DetachedTag`] when both are `Send + 'static` ([`DetachedAttempts`]: the attempts
+/// may run on the dependency's thread pool) and [`InPlaceTag`] otherwise
+/// ([`InPlaceAttempts`]). Decided on the signature's types because a closure's
+/// captures are not known yet when methods are resolved.
+pub struct Probe<A, R>(std::marker::PhantomData<fn() -> (A, R)>);
+
+impl<A, R> Probe<A, R> {
+    /// The probe.
+    pub const NEW: Self = Self(std::marker::PhantomData);
+}
+
+impl<A, R> fmt::Debug for Probe<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+/// The attempts can run on a worker thread.
+#[derive(Debug, Clone, Copy)]
+pub struct DetachedTag;
+
+/// The attempts run on the caller's thread.
+#[derive(Debug, Clone, Copy)]
+pub struct InPlaceTag;
+
+/// Chosen by method resolution when the job can be sent to a worker (the bounds hold).
+pub trait DetachedAttempts {
+    /// See [`Detach`].
+    fn detach_kind(&self) -> DetachedTag {
+        DetachedTag
+    }
+}
+
+impl<A: Send + 'static, R: Send + 'static> DetachedAttempts for Probe<A, R> {}
+
+/// The fallback of [`DetachedAttempts`], one autoref further away.
+pub trait InPlaceAttempts {
+    /// See [`Detach`].
+    fn detach_kind(&self) -> InPlaceTag {
+        InPlaceTag
+    }
+}
+
+impl<A, R> InPlaceAttempts for &Probe<A, R> {}
+
+impl DetachedTag {
+    /// Runs the call: each attempt on the dependency's thread-pool bulkhead if it has one
+    /// (the caller gets `Timeout` on time, the abandoned attempt keeps its worker until it
+    /// ends), else in place.
+    #[inline]
+    pub fn run<T, E, F, J>(
+        self,
+        site: &'static CallSite,
+        policy: ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
+        attempts: Detach<F>,
+    ) -> Result<T, E>
+    where
+        F: FnMut(bool) -> J,
+        J: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let guard = reclaim::enter();
+        let settings = site.settings(&guard);
+        let mut make = attempts.0;
+        match settings.pipeline.bulkhead() {
+            Some(crate::Bulkhead::ThreadPool(_)) => {
+                settings.pipeline.call_detached_configured(&policy, from, make, settings.timeout, settings.retry)
+            }
+            _ => settings.pipeline.call_blocking_configured(
+                &policy,
+                from,
+                |last| make(last)(),
+                settings.timeout,
+                settings.retry,
+            ),
+        }
+    }
+}
+
+impl InPlaceTag {
+    /// Runs the call with every attempt in place (see [`execute_blocking`]).
+    #[inline]
+    pub fn run<T, E, F, J>(
+        self,
+        site: &'static CallSite,
+        policy: ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
+        attempts: Detach<F>,
+    ) -> Result<T, E>
+    where
+        F: FnMut(bool) -> J,
+        J: FnOnce() -> Result<T, E>,
+    {
+        let mut make = attempts.0;
+        execute_blocking(site, policy, from, |last| make(last)())
+    }
+}
+
 /// Admission to one attempt: the breaker's permit and the bulkhead slot, held until the
 /// attempt is settled (the slot until its body is dropped).
 pub struct Admission {

@@ -634,11 +634,35 @@ impl Pipeline {
         E: From<ResilienceError> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.blocking_loop(policy, E::from, self.retry.as_ref(), |_last| {
-            let permit = self.admit()?;
+        let attempts = |_last: bool| {
             let job = Arc::clone(&f);
+            move || job()
+        };
+        self.call_detached_configured(policy, E::from, attempts, self.timeout, self.retry.as_ref())
+    }
+
+    /// A blocking call whose attempts run where they can be abandoned (see
+    /// [`call_detached`](Self::call_detached)), with its own timeout and retries;
+    /// `attempts` makes each attempt's job, told whether it is the last.
+    pub(crate) fn call_detached_configured<T, E, F, J>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
+        mut attempts: F,
+        timeout: Option<Duration>,
+        retry: Option<&RetryConfig>,
+    ) -> Result<T, E>
+    where
+        F: FnMut(bool) -> J,
+        J: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.blocking_loop(policy, from, retry, |last| {
+            let permit = self.admit()?;
+            let job = attempts(last);
             let result = match &self.bulkhead {
-                Some(Bulkhead::ThreadPool(pool)) => match pool.execute_blocking(move || job(), self.timeout) {
+                Some(Bulkhead::ThreadPool(pool)) => match pool.execute_blocking(job, timeout) {
                     Ok(result) => Some(result),
                     Err(ResilienceError::Timeout { .. }) => None,
                     Err(rejected) => return Err(rejected),
@@ -650,12 +674,12 @@ impl Pipeline {
                             let _slot = slot;
                             job()
                         },
-                        self.timeout,
+                        timeout,
                     )
                 }
-                None => run_detached(move || job(), self.timeout),
+                None => run_detached(job, timeout),
             };
-            Ok(self.settle(policy, permit, self.timeout, None, result))
+            Ok(self.settle(policy, permit, timeout, None, result))
         })
     }
 

@@ -469,6 +469,40 @@ fn body(
         let execute_error = typed.then(
             || quote_spanned!(ret.span()=> ::<_, <#ret as ::resilience::__private::ResilientResult>::Error, #error_args>),
         );
+        // A plain fn taking everything by value may run each attempt on the dependency's
+        // thread pool (on-time timeouts), when its types allow: see `__private::Detach`.
+        let owned = func.sig.inputs.iter().all(|input| match input {
+            FnArg::Receiver(_) => false,
+            FnArg::Typed(t) => !matches!(&*t.ty, Type::Reference(_)) && !mentions_impl(&t.ty),
+        });
+        if !is_async && typed && owned {
+            let attempts = quote_spanned!(mixed=> __resilience_attempts);
+            let arg_types = func.sig.inputs.iter().filter_map(|input| match input {
+                FnArg::Typed(t) => Some(&t.ty),
+                FnArg::Receiver(_) => None,
+            });
+            let run = gate(quote! {{
+                use ::resilience::__private::{DetachedAttempts as _, InPlaceAttempts as _};
+                let __resilience_kind =
+                    (&::resilience::__private::Probe::<(#(#arg_types,)*), #ret>::NEW).detach_kind();
+                let #attempts = ::resilience::__private::Detach({
+                    #(#inside)*
+                    #capture |#param: bool| {
+                        #last_binding
+                        #(#per_attempt)*
+                        move || -> #ret #block
+                    }
+                });
+                __resilience_kind.run(&__RESILIENCE_SITE, #policy, #from, #attempts)
+            }});
+            return quote! {
+                #site
+                #key_check
+                #(#outside)*
+                let #result #ret_annotation = #run;
+                #finish
+            };
+        }
         let run = gate(quote! {
             ::resilience::__private::#execute #execute_error (
                 &__RESILIENCE_SITE,

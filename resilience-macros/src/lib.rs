@@ -58,15 +58,25 @@ macro_rules! doc_attribute {
             ///
             /// # The function
             ///
-            /// An `async fn` or a plain `fn` (the blocking pipeline, on the caller's thread,
-            /// with no runtime needed; a late attempt is reported as a timeout when it
-            /// returns), free or a method taking `&self` or `&mut self`, in a trait impl or
-            /// generic. It must return `Result<T, E>` with `E: From<resilience::ResilienceError>`;
+            /// An `async fn` or a plain `fn` (the blocking pipeline, with no runtime
+            /// needed), free or a method taking `&self` or `&mut self`, in a trait impl or
+            /// generic. A plain `fn` whose arguments are all taken by value and, like its
+            /// result, `Send + 'static` runs each attempt on its dependency's thread-pool
+            /// bulkhead when it has one, so a timeout is returned on time (the abandoned
+            /// attempt keeps its worker until it ends); any other plain `fn` runs on the
+            /// caller's thread, where an attempt that overran is reported as a timeout when
+            /// it returns, and not retried. It must return `Result<T, E>` with `E: From<resilience::ResilienceError>`;
             /// the signature stays as written. Retries run the body again: borrowed
             /// arguments are used as they are, an argument of a primitive type (`u64`,
             /// `bool`, …) is copied, and any other argument taken by value must be `Clone`
             /// (each attempt but the last gets a clone; with a `fallback`, every attempt
             /// does, and the fallback gets the original).
+            ///
+            /// A function that calls itself, or another function on the same dependency,
+            /// goes through the dependency's breaker and bulkhead again: the inner call
+            /// takes a second bulkhead slot, and its failures (and a rejection it meets,
+            /// returned through the outer body as that body's error) count against the
+            /// breaker twice. Give the inner call its own dependency name to avoid that.
             ///
             /// Each call site resolves its dependency once and keeps it; a call allocates
             /// nothing and takes no lock (a bulkhead wait or a retry's backoff aside).

@@ -458,3 +458,43 @@ async fn rate_limit_key_gives_each_value_its_own_limit() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(keyed("a", "3".into()).await.unwrap(), "a: 3");
 }
+
+static SLOW_FS_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// Takes everything by value: each attempt runs on the thread pool.
+#[resilience::file_system_call(dependency = "attr_slow_fs")]
+fn slow_read(path: String) -> Result<usize, AppError> {
+    SLOW_FS_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(700));
+    Ok(path.len())
+}
+
+/// Borrows its argument: runs in place, an overrun is reported once.
+#[resilience::file_system_call(dependency = "attr_slow_fs")]
+fn slow_read_borrowed(path: &str) -> Result<usize, AppError> {
+    SLOW_FS_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(path.len())
+}
+
+/// A blocking fn whose arguments are all owned and `Send` times out on time on its
+/// dependency's thread pool (it took 5.1 s, three attempts in place, before).
+#[test]
+fn an_owned_blocking_fn_times_out_on_time_on_its_thread_pool() {
+    resilience::register_file_system_dependency!(
+        "attr_slow_fs",
+        timeout = "100ms",
+        retry(max_attempts = 3, base_delay = "10ms", jitter = none)
+    );
+    let start = std::time::Instant::now();
+    let error = slow_read("/tmp/x".into()).unwrap_err();
+    let took = start.elapsed();
+    assert!(error.is_timeout(), "{error:?}");
+    assert!(took < Duration::from_millis(650), "three attempts of 100 ms took {took:?}");
+    assert_eq!(SLOW_FS_CALLS.load(SeqCst), 3, "each attempt ran, on a worker");
+    let start = std::time::Instant::now();
+    assert!(slow_read_borrowed("/tmp/x").unwrap_err().is_timeout());
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(550), "an overrun in place is not retried: {took:?}");
+    assert_eq!(SLOW_FS_CALLS.load(SeqCst), 4);
+}

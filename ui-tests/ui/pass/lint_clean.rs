@@ -41,7 +41,22 @@ pub async fn declined(_amount: u64, error: AppError) -> Result<u64, AppError> {
     Err(error)
 }
 
+/// Reads a file: everything by value, so it may run on a thread pool.
+#[resilience::file_system_call(dependency = "ui_lint_fs", rate_limit(rate = 5, key = path))]
+pub fn read_file(path: String, mut offset: u64) -> Result<u64, AppError> {
+    offset += 1;
+    Ok(path.len() as u64 + offset)
+}
+
+/// Reads shared data: not `Send`, so it runs in place.
+#[resilience::file_system_call(dependency = "ui_lint_fs")]
+pub fn read_shared(data: std::rc::Rc<String>) -> Result<usize, AppError> {
+    Ok(data.len())
+}
+
 fn main() {
+    let _ = read_file(String::from("p"), 0);
+    let _ = read_shared(std::rc::Rc::new(String::new()));
     let mut store = Store { hits: 0 };
     assert!(store.read(String::from("k")).is_ok());
     let _ = charge(3);
