@@ -69,6 +69,16 @@ impl ResilienceStrategy {
     /// Every strategy.
     pub const ALL: [Self; 4] = [Self::InternalService, Self::ExternalService, Self::Database, Self::Cache];
 
+    /// The variant's name, as code (and the macros) write it.
+    fn code_name(self) -> &'static str {
+        match self {
+            Self::InternalService => "InternalService",
+            Self::ExternalService => "ExternalService",
+            Self::Database => "Database",
+            Self::Cache => "Cache",
+        }
+    }
+
     /// The snake-case name used in settings files (`internal_service`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,12 +91,14 @@ impl ResilienceStrategy {
 
     /// The preset, as overrides of the global defaults.
     pub fn preset(self) -> ConfigOverrides {
-        let (timeout, failures, attempts, base_ms, bulkhead) = match self {
-            Self::InternalService => (10, 3, 3, 50, Some(100)),
-            Self::ExternalService => (30, 5, 5, 1_000, Some(25)),
-            Self::Database => (5, 3, 2, 100, Some(200)),
-            Self::Cache => (2, 20, 2, 10, None),
+        let (timeout, attempts, base_ms, bulkhead) = match self {
+            Self::InternalService => (10, 3, 50, Some(100)),
+            Self::ExternalService => (30, 5, 1_000, Some(25)),
+            Self::Database => (5, 2, 100, Some(200)),
+            Self::Cache => (2, 2, 10, None),
         };
+        // Shared with the macros, which check a call site's window against it.
+        let failures = resilience_rules::strategy_failure_threshold(self.code_name()).unwrap_or(0);
         ConfigOverrides {
             timeout: Some(Duration::from_secs(timeout)),
             circuit_breaker: BreakerOverrides { failure_threshold: nz(failures), ..Default::default() },
@@ -109,6 +121,17 @@ impl DependencyType {
     /// Every dependency type.
     pub const ALL: [Self; 5] = [Self::Database, Self::ExternalApi, Self::Cache, Self::MessageQueue, Self::FileSystem];
 
+    /// The variant's name, as code (and the macros) write it.
+    fn code_name(self) -> &'static str {
+        match self {
+            Self::Database => "Database",
+            Self::ExternalApi => "ExternalApi",
+            Self::Cache => "Cache",
+            Self::MessageQueue => "MessageQueue",
+            Self::FileSystem => "FileSystem",
+        }
+    }
+
     /// The snake-case name used in settings files (`database`, `external_api`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -122,13 +145,15 @@ impl DependencyType {
 
     /// The preset, as overrides of the global defaults.
     pub fn preset(self) -> ConfigOverrides {
-        let (max_concurrent, timeout, breaker, kind) = match self {
-            Self::Database => (10, 10, Some(5), BulkheadKind::Semaphore),
-            Self::ExternalApi => (15, 15, Some(3), BulkheadKind::Semaphore),
-            Self::Cache => (50, 2, None, BulkheadKind::Semaphore),
-            Self::MessageQueue => (20, 10, Some(5), BulkheadKind::Semaphore),
-            Self::FileSystem => (8, 30, Some(5), BulkheadKind::ThreadPool),
+        let (max_concurrent, timeout, kind) = match self {
+            Self::Database => (10, 10, BulkheadKind::Semaphore),
+            Self::ExternalApi => (15, 15, BulkheadKind::Semaphore),
+            Self::Cache => (50, 2, BulkheadKind::Semaphore),
+            Self::MessageQueue => (20, 10, BulkheadKind::Semaphore),
+            Self::FileSystem => (8, 30, BulkheadKind::ThreadPool),
         };
+        // Shared with the macros, which check a call site's window against it.
+        let breaker = resilience_rules::type_failure_threshold(self.code_name());
         ConfigOverrides {
             timeout: Some(Duration::from_secs(timeout)),
             circuit_breaker: BreakerOverrides {

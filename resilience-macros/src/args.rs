@@ -239,7 +239,7 @@ impl BreakerArgs {
 
     /// The shared rules (`resilience-rules`) on the keys given, and across them: all
     /// errors at once.
-    fn validate(&self, errors: &mut darling::error::Accumulator) {
+    fn validate(&self, errors: &mut darling::error::Accumulator, preset_threshold: Option<u32>) {
         // A count-based window: the one given, or the default.
         let default = resilience_rules::DEFAULT_WINDOW_SIZE;
         let window = match (self.window_size, self.window_duration) {
@@ -258,6 +258,19 @@ impl BreakerArgs {
                         t.value
                     ))
                     .with_span(&t.span),
+                );
+            }
+        }
+        // A window given without a threshold must hold the preset's threshold.
+        if let (Some(w), None, Some(preset)) = (self.window_size, self.failure_threshold, preset_threshold) {
+            if resilience_rules::failure_threshold(preset, w.value as u32).is_err() {
+                errors.push(
+                    darling::Error::custom(format!(
+                        "a `window_size` of {} calls can never reach the preset's `failure_threshold` of {preset}; \
+                         set `failure_threshold` too",
+                        w.value
+                    ))
+                    .with_span(&w.span),
                 );
             }
         }
@@ -414,16 +427,23 @@ fn bulkhead_tokens(
 
 impl ConfigArgs {
     /// Checks rules across keys, then builds the `ConfigOverrides` expression.
-    pub(crate) fn tokens(&self) -> darling::Result<TokenStream> {
-        self.tokens_switching_off(false)
+    pub(crate) fn tokens(&self, preset_threshold: Option<u32>) -> darling::Result<TokenStream> {
+        self.tokens_switching_off(false, preset_threshold)
     }
 
     /// Like [`tokens`](Self::tokens); with `only_given`, every policy whose group is
     /// not given is switched off (`#[resilience_pattern]`: its keys name every policy).
-    pub(crate) fn tokens_switching_off(&self, only_given: bool) -> darling::Result<TokenStream> {
+    ///
+    /// `preset_threshold` is the failure threshold of the preset the call site's keys go
+    /// over, when the macro knows it (a window given alone must hold it).
+    pub(crate) fn tokens_switching_off(
+        &self,
+        only_given: bool,
+        preset_threshold: Option<u32>,
+    ) -> darling::Result<TokenStream> {
         let mut errors = darling::Error::accumulator();
         if let Some(b) = &self.circuit_breaker {
-            b.validate(&mut errors);
+            b.validate(&mut errors, preset_threshold);
         }
         if let Some(r) = &self.retry {
             r.validate(&mut errors);

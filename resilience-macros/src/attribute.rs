@@ -100,7 +100,15 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
     let metas = keys::check(metas, &attribute.own_keys(), &site, &mut errors);
     let args = errors.handle(AttributeArgs::from_list(&metas));
     let pattern = matches!(attribute, Attribute::Pattern);
-    let overrides = args.as_ref().and_then(|a| errors.handle(a.config.tokens_switching_off(pattern)));
+    let preset_threshold = match (attribute, &args) {
+        (Attribute::Resilient, Some(a)) => resilience_rules::strategy_failure_threshold(
+            &a.strategy.as_ref().map_or_else(|| String::from("InternalService"), |s| s.0.to_string()),
+        ),
+        (Attribute::Pattern, _) => Some(resilience_rules::GLOBAL_FAILURE_THRESHOLD),
+        (Attribute::Type(_, ty), _) => resilience_rules::type_failure_threshold(ty),
+        (Attribute::Resilient, None) => None,
+    };
+    let overrides = args.as_ref().and_then(|a| errors.handle(a.config.tokens_switching_off(pattern, preset_threshold)));
     let ret = return_type(&func.sig, &site, &mut errors);
     let arguments = arguments(&mut func.sig, &site, &mut errors);
     let key_limit = args.as_ref().and_then(|a| a.config.key_limit());

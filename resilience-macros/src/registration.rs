@@ -48,7 +48,8 @@ pub(crate) fn expand(input: TokenStream, dependency_type: &str, site: &str) -> T
                        configures the dependency's one shared limit";
         errors.push(darling::Error::custom(message).with_span(&span));
     }
-    let overrides = args.and_then(|a| errors.handle(a.tokens()));
+    let preset_threshold = resilience_rules::type_failure_threshold(dependency_type);
+    let overrides = args.and_then(|a| errors.handle(a.tokens(preset_threshold)));
     let overrides = match (errors.finish(), overrides) {
         (Ok(()), Some(t)) => t,
         (Err(e), _) => return compile_errors(e),

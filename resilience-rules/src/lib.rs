@@ -36,6 +36,30 @@ pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
 /// The longest retry delay, unless set.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
 
+/// Failures that open the breaker under the global defaults.
+pub const GLOBAL_FAILURE_THRESHOLD: u32 = 5;
+
+/// Failures that open the breaker of a strategy's preset, by the strategy's name in
+/// code (`InternalService`, `ExternalService`, `Database`, `Cache`).
+pub fn strategy_failure_threshold(strategy: &str) -> Option<u32> {
+    match strategy {
+        "InternalService" | "Database" => Some(3),
+        "ExternalService" => Some(5),
+        "Cache" => Some(20),
+        _ => None,
+    }
+}
+
+/// Failures that open the breaker of a dependency type's preset, by the type's name in
+/// code; `None` for a type whose preset has no breaker (`Cache`).
+pub fn type_failure_threshold(dependency_type: &str) -> Option<u32> {
+    match dependency_type {
+        "Database" | "MessageQueue" | "FileSystem" => Some(5),
+        "ExternalApi" => Some(3),
+        _ => None,
+    }
+}
+
 /// What a check says of a refused value.
 pub type Verdict = Result<(), String>;
 

@@ -70,7 +70,7 @@ impl Default for CircuitBreakerConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            failure_threshold: NonZeroU32::new(5),
+            failure_threshold: NonZeroU32::new(resilience_rules::GLOBAL_FAILURE_THRESHOLD),
             failure_rate: None,
             minimum_calls: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             window: SlidingWindow::default(),
