@@ -371,18 +371,11 @@ impl DetachedTag {
     {
         let guard = reclaim::enter();
         let settings = site.settings(&guard);
-        let mut make = attempts.0;
         match settings.pipeline.bulkhead() {
             Some(crate::Bulkhead::ThreadPool(_)) => {
-                settings.pipeline.call_detached_configured(&policy, from, make, settings.timeout, settings.retry)
+                settings.pipeline.call_detached_configured(&policy, from, attempts.0, settings.timeout, settings.retry)
             }
-            _ => settings.pipeline.call_blocking_configured(
-                &policy,
-                from,
-                |last| make(last)(),
-                settings.timeout,
-                settings.retry,
-            ),
+            _ => InPlaceTag.run(site, policy, from, attempts),
         }
     }
 }

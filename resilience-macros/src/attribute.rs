@@ -483,13 +483,13 @@ fn body(
             FnArg::Receiver(_) => false,
             FnArg::Typed(t) => !matches!(&*t.ty, Type::Reference(_)) && !mentions_impl(&t.ty),
         });
-        if !is_async && typed && owned {
+        let run = if !is_async && typed && owned {
             let attempts = quote_spanned!(mixed=> __resilience_attempts);
             let arg_types = func.sig.inputs.iter().filter_map(|input| match input {
                 FnArg::Typed(t) => Some(&t.ty),
                 FnArg::Receiver(_) => None,
             });
-            let run = gate(quote! {{
+            gate(quote! {{
                 use ::resilience::__private::{DetachedAttempts as _, InPlaceAttempts as _};
                 let __resilience_kind =
                     (&::resilience::__private::Probe::<(#(#arg_types,)*), #ret>::NEW).detach_kind();
@@ -502,16 +502,9 @@ fn body(
                     }
                 });
                 __resilience_kind.run(&__RESILIENCE_SITE, #policy, #from, #attempts)
-            }});
-            return quote! {
-                #site
-                #key_check
-                #(#outside)*
-                let #result #ret_annotation = #run;
-                #finish
-            };
-        }
-        let run = gate(quote! {
+            }})
+        } else {
+            gate(quote! {
             ::resilience::__private::#execute #execute_error (
                 &__RESILIENCE_SITE,
                 #policy,
@@ -526,7 +519,8 @@ fn body(
                 }),
             )
             #await_
-        });
+            })
+        };
         return quote! {
             #site
             #key_check
