@@ -270,7 +270,7 @@ fn check_key_argument(sig: &syn::Signature, key: &syn::Ident, errors: &mut darli
             FnArg::Receiver(_) => None,
         })
         .collect();
-    if names.iter().any(|n| *n == key) {
+    if names.contains(&key) {
         return;
     }
     let message = if names.is_empty() {

@@ -67,7 +67,6 @@ fn under_key_rotation_every_new_key_gets_its_burst() {
         rate: 100.0,
         burst: nz(10),
         max_keys: std::num::NonZeroUsize::new(10_000).unwrap(),
-        ..Default::default()
     };
     let rl = KeyedRateLimiter::new("rotation", config).unwrap();
     let mut admitted = 0u64;
@@ -86,7 +85,6 @@ fn a_flood_of_new_keys_does_not_reset_a_limited_key() {
         rate: 1.0,
         burst: nz(1),
         max_keys: std::num::NonZeroUsize::new(100).unwrap(),
-        ..Default::default()
     };
     let rl = KeyedRateLimiter::new("flood", config).unwrap();
     let attacker = u64::MAX;
