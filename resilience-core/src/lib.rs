@@ -56,7 +56,10 @@ pub use manager::{
     manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
     ResilienceManager,
 };
-pub use observe::health::{Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, Severity};
+pub use observe::health::{
+    register_pool_reporter, Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, PoolHealth, PoolReporter,
+    Severity,
+};
 pub use pipeline::{call_attempts, ErrorPolicy, MakeAttempt, Pipeline, PipelineBuilder};
 pub use pipeline::{PipelineCall, PipelineRef};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};

@@ -69,6 +69,16 @@ pub use resilience_macros::{
 #[cfg(feature = "tower")]
 pub mod tower;
 
+#[cfg(feature = "http")]
+mod pool;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+#[cfg(feature = "http")]
+pub use pool::{
+    initialize_pools, pool_manager, HealthCheckConfig, HttpPool, HttpPoolConfig, HttpResponse, PoolCheck, PoolConfig,
+    PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
+};
+
 /// What the attribute macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {

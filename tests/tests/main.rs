@@ -6,6 +6,8 @@ mod breaker_model;
 mod bulkhead;
 mod call_site;
 mod cancellation;
+mod http_pool;
+mod http_server;
 mod observe;
 mod pipeline;
 mod rate_limit;

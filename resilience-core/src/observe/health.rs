@@ -43,6 +43,10 @@ pub enum AlertKind {
     BulkheadUtilization,
     /// The 95th percentile of call durations is above 5 s (critical) or 2 s (warning).
     LatencyP95,
+    /// A connection pool is more than 95 % (critical) or 80 % (warning) in use.
+    PoolUtilization,
+    /// A pool's health checks failed (warning).
+    HealthCheckFailed,
 }
 
 /// One alert.
@@ -83,14 +87,54 @@ pub struct DependencyHealth {
     pub bulkhead_max_concurrent: Option<usize>,
 }
 
-/// Every dependency's health, an overall status and the alerts.
+/// One connection pool in a [`HealthReport`], as its integration reports it (see
+/// [`register_pool_reporter`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolHealth {
+    /// The pool's name (also the name of its dependency).
+    pub name: String,
+    /// What it pools: `http`, `redis`, `postgres`.
+    pub kind: &'static str,
+    /// Its health: `Down` while its health checks fail, `Degraded` with an alert.
+    pub status: HealthStatus,
+    /// Connections in use now.
+    pub in_use: usize,
+    /// The most connections it may have in use.
+    pub max: usize,
+    /// What its last health checks said: `None` before any ran.
+    pub healthy: Option<bool>,
+    /// Health checks failed in a row.
+    pub consecutive_failures: u32,
+    /// Failed operations among the recent ones, as a fraction.
+    pub error_rate: Option<f64>,
+}
+
+/// What reports pools to [`health()`](crate::health): the pool integrations of the
+/// `resilience` crate, or any other.
+pub trait PoolReporter: Send + Sync + 'static {
+    /// Every pool it knows, with `status` left `Up` (the report decides it).
+    fn pools(&self) -> Vec<PoolHealth>;
+}
+
+static POOL_REPORTERS: std::sync::Mutex<Vec<&'static dyn PoolReporter>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `reporter`'s pools to every later [`HealthReport`], with the seed notes' pool
+/// alerts: more than 95 % (critical) or 80 % (warning) of connections in use, failed
+/// health checks (warning).
+pub fn register_pool_reporter(reporter: &'static dyn PoolReporter) {
+    POOL_REPORTERS.lock().unwrap_or_else(|p| p.into_inner()).push(reporter);
+}
+
+/// Every dependency's health, every pool's, an overall status and the alerts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
-    /// `Up` when every dependency is up, `Down` when every one is down, else `Degraded`
-    /// (`Up` with no dependency).
+    /// `Up` when every dependency and pool is up, `Down` when every one is down, else
+    /// `Degraded` (`Up` with none).
     pub status: HealthStatus,
     /// Every dependency, by name.
     pub dependencies: Vec<DependencyHealth>,
+    /// Every pool, by name.
+    pub pools: Vec<PoolHealth>,
     /// Alerts, critical first.
     pub alerts: Vec<Alert>,
 }
@@ -191,14 +235,42 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
         }
         dependencies.push(health);
     }
+    let reporters: Vec<&'static dyn PoolReporter> = POOL_REPORTERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut pools: Vec<PoolHealth> = reporters.iter().flat_map(|r| r.pools()).collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    for pool in &mut pools {
+        let name = pool.name.clone();
+        let used = pool.in_use as f64 * 100.0 / pool.max.max(1) as f64;
+        let mut alerted = false;
+        if let Some(severity) = level(used, 95.0, 80.0) {
+            let message = format!("pool {used:.0} % in use ({}/{})", pool.in_use, pool.max);
+            alerts.push(Alert { severity, kind: AlertKind::PoolUtilization, dependency: name.clone(), message });
+            alerted = true;
+        }
+        if pool.healthy == Some(false) {
+            let message = format!("health checks failed {} times in a row", pool.consecutive_failures);
+            alerts.push(Alert {
+                severity: Severity::Warning,
+                kind: AlertKind::HealthCheckFailed,
+                dependency: name,
+                message,
+            });
+        }
+        pool.status = match (pool.healthy, alerted) {
+            (Some(false), _) => HealthStatus::Down,
+            (_, true) => HealthStatus::Degraded,
+            _ => HealthStatus::Up,
+        };
+    }
     alerts.sort_by_key(|a| (a.severity != Severity::Critical, a.dependency.clone()));
-    let down = dependencies.iter().filter(|d| d.status == HealthStatus::Down).count();
-    let status = if dependencies.iter().all(|d| d.status == HealthStatus::Up) {
+    let statuses: Vec<HealthStatus> =
+        dependencies.iter().map(|d| d.status).chain(pools.iter().map(|p| p.status)).collect();
+    let status = if statuses.iter().all(|s| *s == HealthStatus::Up) {
         HealthStatus::Up
-    } else if down == dependencies.len() {
+    } else if statuses.iter().all(|s| *s == HealthStatus::Down) {
         HealthStatus::Down
     } else {
         HealthStatus::Degraded
     };
-    HealthReport { status, dependencies, alerts }
+    HealthReport { status, dependencies, pools, alerts }
 }

@@ -1,0 +1,544 @@
+//! The HTTP pool: reqwest's connection pool with the pool's limits, under its
+//! dependency's policies.
+//!
+//! TLS is rustls with the `ring` crypto provider (no OpenSSL; a far smaller C and
+//! assembly build than `aws-lc-rs`, the default of reqwest's `rustls` feature):
+//! certificates are checked against the platform's roots plus the pool's
+//! `root_certificates`. If the process has not chosen a rustls provider, building the
+//! first pool installs `ring` as the process default.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use resilience_core::{
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, HealthStatus, PoolHealth, ResilienceError,
+    SemaphoreBulkhead, SemaphoreBulkheadConfig, Timeout,
+};
+
+use super::PoolError;
+
+/// An HTTP pool's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpPoolConfig {
+    /// Connections in use at once, over all hosts. Default 100.
+    pub max_connections: usize,
+    /// Connections in use at once to one host (`host:port`): requests beyond it wait up
+    /// to `max_wait`, then fail with `BulkheadFull`. Also how many idle connections per
+    /// host are kept for reuse. (A connection just freed goes back to reqwest's pool a
+    /// moment after its answer is read; a request in that moment may open another one,
+    /// so open connections can briefly exceed this by one.) Default 30.
+    pub max_connections_per_host: usize,
+    /// How long opening a connection may take. Default 10 s.
+    pub connect_timeout: Duration,
+    /// A cap on each request (answer and body included), reported as `Timeout`; `None`
+    /// (the default) leaves it to the dependency's timeout policy.
+    pub request_timeout: Option<Duration>,
+    /// How long an idle connection is kept for reuse. Default 300 s.
+    pub max_idle_time: Duration,
+    /// How long a request waits for a connection slot (overall or per host) before it
+    /// fails with `BulkheadFull`. Default zero: fail at once.
+    pub max_wait: Duration,
+    /// How often a [`PoolHealthChecker`](super::PoolHealthChecker) checks this pool.
+    /// Default 60 s.
+    pub health_check_interval: Duration,
+    /// What relative URLs (`"/users/7"`) are joined to. Default none.
+    pub base_url: Option<String>,
+    /// The path a health check asks for (joined to `base_url`; a check needs both).
+    /// Default `/health`.
+    pub health_check_path: Option<String>,
+    /// Answers compressed with gzip are decoded (and `Accept-Encoding: gzip` is sent).
+    /// Default true.
+    pub gzip: bool,
+    /// PEM-encoded root certificates trusted besides the platform's.
+    pub root_certificates: Vec<Vec<u8>>,
+}
+
+impl Default for HttpPoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            max_connections_per_host: 30,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: None,
+            max_idle_time: Duration::from_secs(300),
+            max_wait: Duration::ZERO,
+            health_check_interval: Duration::from_secs(60),
+            base_url: None,
+            health_check_path: Some(String::from("/health")),
+            gzip: true,
+            root_certificates: Vec::new(),
+        }
+    }
+}
+
+/// An answer, with its whole body read.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pool: Arc<str>,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl HttpResponse {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body. (Read before the request returned: the connection is back in the pool.)
+    pub async fn bytes(self) -> Result<Bytes, PoolError> {
+        Ok(self.body)
+    }
+
+    /// The body as text (UTF-8, invalid sequences replaced).
+    pub async fn text(self) -> Result<String, PoolError> {
+        Ok(String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// The body parsed as JSON.
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, PoolError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| PoolError::Body { pool: self.pool.to_string(), message: e.to_string() })
+    }
+}
+
+/// How one attempt failed, for the pipeline: a policy's error, no answer, or a 5xx
+/// answer (a failure for the breaker and worth a retry, returned as the answer if it is
+/// the last).
+#[derive(Debug)]
+enum AttemptError {
+    Policy(ResilienceError),
+    Transport(String),
+    Status(Box<HttpResponse>),
+}
+
+impl From<ResilienceError> for AttemptError {
+    fn from(error: ResilienceError) -> Self {
+        Self::Policy(error)
+    }
+}
+
+/// A rejection by the pool's own connection limits (a bulkhead) says nothing about the
+/// server: it is neither recorded by the breaker nor retried.
+fn not_rejected(error: &AttemptError) -> bool {
+    !matches!(error, AttemptError::Policy(e) if e.is_rejection())
+}
+
+fn never(_: &AttemptError) -> bool {
+    false
+}
+
+/// The pool's metric handles.
+struct PoolMetrics {
+    active: Gauge,
+    max: Gauge,
+    acquire: Histogram,
+    errors: Counter,
+    healthy: Gauge,
+}
+
+impl PoolMetrics {
+    fn new(pool: &str) -> Self {
+        let m = Self {
+            active: gauge!("resilience_pool_connections", "pool" => pool.to_owned(), "state" => "active"),
+            max: gauge!("resilience_pool_max_connections", "pool" => pool.to_owned()),
+            acquire: histogram!("resilience_pool_acquire_duration_seconds", "pool" => pool.to_owned()),
+            errors: counter!("resilience_pool_errors_total", "pool" => pool.to_owned()),
+            healthy: gauge!("resilience_pool_healthy", "pool" => pool.to_owned()),
+        };
+        m.healthy.set(1.0);
+        m
+    }
+}
+
+/// What the health checks found.
+#[derive(Debug, Default)]
+pub(super) struct CheckState {
+    pub(super) healthy: Option<bool>,
+    pub(super) consecutive_failures: u32,
+    pub(super) checks: u64,
+    pub(super) last_error: Option<String>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    config: HttpPoolConfig,
+    client: reqwest::Client,
+    base: Option<reqwest::Url>,
+    dependency: &'static Dependency,
+    total: SemaphoreBulkhead,
+    hosts: Mutex<HashMap<String, SemaphoreBulkhead>>,
+    request_timeout: Option<Timeout>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Requests and errors when the health checker last looked, for its error rate.
+    seen: Mutex<(u64, u64)>,
+    consecutive: AtomicU32,
+    check: Mutex<CheckState>,
+    metrics: PoolMetrics,
+}
+
+/// A pool of HTTP connections whose every request goes through the policies of the
+/// dependency named like the pool. Cloning gives another handle to the same pool.
+///
+/// - `get`, `post` and `request` take a full URL or a path joined to `base_url`.
+/// - A request waits up to `max_wait` for a connection slot (overall, then for its
+///   host), else fails with `BulkheadFull`; the slot is held until the whole body is read.
+/// - Transport errors and 5xx answers count as failures; 4xx answers do not. Only
+///   idempotent methods (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`) are retried,
+///   unless [`send`](Self::send) is told otherwise. A 5xx answer that still stands when
+///   the attempts run out is returned as the answer (check `status()`).
+#[derive(Clone)]
+pub struct HttpPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HttpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpPool")
+            .field("name", &self.inner.name)
+            .field("in_use", &self.in_use())
+            .field("max_connections", &self.inner.config.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(pool: &str, message: impl std::fmt::Display) -> PoolError {
+    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
+}
+
+fn positive(pool: &str, key: &str, n: usize) -> Result<NonZeroUsize, PoolError> {
+    NonZeroUsize::new(n).ok_or_else(|| config_error(pool, format!("`{key}` must be at least 1")))
+}
+
+impl HttpPool {
+    /// Builds the pool `name`; its dependency (created with `dependency_type`'s preset,
+    /// `ExternalApi` by default, if nothing registered it) is looked up, never replaced.
+    pub(super) fn new(
+        name: &str,
+        config: HttpPoolConfig,
+        dependency_type: Option<DependencyType>,
+    ) -> Result<Self, PoolError> {
+        let max = positive(name, "max_connections", config.max_connections)?;
+        let per_host = positive(name, "max_connections_per_host", config.max_connections_per_host)?;
+        let base = config
+            .base_url
+            .as_deref()
+            .map(|url| reqwest::Url::parse(url).map_err(|e| config_error(name, format!("`base_url` `{url}`: {e}"))))
+            .transpose()?;
+        let request_timeout = config
+            .request_timeout
+            .map(|limit| Timeout::new(name, limit).map_err(|e| config_error(name, e)))
+            .transpose()?;
+        let total =
+            SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.max_wait })
+                .map_err(|e| config_error(name, e))?;
+        SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: per_host, max_wait: config.max_wait })
+            .map_err(|e| config_error(name, e))?;
+        let client = client(name, &config)?;
+        let kind = DependencyKind::Type(dependency_type.unwrap_or(DependencyType::ExternalApi));
+        let dependency = registry().resolve_as(name, kind, &Default::default());
+        let metrics = PoolMetrics::new(name);
+        metrics.max.set(config.max_connections as f64);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name: Arc::from(name),
+                config,
+                client,
+                base,
+                dependency,
+                total,
+                hosts: Mutex::new(HashMap::new()),
+                request_timeout,
+                requests: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                seen: Mutex::new((0, 0)),
+                consecutive: AtomicU32::new(0),
+                check: Mutex::new(CheckState::default()),
+                metrics,
+            }),
+        })
+    }
+
+    /// The pool's name (also its dependency's).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &HttpPoolConfig {
+        &self.inner.config
+    }
+
+    /// Connections in use now.
+    pub fn in_use(&self) -> usize {
+        self.inner.config.max_connections.saturating_sub(self.inner.total.available())
+    }
+
+    /// The reqwest client underneath (for what this pool does not wrap; requests made
+    /// with it bypass the policies).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.inner.client
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: impl AsRef<str>) -> Result<HttpResponse, PoolError> {
+        self.send(self.build(Method::GET, url.as_ref(), Bytes::new())?, true).await
+    }
+
+    /// `POST url` with `body` (not retried: `POST` is not idempotent).
+    pub async fn post(&self, url: impl AsRef<str>, body: impl Into<Bytes>) -> Result<HttpResponse, PoolError> {
+        self.send(self.build(Method::POST, url.as_ref(), body.into())?, false).await
+    }
+
+    /// Sends `request` (its URI full, or a path joined to `base_url`), retried when its
+    /// method is idempotent.
+    pub async fn request<B: Into<Bytes>>(&self, request: http::Request<B>) -> Result<HttpResponse, PoolError> {
+        let idempotent = is_idempotent(request.method());
+        let (parts, body) = request.into_parts();
+        let mut request = self.build(parts.method, &parts.uri.to_string(), body.into())?;
+        *request.headers_mut() = parts.headers;
+        self.send(request, idempotent).await
+    }
+
+    fn build(&self, method: Method, url: &str, body: Bytes) -> Result<http::Request<Bytes>, PoolError> {
+        let url = self.resolve(url)?;
+        http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .body(body)
+            .map_err(|e| PoolError::Request { pool: self.inner.name.to_string(), message: e.to_string() })
+    }
+
+    fn resolve(&self, url: &str) -> Result<reqwest::Url, PoolError> {
+        let bad = |message: String| PoolError::Request { pool: self.inner.name.to_string(), message };
+        match reqwest::Url::parse(url) {
+            Ok(url) => Ok(url),
+            Err(url::ParseError::RelativeUrlWithoutBase) => match &self.inner.base {
+                Some(base) => base.join(url).map_err(|e| bad(format!("`{url}` against `{base}`: {e}"))),
+                None => Err(bad(format!("`{url}` is relative and the pool has no `base_url`"))),
+            },
+            Err(e) => Err(bad(format!("`{url}`: {e}"))),
+        }
+    }
+
+    /// Sends `request` through the dependency's policies; `retry` says whether a failed
+    /// attempt may be repeated (give `true` only for requests safe to repeat).
+    pub async fn send(&self, request: http::Request<Bytes>, retry: bool) -> Result<HttpResponse, PoolError> {
+        let url = self.resolve(&request.uri().to_string())?;
+        let (parts, body) = request.into_parts();
+        let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
+        let outcome = self
+            .inner
+            .dependency
+            .pipeline()
+            .call_with(&policy, || self.attempt(parts.method.clone(), url.clone(), parts.headers.clone(), body.clone()))
+            .await;
+        match outcome {
+            Ok(response) => Ok(response),
+            Err(AttemptError::Status(response)) => Ok(*response),
+            Err(AttemptError::Policy(error)) => Err(PoolError::Rejected { pool: self.inner.name.to_string(), error }),
+            Err(AttemptError::Transport(message)) => {
+                Err(PoolError::Transport { pool: self.inner.name.to_string(), message })
+            }
+        }
+    }
+
+    /// The bulkhead of connections to `url`'s host.
+    fn host(&self, url: &reqwest::Url) -> SemaphoreBulkhead {
+        let key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = hosts.get(&key) {
+            return b.clone();
+        }
+        let config = SemaphoreBulkheadConfig {
+            max_concurrent: NonZeroUsize::new(self.inner.config.max_connections_per_host).unwrap_or(NonZeroUsize::MIN),
+            max_wait: self.inner.config.max_wait,
+        };
+        // Validated when the pool was built, with the same values.
+        match SemaphoreBulkhead::new(Arc::clone(&self.inner.name), config) {
+            Ok(b) => {
+                hosts.insert(key, b.clone());
+                b
+            }
+            Err(_) => self.inner.total.clone(),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<HttpResponse, AttemptError> {
+        let inner = &*self.inner;
+        let waited = Instant::now();
+        let _total = inner.total.acquire_owned().await?;
+        let host = self.host(&url);
+        let _host = host.acquire_owned().await?;
+        inner.metrics.acquire.record(waited.elapsed().as_secs_f64());
+        inner.metrics.active.set(self.in_use() as f64);
+        inner.requests.fetch_add(1, Relaxed);
+        let exchange = async {
+            let response = inner
+                .client
+                .request(method, url)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| AttemptError::Transport(describe(&e)))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(|e| AttemptError::Transport(describe(&e)))?;
+            Ok::<_, AttemptError>(HttpResponse { pool: Arc::clone(&inner.name), status, headers, body })
+        };
+        let result = match &inner.request_timeout {
+            Some(limit) => limit.call(exchange).await.unwrap_or_else(|e| Err(AttemptError::Policy(e))),
+            None => exchange.await,
+        };
+        let result = match result {
+            Ok(response) if response.status.is_server_error() => Err(AttemptError::Status(Box::new(response))),
+            other => other,
+        };
+        if result.is_err() {
+            inner.errors.fetch_add(1, Relaxed);
+            inner.metrics.errors.increment(1);
+        }
+        drop(_host);
+        drop(_total);
+        inner.metrics.active.set(self.in_use() as f64);
+        result
+    }
+
+    /// Asks for the health path once, outside the policies (a check must reach the
+    /// server while the breaker is open). `None` when the pool has no health URL.
+    pub(super) async fn check(&self) -> Option<Result<(), String>> {
+        let inner = &*self.inner;
+        let base = inner.base.as_ref()?;
+        let path = inner.config.health_check_path.as_deref()?;
+        let url = match base.join(path) {
+            Ok(url) => url,
+            Err(e) => return Some(Err(format!("health URL: {e}"))),
+        };
+        let limit = inner.config.request_timeout.unwrap_or(inner.config.connect_timeout);
+        let outcome = match tokio::time::timeout(limit, inner.client.get(url).send()).await {
+            Err(_) => Err(format!("no answer within {limit:?}")),
+            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+        };
+        Some(outcome)
+    }
+
+    /// Records a health check's outcome; `threshold` failures in a row, or an error rate
+    /// above `error_rate` since the previous check, make the pool unhealthy.
+    pub(super) fn record_check(&self, outcome: Option<Result<(), String>>, threshold: u32, error_rate: f64) {
+        let inner = &*self.inner;
+        let rate = {
+            let mut seen = inner.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let (requests, errors) = (inner.requests.load(Relaxed), inner.errors.load(Relaxed));
+            let (r, e) = (requests - seen.0, errors - seen.1);
+            *seen = (requests, errors);
+            (r > 0).then(|| e as f64 / r as f64)
+        };
+        let mut check = inner.check.lock().unwrap_or_else(|p| p.into_inner());
+        check.checks += 1;
+        match outcome {
+            Some(Ok(())) => {
+                check.consecutive_failures = 0;
+                check.last_error = None;
+            }
+            Some(Err(error)) => {
+                check.consecutive_failures += 1;
+                check.last_error = Some(error);
+            }
+            None => {}
+        }
+        inner.consecutive.store(check.consecutive_failures, Relaxed);
+        let failing = check.consecutive_failures >= threshold || rate.is_some_and(|r| r > error_rate);
+        check.healthy = Some(!failing);
+        inner.metrics.healthy.set(if failing { 0.0 } else { 1.0 });
+    }
+
+    /// What the health checks found so far.
+    pub(super) fn check_state(&self) -> (Option<bool>, u32, u64, Option<String>) {
+        let c = self.inner.check.lock().unwrap_or_else(|p| p.into_inner());
+        (c.healthy, c.consecutive_failures, c.checks, c.last_error.clone())
+    }
+
+    pub(super) fn health(&self) -> PoolHealth {
+        let (healthy, consecutive_failures, _, _) = self.check_state();
+        let (requests, errors) = (self.inner.requests.load(Relaxed), self.inner.errors.load(Relaxed));
+        PoolHealth {
+            name: self.inner.name.to_string(),
+            kind: "http",
+            status: HealthStatus::Up,
+            in_use: self.in_use(),
+            max: self.inner.config.max_connections,
+            healthy,
+            consecutive_failures,
+            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
+/// A transport error in a line: its kind, then reqwest's chain of causes.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_connect() {
+        "connect"
+    } else if error.is_timeout() {
+        "timeout"
+    } else if error.is_body() || error.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    let mut message = format!("{kind}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// The reqwest client of a pool: connection reuse, timeouts, gzip, rustls with `ring`.
+fn client(name: &str, config: &HttpPoolConfig) -> Result<reqwest::Client, PoolError> {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only if another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let mut roots = Vec::with_capacity(config.root_certificates.len());
+    for (i, pem) in config.root_certificates.iter().enumerate() {
+        roots.push(
+            reqwest::Certificate::from_pem(pem)
+                .map_err(|e| config_error(name, format!("`root_certificates[{i}]` is not a PEM certificate: {e}")))?,
+        );
+    }
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(config.max_idle_time)
+        .pool_max_idle_per_host(config.max_connections_per_host)
+        .gzip(config.gzip)
+        .tls_certs_merge(roots)
+        .build()
+        .map_err(|e| config_error(name, e))
+}

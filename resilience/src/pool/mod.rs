@@ -1,0 +1,321 @@
+//! Connection pools and the pool manager (feature `http`).
+//!
+//! A pool is a client of a dependency, under the dependency's name: every operation goes
+//! through that dependency's policies (breaker, retry, rate limiter, bulkhead, timeout),
+//! configured like any other dependency (a registration macro, a settings file, or the
+//! type's preset: `ExternalApi` for HTTP pools unless the pool names another type).
+//! Creating a pool never replaces a dependency's configuration.
+//!
+//! ```no_run
+//! use resilience::{initialize_pools, pool_manager, HttpPoolConfig, PoolConfig};
+//!
+//! # async fn run() -> Result<(), resilience::PoolError> {
+//! initialize_pools(vec![PoolConfig::http(
+//!     "inventory",
+//!     HttpPoolConfig { base_url: Some("http://127.0.0.1:8080".into()), ..Default::default() },
+//! )])
+//! .await?;
+//! let response = pool_manager().http("inventory")?.get("/items/7").await?;
+//! assert!(response.status().is_success());
+//! # Ok(()) }
+//! ```
+
+mod health;
+mod http;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{LazyLock, Once, RwLock};
+
+pub use health::{HealthCheckConfig, PoolCheck, PoolHealthChecker};
+pub use http::{HttpPool, HttpPoolConfig, HttpResponse};
+use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};
+
+/// What a pool pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PoolType {
+    /// HTTP connections ([`HttpPool`]).
+    Http,
+}
+
+impl PoolType {
+    /// The lower-case name (`http`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for PoolType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One pool to create with [`initialize_pools`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The pool's name, which is also its dependency's name.
+    pub name: String,
+    /// The preset of the pool's dependency when nothing else configures it: `None` for
+    /// the pool type's own (`ExternalApi` for HTTP).
+    pub dependency_type: Option<DependencyType>,
+    /// What kind of pool, with its settings.
+    pub kind: PoolKind,
+}
+
+/// A pool's kind and settings.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PoolKind {
+    /// An HTTP pool.
+    Http(HttpPoolConfig),
+}
+
+impl PoolConfig {
+    /// An HTTP pool named `name`.
+    pub fn http(name: impl Into<String>, config: HttpPoolConfig) -> Self {
+        Self { name: name.into(), dependency_type: None, kind: PoolKind::Http(config) }
+    }
+
+    /// This pool, with its dependency getting `dependency_type`'s preset.
+    pub fn with_dependency_type(mut self, dependency_type: DependencyType) -> Self {
+        self.dependency_type = Some(dependency_type);
+        self
+    }
+
+    /// What kind of pool this is.
+    pub fn pool_type(&self) -> PoolType {
+        match self.kind {
+            PoolKind::Http(_) => PoolType::Http,
+        }
+    }
+}
+
+/// Why a pool operation failed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The dependency's policies refused or cut short the call: open breaker, full
+    /// bulkhead (also the pool's own connection limits after `max_wait`), rate limit,
+    /// timeout.
+    Rejected {
+        /// The pool.
+        pool: String,
+        /// What the policies said.
+        error: ResilienceError,
+    },
+    /// The request did not get an answer: the connection was refused or reset, TLS
+    /// failed, the body could not be read.
+    Transport {
+        /// The pool.
+        pool: String,
+        /// What went wrong, as the client said it.
+        message: String,
+    },
+    /// The answer's body is not what was asked for (`json`).
+    Body {
+        /// The pool.
+        pool: String,
+        /// Why it could not be read.
+        message: String,
+    },
+    /// A request could not be built (a bad URL, a relative URL without `base_url`).
+    Request {
+        /// The pool.
+        pool: String,
+        /// Why.
+        message: String,
+    },
+    /// A pool's configuration cannot be used.
+    Config {
+        /// The pool.
+        pool: String,
+        /// Why.
+        message: String,
+    },
+    /// No pool has this name.
+    Unknown {
+        /// The name asked for.
+        pool: String,
+        /// The pools there are.
+        known: Vec<String>,
+    },
+    /// The pool exists but is of another kind.
+    WrongKind {
+        /// The pool.
+        pool: String,
+        /// What the caller asked for.
+        expected: PoolType,
+        /// What it is.
+        actual: PoolType,
+    },
+    /// A pool of this name exists already (pools are never replaced).
+    Duplicate {
+        /// The pool.
+        pool: String,
+    },
+}
+
+impl PoolError {
+    /// The pool the error is about.
+    pub fn pool(&self) -> &str {
+        match self {
+            Self::Rejected { pool, .. }
+            | Self::Transport { pool, .. }
+            | Self::Body { pool, .. }
+            | Self::Request { pool, .. }
+            | Self::Config { pool, .. }
+            | Self::Unknown { pool, .. }
+            | Self::WrongKind { pool, .. }
+            | Self::Duplicate { pool } => pool,
+        }
+    }
+
+    /// The policies' error, when they rejected or timed out the call.
+    pub fn resilience(&self) -> Option<&ResilienceError> {
+        match self {
+            Self::Rejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected { pool, error } => write!(f, "pool `{pool}`: {error}"),
+            Self::Transport { pool, message } => write!(f, "pool `{pool}`: request failed: {message}"),
+            Self::Body { pool, message } => write!(f, "pool `{pool}`: unexpected answer body: {message}"),
+            Self::Request { pool, message } => write!(f, "pool `{pool}`: bad request: {message}"),
+            Self::Config { pool, message } => write!(f, "pool `{pool}`: invalid configuration: {message}"),
+            Self::Unknown { pool, known } if known.is_empty() => {
+                write!(f, "no pool `{pool}`: no pool was initialised (see `initialize_pools`)")
+            }
+            Self::Unknown { pool, known } => write!(f, "no pool `{pool}`; the pools are: {}", known.join(", ")),
+            Self::WrongKind { pool, expected, actual } => {
+                write!(f, "pool `{pool}` is an {actual} pool, not an {expected} pool")
+            }
+            Self::Duplicate { pool } => write!(f, "a pool `{pool}` exists already; pools are never replaced"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Rejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<ResilienceError> for PoolError {
+    fn from(error: ResilienceError) -> Self {
+        Self::Rejected { pool: error.name().to_owned(), error }
+    }
+}
+
+/// One pool of the manager.
+#[derive(Debug, Clone)]
+enum Pool {
+    Http(HttpPool),
+}
+
+impl Pool {
+    fn pool_type(&self) -> PoolType {
+        match self {
+            Self::Http(_) => PoolType::Http,
+        }
+    }
+
+    fn health(&self) -> PoolHealth {
+        match self {
+            Self::Http(p) => p.health(),
+        }
+    }
+}
+
+/// Every pool of the process, by name: see [`pool_manager`].
+#[derive(Debug, Default)]
+pub struct PoolManager {
+    pools: RwLock<BTreeMap<String, Pool>>,
+}
+
+impl PoolManager {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Pool>> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, name: &str) -> Result<Pool, PoolError> {
+        let pools = self.read();
+        pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PoolError::Unknown { pool: name.to_owned(), known: pools.keys().cloned().collect() })
+    }
+
+    /// The HTTP pool `name`: a cheap handle to it.
+    pub fn http(&self, name: &str) -> Result<HttpPool, PoolError> {
+        match self.get(name)? {
+            Pool::Http(pool) => Ok(pool),
+            #[allow(unreachable_patterns)] // Redis and PostgreSQL pools join here.
+            other => {
+                Err(PoolError::WrongKind { pool: name.to_owned(), expected: PoolType::Http, actual: other.pool_type() })
+            }
+        }
+    }
+
+    /// Every pool's name and kind, sorted by name.
+    pub fn list(&self) -> Vec<(String, PoolType)> {
+        self.read().iter().map(|(name, pool)| (name.clone(), pool.pool_type())).collect()
+    }
+
+    fn pools(&self) -> Vec<Pool> {
+        self.read().values().cloned().collect()
+    }
+}
+
+impl PoolReporter for PoolManager {
+    fn pools(&self) -> Vec<PoolHealth> {
+        self.read().values().map(Pool::health).collect()
+    }
+}
+
+static MANAGER: LazyLock<PoolManager> = LazyLock::new(PoolManager::default);
+
+/// The process's pool manager. Its pools appear in [`health()`](crate::health).
+pub fn pool_manager() -> &'static PoolManager {
+    static REPORTS: Once = Once::new();
+    REPORTS.call_once(|| resilience_core::register_pool_reporter(&*MANAGER));
+    &MANAGER
+}
+
+/// Creates `configs`' pools and adds them to [`pool_manager`]: all of them, or (on the
+/// first error, which names the pool) none. A name already in use is an error; so is a
+/// name given twice. May be called again to add more pools.
+pub async fn initialize_pools(configs: Vec<PoolConfig>) -> Result<(), PoolError> {
+    let manager = pool_manager();
+    let mut built: Vec<(String, Pool)> = Vec::with_capacity(configs.len());
+    for config in configs {
+        if built.iter().any(|(name, _)| *name == config.name) || manager.read().contains_key(&config.name) {
+            return Err(PoolError::Duplicate { pool: config.name });
+        }
+        if config.name.trim().is_empty() {
+            return Err(PoolError::Config { pool: config.name, message: String::from("a pool needs a name") });
+        }
+        let pool = match &config.kind {
+            PoolKind::Http(http) => Pool::Http(HttpPool::new(&config.name, http.clone(), config.dependency_type)?),
+        };
+        built.push((config.name, pool));
+    }
+    let mut pools = manager.pools.write().unwrap_or_else(|p| p.into_inner());
+    if let Some((name, _)) = built.iter().find(|(name, _)| pools.contains_key(name)) {
+        // Added by a concurrent call meanwhile.
+        return Err(PoolError::Duplicate { pool: name.clone() });
+    }
+    pools.extend(built);
+    Ok(())
+}

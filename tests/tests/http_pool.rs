@@ -1,0 +1,349 @@
+//! The HTTP pool, the pool manager, pool health checks and the reqwest middleware,
+//! against real servers on 127.0.0.1.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use resilience::{
+    initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, HealthCheckConfig,
+    HttpPoolConfig, PoolConfig, PoolError, PoolHealthChecker, ResilienceError, RetryOverrides,
+};
+
+use crate::http_server::{answer, handler, TestCertificate, TestServer};
+use crate::support::nz;
+
+/// Polls `check` every 10 ms until it holds, failing with `what` after `limit`.
+async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Registers `name` with no retries (and `breaker`), so a test sees each attempt.
+fn register_once(name: &str, breaker: BreakerOverrides) {
+    let own = ConfigOverrides {
+        retry: RetryOverrides { enabled: Some(false), ..Default::default() },
+        circuit_breaker: breaker,
+        ..Default::default()
+    };
+    resilience::registry().register(name, DependencyType::ExternalApi, own).expect("valid");
+}
+
+/// A pool for one test. Tests share the process's pool manager, so a health checker one
+/// test starts checks every pool: only the fault test's pool has a health path.
+async fn pool(name: &str, config: HttpPoolConfig) -> resilience::HttpPool {
+    let config = HttpPoolConfig { health_check_path: None, ..config };
+    initialize_pools(vec![PoolConfig::http(name, config)]).await.expect("pool");
+    pool_manager().http(name).expect("the pool")
+}
+
+/// On one thread, so that the connection's task has handed the connection back before the
+/// next request asks for one (on several, a request may now and then find it still busy
+/// and open a second).
+#[tokio::test(flavor = "current_thread")]
+async fn a_hundred_sequential_requests_reuse_one_connection() {
+    let server = TestServer::start(handler(|_| async { answer(200, "ok") })).await;
+    let http = pool("http_reuse", HttpPoolConfig { base_url: Some(server.url()), ..Default::default() }).await;
+    for _ in 0..100 {
+        let response = http.get("/").await.expect("answered");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    assert_eq!(server.accepted.load(SeqCst), 1, "keep-alive: one connection for 100 requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_host_are_capped() {
+    const CAP: usize = 4;
+    let slow = handler(|_| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        answer(200, "slow")
+    });
+    let server = TestServer::start(slow).await;
+    register_once("http_capped", BreakerOverrides::default());
+    let config = HttpPoolConfig { base_url: Some(server.url()), max_connections_per_host: CAP, ..Default::default() };
+    let http = pool("http_capped", config).await;
+    let calls: Vec<_> = (0..CAP + 5)
+        .map(|_| {
+            tokio::spawn({
+                let http = http.clone();
+                async move { http.get("/").await }
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut full = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => {
+                assert_eq!(response.status(), 200);
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(matches!(e.resilience(), Some(ResilienceError::BulkheadFull { .. })), "{e}");
+                full += 1;
+            }
+        }
+    }
+    assert_eq!((ok, full), (CAP, 5), "the extra requests fail at once with `max_wait` zero");
+    assert!(
+        server.peak.load(SeqCst) <= CAP,
+        "at most {CAP} at the server at once: {} (accepted {})",
+        server.peak.load(SeqCst),
+        server.accepted.load(SeqCst)
+    );
+    assert!(server.accepted.load(SeqCst) <= CAP, "{} connections", server.accepted.load(SeqCst));
+
+    // With a `max_wait`, the extra requests wait for a slot instead.
+    let waiting = HttpPoolConfig {
+        base_url: Some(server.url()),
+        max_connections_per_host: CAP,
+        max_wait: Duration::from_secs(5),
+        ..Default::default()
+    };
+    register_once("http_capped_waiting", BreakerOverrides::default());
+    let http = pool("http_capped_waiting", waiting).await;
+    server.peak.store(0, SeqCst);
+    let calls: Vec<_> = (0..CAP + 5)
+        .map(|_| {
+            tokio::spawn({
+                let http = http.clone();
+                async move { http.get("/").await }
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().expect("waited for a slot").status(), 200);
+    }
+    // In use at once: at most the cap. (Open connections may briefly be one more while a
+    // freed connection is still on its way back into reqwest's pool.)
+    assert!(server.peak.load(SeqCst) <= CAP, "never more than {CAP} requests at the server at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_needs_the_test_s_root_certificate() {
+    let certificate = TestCertificate::new();
+    let server = TestServer::start_tls(handler(|_| async { answer(200, "secure") }), &certificate).await;
+    register_once("https_trusted", BreakerOverrides::default());
+    register_once("https_untrusted", BreakerOverrides::default());
+    let trusted = HttpPoolConfig {
+        base_url: Some(server.url()),
+        root_certificates: vec![certificate.pem.clone().into_bytes()],
+        ..Default::default()
+    };
+    let http = pool("https_trusted", trusted).await;
+    let response = http.get("/").await.expect("the test's root is trusted");
+    assert_eq!(response.text().await.unwrap(), "secure");
+    let http = pool("https_untrusted", HttpPoolConfig { base_url: Some(server.url()), ..Default::default() }).await;
+    match http.get("/").await {
+        Err(PoolError::Transport { message, .. }) => assert!(message.contains("connect"), "{message}"),
+        other => panic!("an unknown certificate must be refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_answers_are_decoded() {
+    let body = "compressible ".repeat(200);
+    let compressed = {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(body.as_bytes()).unwrap();
+        bytes::Bytes::from(encoder.finish().unwrap())
+    };
+    let asked_for_gzip = Arc::new(AtomicBool::new(false));
+    let asked = Arc::clone(&asked_for_gzip);
+    let server = TestServer::start(handler(move |req| {
+        let compressed = compressed.clone();
+        let asked = Arc::clone(&asked);
+        async move {
+            let accepts = req.headers().get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("");
+            asked.store(accepts.contains("gzip"), SeqCst);
+            let mut response = answer(200, compressed);
+            response.headers_mut().insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            response
+        }
+    }))
+    .await;
+    let http = pool("http_gzip", HttpPoolConfig { base_url: Some(server.url()), ..Default::default() }).await;
+    let response = http.get("/").await.unwrap();
+    assert_eq!(response.text().await.unwrap(), body);
+    assert!(asked_for_gzip.load(SeqCst), "the pool asks for gzip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_request_timeout_fails_on_time() {
+    let server = TestServer::start(handler(|_| async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        answer(200, "late")
+    }))
+    .await;
+    register_once("http_request_timeout", BreakerOverrides::default());
+    let config = HttpPoolConfig {
+        base_url: Some(server.url()),
+        request_timeout: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let http = pool("http_request_timeout", config).await;
+    let start = std::time::Instant::now();
+    let error = http.get("/").await.expect_err("too slow");
+    assert!(matches!(error.resilience(), Some(ResilienceError::Timeout { .. })), "{error}");
+    assert!(start.elapsed() < Duration::from_secs(1), "returned after {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_4xx_are_not_failures_5xx_are_and_the_last_5xx_is_returned() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let server = TestServer::start(handler(move |req| {
+        let counted = Arc::clone(&counted);
+        async move {
+            counted.fetch_add(1, SeqCst);
+            if req.uri().path() == "/missing" {
+                answer(404, "no")
+            } else {
+                answer(503, "busy")
+            }
+        }
+    }))
+    .await;
+    // Three attempts, no delay, a breaker that would open on the third failure.
+    let own = ConfigOverrides {
+        retry: RetryOverrides { max_attempts: Some(nz(3)), base_delay: Some(Duration::ZERO), ..Default::default() },
+        circuit_breaker: BreakerOverrides { failure_threshold: Some(nz(4)), ..Default::default() },
+        ..Default::default()
+    };
+    resilience::registry().register("http_statuses", DependencyType::ExternalApi, own).unwrap();
+    let http = pool("http_statuses", HttpPoolConfig { base_url: Some(server.url()), ..Default::default() }).await;
+    for _ in 0..10 {
+        assert_eq!(http.get("/missing").await.unwrap().status(), 404);
+    }
+    assert_eq!(calls.load(SeqCst), 10, "a 4xx is not retried");
+    let state = || resilience::manager().circuit_state("http_statuses");
+    assert_eq!(state(), Some(resilience::CircuitState::Closed), "4xx answers are not failures");
+    let response = http.get("/busy").await.expect("a 5xx is an answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(calls.load(SeqCst), 13, "a 5xx to an idempotent request is retried");
+    // POST is not idempotent: one attempt.
+    assert_eq!(http.post("/busy", "x").await.unwrap().status(), 503);
+    assert_eq!(calls.load(SeqCst), 14);
+    assert_eq!(state(), Some(resilience::CircuitState::Open), "four 5xx answers opened the breaker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_turns_unhealthy_opens_the_breaker_and_everything_recovers() {
+    let server = TestServer::start(handler(|_| async { answer(200, "up") })).await;
+    let breaker = BreakerOverrides {
+        failure_threshold: Some(nz(3)),
+        recovery_timeout: Some(Duration::from_millis(300)),
+        success_threshold: Some(nz(1)),
+        ..Default::default()
+    };
+    register_once("http_fault", breaker);
+    let config = HttpPoolConfig {
+        base_url: Some(server.url()),
+        connect_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    initialize_pools(vec![PoolConfig::http("http_fault", config)]).await.expect("pool");
+    let http = pool_manager().http("http_fault").unwrap();
+    let checker = PoolHealthChecker::new(HealthCheckConfig {
+        check_interval: Duration::from_millis(50),
+        error_rate_threshold: 1.0,
+        consecutive_failures_threshold: 3,
+    });
+    checker.start(pool_manager());
+    let healthy = |checker: &PoolHealthChecker| {
+        checker.summary().into_iter().find(|p| p.name == "http_fault").and_then(|p| p.healthy)
+    };
+    eventually(Duration::from_secs(5), "healthy at first", async || healthy(&checker) == Some(true)).await;
+    assert_eq!(http.get("/").await.unwrap().status(), 200);
+
+    server.stop().await;
+    let start = std::time::Instant::now();
+    let mut failures = 0;
+    while resilience::manager().circuit_state("http_fault") != Some(resilience::CircuitState::Open) {
+        assert!(http.get("/").await.is_err(), "a stopped server cannot answer");
+        failures += 1;
+        assert!(failures <= 3, "the breaker opens after three failures");
+    }
+    let rejected = http.get("/").await.expect_err("open");
+    assert!(matches!(rejected.resilience(), Some(ResilienceError::CircuitOpen { .. })), "{rejected}");
+    // 3 checks × 50 ms, plus the checks' own connect attempts.
+    eventually(Duration::from_secs(3), "unhealthy", async || healthy(&checker) == Some(false)).await;
+    let report = resilience::health();
+    let entry = report.pools.iter().find(|p| p.name == "http_fault").expect("the pool is in health()");
+    assert_eq!(entry.status, resilience::HealthStatus::Down);
+    assert!(report
+        .alerts
+        .iter()
+        .any(|a| a.dependency == "http_fault" && a.kind == resilience::AlertKind::HealthCheckFailed));
+    assert!(start.elapsed() < Duration::from_secs(5), "no call waited past its timeout");
+
+    server.restart().await;
+    eventually(Duration::from_secs(5), "healthy again", async || healthy(&checker) == Some(true)).await;
+    // The breaker half-opens after 300 ms and the next call closes it.
+    eventually(Duration::from_secs(5), "the breaker closes", async || {
+        http.get("/").await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(resilience::manager().circuit_state("http_fault"), Some(resilience::CircuitState::Closed));
+    checker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_middleware_gives_a_plain_reqwest_client_the_dependency_s_breaker() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    let server = TestServer::start(handler(move |_| {
+        counted.fetch_add(1, SeqCst);
+        async { answer(500, "broken") }
+    }))
+    .await;
+    register_once("reqwest_mw", BreakerOverrides { failure_threshold: Some(nz(3)), ..Default::default() });
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(resilience::reqwest::ResilienceMiddleware::new("reqwest_mw"))
+        .build();
+    for _ in 0..3 {
+        let response = client.get(server.url()).send().await.expect("a 5xx is an answer");
+        assert_eq!(response.status(), 500);
+    }
+    let error = client.get(server.url()).send().await.expect_err("the breaker is open");
+    let reqwest_middleware::Error::Middleware(inner) = &error else { panic!("{error}") };
+    assert!(matches!(inner.downcast_ref::<ResilienceError>(), Some(ResilienceError::CircuitOpen { .. })), "{inner}");
+    assert_eq!(requests.load(SeqCst), 3, "a rejected call never reached the server");
+}
+
+#[tokio::test]
+async fn the_manager_names_unknown_pools_and_adds_all_or_nothing() {
+    let e = pool_manager().http("no_such_pool").unwrap_err();
+    assert!(e.to_string().starts_with("no pool `no_such_pool`"), "{e}");
+    initialize_pools(vec![PoolConfig::http("manager_first", HttpPoolConfig::default())]).await.unwrap();
+    let e = initialize_pools(vec![
+        PoolConfig::http("manager_second", HttpPoolConfig::default()),
+        PoolConfig::http("manager_first", HttpPoolConfig::default()),
+    ])
+    .await
+    .unwrap_err();
+    assert!(matches!(&e, PoolError::Duplicate { pool } if pool == "manager_first"), "{e}");
+    assert!(pool_manager().http("manager_second").is_err(), "nothing of a refused list is added");
+    let e = initialize_pools(vec![PoolConfig::http(
+        "manager_bad",
+        HttpPoolConfig { max_connections: 0, ..Default::default() },
+    )])
+    .await
+    .unwrap_err();
+    assert_eq!(e.to_string(), "pool `manager_bad`: invalid configuration: `max_connections` must be at least 1");
+    let e = initialize_pools(vec![PoolConfig::http(
+        "manager_bad_url",
+        HttpPoolConfig { base_url: Some("not a url".into()), ..Default::default() },
+    )])
+    .await
+    .unwrap_err();
+    assert!(e.to_string().starts_with("pool `manager_bad_url`: invalid configuration: `base_url`"), "{e}");
+    let http = pool_manager().http("manager_first").unwrap();
+    let e = http.get("/relative").await.unwrap_err();
+    assert!(e.to_string().contains("relative and the pool has no `base_url`"), "{e}");
+}
