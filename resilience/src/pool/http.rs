@@ -7,7 +7,6 @@
 //! `root_certificates`. If the process has not chosen a rustls provider, building the
 //! first pool installs `ring` as the process default.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -179,7 +178,9 @@ struct Inner {
     base: Option<reqwest::Url>,
     dependency: &'static Dependency,
     total: SemaphoreBulkhead,
-    hosts: Mutex<HashMap<String, SemaphoreBulkhead>>,
+    /// One bulkhead per `host:port` (a pool mostly talks to a few hosts: a short list,
+    /// searched without allocating).
+    hosts: Mutex<Vec<(String, u16, SemaphoreBulkhead)>>,
     request_timeout: Option<Timeout>,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -260,7 +261,7 @@ impl HttpPool {
                 base,
                 dependency,
                 total,
-                hosts: Mutex::new(HashMap::new()),
+                hosts: Mutex::new(Vec::new()),
                 request_timeout,
                 requests: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
@@ -295,12 +296,14 @@ impl HttpPool {
 
     /// `GET url`.
     pub async fn get(&self, url: impl AsRef<str>) -> Result<HttpResponse, PoolError> {
-        self.send(self.build(Method::GET, url.as_ref(), Bytes::new())?, true).await
+        let url = self.resolve(url.as_ref())?;
+        self.exchange(Method::GET, url, HeaderMap::new(), Bytes::new(), true).await
     }
 
     /// `POST url` with `body` (not retried: `POST` is not idempotent).
     pub async fn post(&self, url: impl AsRef<str>, body: impl Into<Bytes>) -> Result<HttpResponse, PoolError> {
-        self.send(self.build(Method::POST, url.as_ref(), body.into())?, false).await
+        let url = self.resolve(url.as_ref())?;
+        self.exchange(Method::POST, url, HeaderMap::new(), body.into(), false).await
     }
 
     /// Sends `request` (its URI full, or a path joined to `base_url`), retried when its
@@ -308,18 +311,8 @@ impl HttpPool {
     pub async fn request<B: Into<Bytes>>(&self, request: http::Request<B>) -> Result<HttpResponse, PoolError> {
         let idempotent = is_idempotent(request.method());
         let (parts, body) = request.into_parts();
-        let mut request = self.build(parts.method, &parts.uri.to_string(), body.into())?;
-        *request.headers_mut() = parts.headers;
-        self.send(request, idempotent).await
-    }
-
-    fn build(&self, method: Method, url: &str, body: Bytes) -> Result<http::Request<Bytes>, PoolError> {
-        let url = self.resolve(url)?;
-        http::Request::builder()
-            .method(method)
-            .uri(url.as_str())
-            .body(body)
-            .map_err(|e| PoolError::Request { pool: self.inner.name.to_string(), message: e.to_string() })
+        let url = self.resolve(&parts.uri.to_string())?;
+        self.exchange(parts.method, url, parts.headers, body.into(), idempotent).await
     }
 
     fn resolve(&self, url: &str) -> Result<reqwest::Url, PoolError> {
@@ -337,14 +330,25 @@ impl HttpPool {
     /// Sends `request` through the dependency's policies; `retry` says whether a failed
     /// attempt may be repeated (give `true` only for requests safe to repeat).
     pub async fn send(&self, request: http::Request<Bytes>, retry: bool) -> Result<HttpResponse, PoolError> {
-        let url = self.resolve(&request.uri().to_string())?;
         let (parts, body) = request.into_parts();
+        let url = self.resolve(&parts.uri.to_string())?;
+        self.exchange(parts.method, url, parts.headers, body, retry).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        body: Bytes,
+        retry: bool,
+    ) -> Result<HttpResponse, PoolError> {
         let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
         let outcome = self
             .inner
             .dependency
             .pipeline()
-            .call_with(&policy, || self.attempt(parts.method.clone(), url.clone(), parts.headers.clone(), body.clone()))
+            .call_with(&policy, || self.attempt(method.clone(), url.clone(), headers.clone(), body.clone()))
             .await;
         match outcome {
             Ok(response) => Ok(response),
@@ -358,9 +362,9 @@ impl HttpPool {
 
     /// The bulkhead of connections to `url`'s host.
     fn host(&self, url: &reqwest::Url) -> SemaphoreBulkhead {
-        let key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+        let (host, port) = (url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
         let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = hosts.get(&key) {
+        if let Some((_, _, b)) = hosts.iter().find(|(h, p, _)| h == host && *p == port) {
             return b.clone();
         }
         let config = SemaphoreBulkheadConfig {
@@ -370,7 +374,7 @@ impl HttpPool {
         // Validated when the pool was built, with the same values.
         match SemaphoreBulkhead::new(Arc::clone(&self.inner.name), config) {
             Ok(b) => {
-                hosts.insert(key, b.clone());
+                hosts.push((host.to_owned(), port, b.clone()));
                 b
             }
             Err(_) => self.inner.total.clone(),
@@ -393,7 +397,7 @@ impl HttpPool {
         inner.metrics.active.set(self.in_use() as f64);
         inner.requests.fetch_add(1, Relaxed);
         let exchange = async {
-            let response = inner
+            let mut response = inner
                 .client
                 .request(method, url)
                 .headers(headers)
@@ -402,7 +406,7 @@ impl HttpPool {
                 .await
                 .map_err(|e| AttemptError::Transport(describe(&e)))?;
             let status = response.status();
-            let headers = response.headers().clone();
+            let headers = std::mem::take(response.headers_mut());
             let body = response.bytes().await.map_err(|e| AttemptError::Transport(describe(&e)))?;
             Ok::<_, AttemptError>(HttpResponse { pool: Arc::clone(&inner.name), status, headers, body })
         };
