@@ -68,5 +68,7 @@ pub use registry::{
     health, registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry,
 };
 pub use retry::{Backoff, Jitter, Retry, RetryConfig};
-pub use settings::{init, reload, Settings, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX};
+pub use settings::{
+    init, reload, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX, SETTINGS_SECTIONS,
+};
 pub use timeout::{Timeout, TimeoutFuture};

@@ -75,8 +75,8 @@ mod pool;
 pub mod reqwest;
 #[cfg(feature = "http")]
 pub use pool::{
-    initialize_pools, pool_manager, HealthCheckConfig, HttpPool, HttpPoolConfig, HttpResponse, PoolCheck, PoolConfig,
-    PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
+    initialize_pools, pool_manager, pools_from_settings, HealthCheckConfig, HttpPool, HttpPoolConfig, HttpResponse,
+    PoolCheck, PoolConfig, PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
 };
 
 /// What the attribute macros expand to. Not a public API: it may change in any release.

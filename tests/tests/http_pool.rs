@@ -347,3 +347,91 @@ async fn the_manager_names_unknown_pools_and_adds_all_or_nothing() {
     let e = http.get("/relative").await.unwrap_err();
     assert!(e.to_string().contains("relative and the pool has no `base_url`"), "{e}");
 }
+
+#[test]
+fn pools_come_from_the_settings_file_with_its_error_rules() {
+    let settings = resilience::Settings::from_yaml_str(
+        "pools:\n  settings_http:\n    type: http\n    base_url: http://127.0.0.1:9\n    max_connections: 7\n    request_timeout: 2s\n    dependency_type: database\nproduction:\n  pools:\n    settings_http: { max_connections: 9 }\n",
+    )
+    .expect("valid");
+    let pools = resilience::pools_from_settings(&settings).unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].name, "settings_http");
+    assert_eq!(pools[0].dependency_type, Some(DependencyType::Database));
+    let resilience::PoolKind::Http(http) = &pools[0].kind else { panic!("http") };
+    assert_eq!((http.max_connections, http.request_timeout), (7, Some(Duration::from_secs(2))));
+    let production = settings.with_environment("production").unwrap();
+    let resilience::PoolKind::Http(http) = &resilience::pools_from_settings(&production).unwrap()[0].kind else {
+        panic!("http")
+    };
+    assert_eq!(http.max_connections, 9, "an environment section refines a pool");
+
+    let err = |yaml: &str| resilience::Settings::from_yaml_str(yaml).unwrap_err().to_string();
+    assert_eq!(
+        err("pools:\n  p:\n    type: http\n    max_conections: 3\n"),
+        "<string>:4: unknown key `pools.p.max_conections`; did you mean `max_connections`?"
+    );
+    assert_eq!(
+        err("pools:\n  p:\n    type: htp\n"),
+        "<string>:3: invalid `pools.p.type`: unknown value `htp`; did you mean `http`?"
+    );
+    assert_eq!(err("pools:\n  p:\n    base_url: x\n"), "<string>:2: invalid `pools.p`: missing `type` (one of: http)");
+    assert_eq!(
+        err("pools:\n  p:\n    type: http\n    max_connections: 0\n"),
+        "<string>:4: invalid `pools.p.max_connections`: must be at least 1, found 0"
+    );
+    assert_eq!(
+        err("pools:\n  p: { type: http }\nstaging:\n  pools:\n    p: { request_timeout: 0s }\n"),
+        "<string>:5: invalid `staging.pools.p.request_timeout`: must be greater than zero"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_metrics_and_pool_alerts() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    // A gate with no permit: each answer waits for one (none is missed, whenever given).
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let wait = Arc::clone(&release);
+    let server = TestServer::start(handler(move |_| {
+        let wait = Arc::clone(&wait);
+        async move {
+            let _pass = wait.acquire().await;
+            answer(200, "done")
+        }
+    }))
+    .await;
+    register_once("http_metrics", BreakerOverrides::default());
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let config = HttpPoolConfig { base_url: Some(server.url()), max_connections: 5, ..Default::default() };
+    let http = metrics::with_local_recorder(&recorder, || {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(pool("http_metrics", config)))
+    });
+    // Four of five connections in use: 80 % is not above 80 %; five is above 95 %.
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn({
+                let http = http.clone();
+                async move { http.get("/").await }
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), "five in use", async || http.in_use() == 5).await;
+    let report = resilience::health();
+    let entry = report.pools.iter().find(|p| p.name == "http_metrics").expect("in health()");
+    assert_eq!((entry.in_use, entry.max, entry.kind), (5, 5, "http"));
+    assert!(report.alerts.iter().any(|a| a.dependency == "http_metrics"
+        && a.kind == resilience::AlertKind::PoolUtilization
+        && a.severity == resilience::Severity::Critical));
+    release.add_permits(5);
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(http.in_use(), 0);
+    let snapshot = snapshotter.snapshot().into_vec();
+    let find = |name: &str| snapshot.iter().find(|(k, _, _, _)| k.key().name() == name).map(|(_, _, _, v)| v);
+    assert_eq!(find("resilience_pool_max_connections"), Some(&DebugValue::Gauge(5.0.into())));
+    assert!(matches!(find("resilience_pool_acquire_duration_seconds"), Some(DebugValue::Histogram(h)) if h.len() == 5));
+    assert_eq!(find("resilience_pool_connections"), Some(&DebugValue::Gauge(0.0.into())));
+    assert_eq!(find("resilience_pool_healthy"), Some(&DebugValue::Gauge(1.0.into())));
+}

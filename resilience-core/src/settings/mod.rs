@@ -22,7 +22,10 @@
 //! ```
 
 mod schema;
+mod section;
 mod tree;
+
+pub use section::{SectionValue, SettingsSection, SETTINGS_SECTIONS};
 
 use std::path::Path;
 
@@ -49,6 +52,8 @@ pub struct Settings {
     environments: Vec<(String, Node)>,
     environment: Option<String>,
     overrides: Vec<(String, String)>,
+    /// The document in force: the base, the environment section, the variables.
+    effective: Node,
     model: Model,
 }
 
@@ -60,6 +65,11 @@ pub(crate) struct Model {
 }
 
 const SECTIONS: [&str; 2] = ["resilience", "external_dependencies"];
+
+/// Every top-level section: the core's and the integrations' (see [`SettingsSection`]).
+fn sections() -> Vec<&'static str> {
+    SECTIONS.iter().copied().chain(section::names()).collect()
+}
 
 impl Settings {
     /// Parses and validates settings from YAML text (`<string>` in error messages).
@@ -99,10 +109,11 @@ impl Settings {
                 format!("the document must be a mapping, not {}", root.kind()),
             ));
         };
+        let sections = sections();
         for (key, node) in entries {
-            if SECTIONS.contains(&key.as_str()) {
+            if sections.contains(&key.as_str()) {
                 base.set_path(std::slice::from_ref(key), node.clone());
-            } else if let Some(close) = schema::suggest(key, &SECTIONS).filter(|_| node.entries().is_some()) {
+            } else if let Some(close) = schema::suggest(key, &sections).filter(|_| node.entries().is_some()) {
                 // Most likely a misspelt section rather than an environment.
                 return Err(schema::unknown(file, key, node, Some(close)));
             } else {
@@ -127,6 +138,7 @@ impl Settings {
                 let mut merged = base.clone();
                 merged.merge(section);
                 schema::read(file, &merged).map_err(|e| e.in_section(name))?;
+                section::check_all(file, &merged).map_err(|e| e.in_section(name))?;
             }
         }
         let mut effective = base.clone();
@@ -150,7 +162,8 @@ impl Settings {
             effective.set_path(&path, Node { value: tree::Value::Str(value.clone()), origin });
         }
         let model = schema::read(file, &effective)?;
-        Ok(Self { file: file.to_owned(), base, environments, environment, overrides, model })
+        section::check_all(file, &effective)?;
+        Ok(Self { file: file.to_owned(), base, environments, environment, overrides, effective, model })
     }
 
     /// Applies the environment section `name` over the rest of the document.
@@ -187,6 +200,14 @@ impl Settings {
     /// The environment section in force, if any.
     pub fn environment(&self) -> Option<&str> {
         self.environment.as_deref()
+    }
+
+    /// The integration section `name` (`pools`, say) as in force (base, environment
+    /// section, variables), already checked by its [`SettingsSection`]; `None` if the
+    /// file has none.
+    pub fn section(&self, name: &str) -> Option<SectionValue<'_>> {
+        let node = self.effective.get(&[name])?;
+        Some(SectionValue::new(&self.file, name.to_owned(), node))
     }
 
     /// The defaults these settings give every dependency.

@@ -99,7 +99,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The entries of a mapping whose keys must all be in `allowed`.
-fn entries<'n>(file: &str, path: &str, node: &'n Node, allowed: &[&str]) -> Result<&'n [(String, Node)], ConfigError> {
+pub(super) fn entries<'n>(
+    file: &str,
+    path: &str,
+    node: &'n Node,
+    allowed: &[&str],
+) -> Result<&'n [(String, Node)], ConfigError> {
     if node.value == Value::Null {
         return Ok(&[]);
     }
@@ -389,7 +394,7 @@ fn type_for_timeout(key: &str) -> Option<DependencyType> {
 
 /// Checks that an environment section has the shape of the document.
 pub(super) fn check_shape(file: &str, name: &str, section: &Node) -> Result<(), ConfigError> {
-    entries(file, name, section, &super::SECTIONS).map(|_| ())
+    entries(file, name, section, &super::sections()).map(|_| ())
 }
 
 /// Reads and validates the effective document.
@@ -397,7 +402,11 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
     let r = Reader { file };
     let mut defaults = Defaults::default();
     let mut dependencies = Vec::new();
-    for (section, node) in entries(file, "", root, &super::SECTIONS)? {
+    for (section, node) in entries(file, "", root, &super::sections())? {
+        if !super::SECTIONS.contains(&section.as_str()) {
+            // An integration's section: checked by its `SettingsSection`.
+            continue;
+        }
         if section == "resilience" {
             for (key, v) in entries(file, section, node, &RESILIENCE_KEYS)? {
                 let path = join(section, key);

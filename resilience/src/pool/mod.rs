@@ -22,6 +22,7 @@
 
 mod health;
 mod http;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +31,7 @@ use std::sync::{LazyLock, Once, RwLock};
 pub use health::{HealthCheckConfig, PoolCheck, PoolHealthChecker};
 pub use http::{HttpPool, HttpPoolConfig, HttpResponse};
 use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};
+pub use settings::pools_from_settings;
 
 /// What a pool pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,115 @@
+//! The `pools:` section of the settings file.
+//!
+//! ```yaml
+//! pools:
+//!   inventory:
+//!     type: http                       # the only kind so far
+//!     dependency_type: external_api    # optional: the preset of the pool's dependency
+//!     base_url: http://127.0.0.1:8080
+//!     max_connections: 100
+//!     max_connections_per_host: 30
+//!     connect_timeout: 10s
+//!     request_timeout: 5s              # optional
+//!     max_idle_time: 300s
+//!     max_wait: 50ms
+//!     health_check_interval: 60s
+//!     health_check_path: /health
+//!     gzip: true
+//! ```
+//!
+//! Checked when the file is read, environment sections included, with the same errors
+//! as the rest of the file (key path and line). Root certificates are given in code
+//! ([`HttpPoolConfig::root_certificates`]).
+
+use resilience_core::{ConfigError, DependencyType, SectionValue, Settings, SettingsSection};
+
+use super::{HttpPoolConfig, PoolConfig};
+
+const POOL_KEYS: &[&str] = &[
+    "type",
+    "dependency_type",
+    "base_url",
+    "max_connections",
+    "max_connections_per_host",
+    "connect_timeout",
+    "request_timeout",
+    "max_idle_time",
+    "max_wait",
+    "health_check_interval",
+    "health_check_path",
+    "gzip",
+];
+
+struct PoolsSection;
+
+impl SettingsSection for PoolsSection {
+    fn name(&self) -> &'static str {
+        "pools"
+    }
+
+    fn check(&self, value: &SectionValue<'_>) -> Result<(), ConfigError> {
+        read(value).map(|_| ())
+    }
+}
+
+#[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
+static POOLS: &'static dyn SettingsSection = &PoolsSection;
+
+/// The pools of `settings`' `pools:` section, to pass to
+/// [`initialize_pools`](super::initialize_pools) (none if the file has no such section).
+pub fn pools_from_settings(settings: &Settings) -> Result<Vec<PoolConfig>, ConfigError> {
+    settings.section("pools").map_or_else(|| Ok(Vec::new()), |pools| read(&pools))
+}
+
+fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, entry) in pools.named_entries()? {
+        let keys = entry.entries_of(POOL_KEYS)?;
+        let Some((_, kind)) = keys.iter().find(|(k, _)| *k == "type") else {
+            return Err(entry.invalid("missing `type` (one of: http)"));
+        };
+        kind.word(&["http"])?;
+        let mut config = HttpPoolConfig::default();
+        let mut dependency_type = None;
+        for (key, value) in &keys {
+            match *key {
+                "type" => {}
+                "dependency_type" => {
+                    let types = DependencyType::ALL.map(DependencyType::as_str);
+                    dependency_type = value.word(&types)?.parse().ok();
+                }
+                "base_url" => {
+                    let url = value.string()?;
+                    reqwest::Url::parse(&url).map_err(|e| value.invalid(format!("`{url}` is not a URL: {e}")))?;
+                    config.base_url = Some(url);
+                }
+                "max_connections" => config.max_connections = usize_count(value)?,
+                "max_connections_per_host" => config.max_connections_per_host = usize_count(value)?,
+                "connect_timeout" => config.connect_timeout = positive_duration(value)?,
+                "request_timeout" => config.request_timeout = Some(positive_duration(value)?),
+                "max_idle_time" => config.max_idle_time = value.duration()?,
+                "max_wait" => config.max_wait = value.duration()?,
+                "health_check_interval" => config.health_check_interval = positive_duration(value)?,
+                "health_check_path" => config.health_check_path = Some(value.string()?),
+                _ => config.gzip = value.boolean()?,
+            }
+        }
+        let mut pool = PoolConfig::http(name, config);
+        pool.dependency_type = dependency_type;
+        out.push(pool);
+    }
+    Ok(out)
+}
+
+fn usize_count(value: &SectionValue<'_>) -> Result<usize, ConfigError> {
+    let n = value.count(1)?;
+    usize::try_from(n).map_err(|_| value.invalid(format!("{n} is too large")))
+}
+
+fn positive_duration(value: &SectionValue<'_>) -> Result<std::time::Duration, ConfigError> {
+    let d = value.duration()?;
+    if d.is_zero() {
+        return Err(value.invalid("must be greater than zero"));
+    }
+    Ok(d)
+}
