@@ -245,6 +245,7 @@ async fn a_stopped_server_turns_unhealthy_opens_the_breaker_and_everything_recov
     let config = HttpPoolConfig {
         base_url: Some(server.url()),
         connect_timeout: Duration::from_millis(500),
+        health_check_interval: Duration::from_millis(50),
         ..Default::default()
     };
     initialize_pools(vec![PoolConfig::http("http_fault", config)]).await.expect("pool");

@@ -111,10 +111,11 @@ impl PoolHealthChecker {
 async fn check_all(manager: &PoolManager, config: &HealthCheckConfig) {
     for pool in manager.pools() {
         match pool {
-            Pool::Http(p) => {
+            Pool::Http(p) if p.due() => {
                 let outcome = p.check().await;
                 p.record_check(outcome, config.consecutive_failures_threshold.max(1), config.error_rate_threshold);
             }
+            Pool::Http(_) => {}
         }
     }
 }

@@ -43,7 +43,8 @@ pub struct HttpPoolConfig {
     /// How long a request waits for a connection slot (overall or per host) before it
     /// fails with `BulkheadFull`. Default zero: fail at once.
     pub max_wait: Duration,
-    /// How often a [`PoolHealthChecker`](super::PoolHealthChecker) checks this pool.
+    /// How often a [`PoolHealthChecker`](super::PoolHealthChecker) checks this pool at
+    /// most (it looks every `check_interval` and skips a pool checked more recently).
     /// Default 60 s.
     pub health_check_interval: Duration,
     /// What relative URLs (`"/users/7"`) are joined to. Default none.
@@ -169,6 +170,8 @@ pub(super) struct CheckState {
     pub(super) consecutive_failures: u32,
     pub(super) checks: u64,
     pub(super) last_error: Option<String>,
+    /// When the pool was last checked.
+    pub(super) last: Option<Instant>,
 }
 
 struct Inner {
@@ -426,6 +429,17 @@ impl HttpPool {
         drop(_total);
         inner.metrics.active.set(self.in_use() as f64);
         result
+    }
+
+    /// Whether the pool is due for a check (its `health_check_interval` has passed);
+    /// marks it checked.
+    pub(super) fn due(&self) -> bool {
+        let mut check = self.inner.check.lock().unwrap_or_else(|p| p.into_inner());
+        if check.last.is_some_and(|at| at.elapsed() < self.inner.config.health_check_interval) {
+            return false;
+        }
+        check.last = Some(Instant::now());
+        true
     }
 
     /// Asks for the health path once, outside the policies (a check must reach the
