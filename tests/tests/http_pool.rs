@@ -429,6 +429,7 @@ async fn pool_metrics_and_pool_alerts() {
         assert_eq!(call.await.unwrap().unwrap().status(), 200);
     }
     assert_eq!(http.in_use(), 0);
+    pool_manager().refresh_gauges();
     let snapshot = snapshotter.snapshot().into_vec();
     let find = |name: &str| snapshot.iter().find(|(k, _, _, _)| k.key().name() == name).map(|(_, _, _, v)| v);
     assert_eq!(find("resilience_pool_max_connections"), Some(&DebugValue::Gauge(5.0.into())));

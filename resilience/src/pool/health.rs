@@ -109,6 +109,7 @@ impl PoolHealthChecker {
 }
 
 async fn check_all(manager: &PoolManager, config: &HealthCheckConfig) {
+    manager.refresh_gauges();
     for pool in manager.pools() {
         match pool {
             Pool::Http(p) if p.due() => {

@@ -181,8 +181,9 @@ struct Inner {
     base: Option<reqwest::Url>,
     dependency: &'static Dependency,
     total: SemaphoreBulkhead,
-    /// One bulkhead per `host:port` (a pool mostly talks to a few hosts: a short list,
-    /// searched without allocating).
+    /// The bulkhead of the first host the pool talked to, found without a lock (most
+    /// pools talk to one host), then one per other `host:port` in a short list.
+    first_host: std::sync::OnceLock<(String, u16, SemaphoreBulkhead)>,
     hosts: Mutex<Vec<(String, u16, SemaphoreBulkhead)>>,
     request_timeout: Option<Timeout>,
     requests: AtomicU64,
@@ -264,6 +265,7 @@ impl HttpPool {
                 base,
                 dependency,
                 total,
+                first_host: std::sync::OnceLock::new(),
                 hosts: Mutex::new(Vec::new()),
                 request_timeout,
                 requests: AtomicU64::new(0),
@@ -366,22 +368,33 @@ impl HttpPool {
     /// The bulkhead of connections to `url`'s host.
     fn host(&self, url: &reqwest::Url) -> SemaphoreBulkhead {
         let (host, port) = (url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+        match self.inner.first_host.get() {
+            Some((h, p, b)) if h == host && *p == port => return b.clone(),
+            Some(_) => {}
+            None => {
+                let (h, p, b) = self.inner.first_host.get_or_init(|| (host.to_owned(), port, self.new_host()));
+                if h == host && *p == port {
+                    return b.clone();
+                }
+            }
+        }
         let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, b)) = hosts.iter().find(|(h, p, _)| h == host && *p == port) {
             return b.clone();
         }
+        let b = self.new_host();
+        hosts.push((host.to_owned(), port, b.clone()));
+        b
+    }
+
+    /// A new host's bulkhead.
+    fn new_host(&self) -> SemaphoreBulkhead {
         let config = SemaphoreBulkheadConfig {
             max_concurrent: NonZeroUsize::new(self.inner.config.max_connections_per_host).unwrap_or(NonZeroUsize::MIN),
             max_wait: self.inner.config.max_wait,
         };
         // Validated when the pool was built, with the same values.
-        match SemaphoreBulkhead::new(Arc::clone(&self.inner.name), config) {
-            Ok(b) => {
-                hosts.push((host.to_owned(), port, b.clone()));
-                b
-            }
-            Err(_) => self.inner.total.clone(),
-        }
+        SemaphoreBulkhead::new(Arc::clone(&self.inner.name), config).unwrap_or_else(|_| self.inner.total.clone())
     }
 
     async fn attempt(
@@ -392,12 +405,12 @@ impl HttpPool {
         body: Bytes,
     ) -> Result<HttpResponse, AttemptError> {
         let inner = &*self.inner;
-        let waited = Instant::now();
-        let _total = inner.total.acquire_owned().await?;
         let host = self.host(&url);
-        let _host = host.acquire_owned().await?;
-        inner.metrics.acquire.record(waited.elapsed().as_secs_f64());
-        inner.metrics.active.set(self.in_use() as f64);
+        // The clock is read only when a slot may have to be waited for.
+        let waited = (inner.total.available() == 0 || host.available() == 0).then(Instant::now);
+        let _total = inner.total.acquire().await?;
+        let _host = host.acquire().await?;
+        inner.metrics.acquire.record(waited.map_or(0.0, |at| at.elapsed().as_secs_f64()));
         inner.requests.fetch_add(1, Relaxed);
         let exchange = async {
             let mut response = inner
@@ -425,9 +438,6 @@ impl HttpPool {
             inner.errors.fetch_add(1, Relaxed);
             inner.metrics.errors.increment(1);
         }
-        drop(_host);
-        drop(_total);
-        inner.metrics.active.set(self.in_use() as f64);
         result
     }
 
@@ -490,6 +500,13 @@ impl HttpPool {
         let failing = check.consecutive_failures >= threshold || rate.is_some_and(|r| r > error_rate);
         check.healthy = Some(!failing);
         inner.metrics.healthy.set(if failing { 0.0 } else { 1.0 });
+    }
+
+    /// Sets the gauge of connections in use (exporters call this before they render,
+    /// through [`PoolManager::refresh_gauges`](super::PoolManager::refresh_gauges), so
+    /// requests never have to).
+    pub(super) fn refresh_gauges(&self) {
+        self.inner.metrics.active.set(self.in_use() as f64);
     }
 
     /// What the health checks found so far.

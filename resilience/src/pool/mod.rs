@@ -278,10 +278,22 @@ impl PoolManager {
     fn pools(&self) -> Vec<Pool> {
         self.read().values().cloned().collect()
     }
+
+    /// Sets every pool gauge that follows a value (connections in use). Exporters call
+    /// this before they render; [`health()`](crate::health) and each round of a
+    /// [`PoolHealthChecker`] do too.
+    pub fn refresh_gauges(&self) {
+        for pool in self.read().values() {
+            match pool {
+                Pool::Http(p) => p.refresh_gauges(),
+            }
+        }
+    }
 }
 
 impl PoolReporter for PoolManager {
     fn pools(&self) -> Vec<PoolHealth> {
+        self.refresh_gauges();
         self.read().values().map(Pool::health).collect()
     }
 }
