@@ -33,6 +33,19 @@ fn register_once(name: &str, breaker: BreakerOverrides) {
     resilience::registry().register(name, DependencyType::ExternalApi, own).expect("valid");
 }
 
+/// `n` GETs of `/` at once, each on its own task.
+fn concurrent_gets(
+    http: &resilience::HttpPool,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<resilience::HttpResponse, PoolError>>> {
+    (0..n)
+        .map(|_| {
+            let http = http.clone();
+            tokio::spawn(async move { http.get("/").await })
+        })
+        .collect()
+}
+
 /// A pool for one test. Tests share the process's pool manager, so a health checker one
 /// test starts checks every pool: only the fault test's pool has a health path.
 async fn pool(name: &str, config: HttpPoolConfig) -> resilience::HttpPool {
@@ -67,14 +80,7 @@ async fn connections_per_host_are_capped() {
     register_once("http_capped", BreakerOverrides::default());
     let config = HttpPoolConfig { base_url: Some(server.url()), max_connections_per_host: CAP, ..Default::default() };
     let http = pool("http_capped", config).await;
-    let calls: Vec<_> = (0..CAP + 5)
-        .map(|_| {
-            tokio::spawn({
-                let http = http.clone();
-                async move { http.get("/").await }
-            })
-        })
-        .collect();
+    let calls = concurrent_gets(&http, CAP + 5);
     let mut ok = 0;
     let mut full = 0;
     for call in calls {
@@ -108,14 +114,7 @@ async fn connections_per_host_are_capped() {
     register_once("http_capped_waiting", BreakerOverrides::default());
     let http = pool("http_capped_waiting", waiting).await;
     server.peak.store(0, SeqCst);
-    let calls: Vec<_> = (0..CAP + 5)
-        .map(|_| {
-            tokio::spawn({
-                let http = http.clone();
-                async move { http.get("/").await }
-            })
-        })
-        .collect();
+    let calls = concurrent_gets(&http, CAP + 5);
     for call in calls {
         assert_eq!(call.await.unwrap().expect("waited for a slot").status(), 200);
     }
@@ -408,15 +407,8 @@ async fn pool_metrics_and_pool_alerts() {
     let http = metrics::with_local_recorder(&recorder, || {
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(pool("http_metrics", config)))
     });
-    // Four of five connections in use: 80 % is not above 80 %; five is above 95 %.
-    let calls: Vec<_> = (0..5)
-        .map(|_| {
-            tokio::spawn({
-                let http = http.clone();
-                async move { http.get("/").await }
-            })
-        })
-        .collect();
+    // All five connections in use: above 95 %, a critical alert.
+    let calls = concurrent_gets(&http, 5);
     eventually(Duration::from_secs(5), "five in use", async || http.in_use() == 5).await;
     let report = resilience::health();
     let entry = report.pools.iter().find(|p| p.name == "http_metrics").expect("in health()");
