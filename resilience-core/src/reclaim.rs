@@ -626,4 +626,56 @@ mod loom_tests {
             reader.join().expect("reader");
         });
     }
+
+    /// Two values replaced one after the other (two grace periods, the parity flipping
+    /// and flipping back) while a reader reads twice, its second section on a record of
+    /// its own and its first ended after the second began: neither value is dropped while
+    /// a section that may have loaded it is open.
+    #[test]
+    fn loom_two_grace_periods_and_overlapping_sections() {
+        use loom::sync::atomic::AtomicUsize;
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let domain = Arc::new(Domain::new());
+            let (first_record, second_record): (&'static Record, &'static Record) =
+                (domain.register(), domain.register());
+            // 1 = alive, 0 = freed; `current` says which of the two is published.
+            let values = Arc::new([AtomicUsize::new(1), AtomicUsize::new(1)]);
+            let current = Arc::new(AtomicUsize::new(0));
+            let reader = {
+                let (domain, values, current) = (Arc::clone(&domain), Arc::clone(&values), Arc::clone(&current));
+                thread::spawn(move || {
+                    let outer = domain.lock(Some(first_record));
+                    let seen = current.load(Acquire);
+                    assert_eq!(values[seen].load(Relaxed), 1, "first section: used after free");
+                    let inner = domain.lock(Some(second_record));
+                    domain.unlock(Some(first_record), outer);
+                    let seen = current.load(Acquire);
+                    assert_eq!(values[seen].load(Relaxed), 1, "second section: used after free");
+                    domain.unlock(Some(second_record), inner);
+                })
+            };
+            struct Free(Arc<[AtomicUsize; 2]>, usize);
+            impl Drop for Free {
+                fn drop(&mut self) {
+                    self.0[self.1].store(0, Relaxed);
+                }
+            }
+            // Replace value 0 by value 1 (value 1 is never replaced here).
+            current.store(1, Release);
+            let mut waiting = domain.retire(Box::new(Free(Arc::clone(&values), 0)));
+            while waiting {
+                thread::yield_now();
+                waiting = domain.advance();
+            }
+            // A second grace period over nothing new still terminates.
+            let mut waiting = domain.retire(Box::new(()));
+            while waiting {
+                thread::yield_now();
+                waiting = domain.advance();
+            }
+            reader.join().expect("reader");
+        });
+    }
 }
