@@ -63,7 +63,7 @@ pub use observe::health::{
 pub use pipeline::{call_attempts, ErrorPolicy, MakeAttempt, Pipeline, PipelineBuilder};
 pub use pipeline::{PipelineCall, PipelineRef};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
-pub use rate_limit::{KeyedRateLimiter, RateLimiter, RateLimiterConfig};
+pub use rate_limit::{KeyedRateLimiter, Quota, RateLimiter, RateLimiterConfig};
 pub use registry::{
     health, registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry,
 };

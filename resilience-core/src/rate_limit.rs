@@ -67,9 +67,10 @@ impl Gcra {
         Self { interval, tolerance: interval.saturating_mul(u64::from(config.burst.get())) }
     }
 
-    /// Admits a call at `now` against `tat`, or says how long until it would be admitted.
+    /// Admits a call at `now` against `tat` (giving the new arrival time), or says how
+    /// long until it would be admitted.
     #[inline]
-    fn check(self, tat: &AtomicU64, now: u64) -> Result<(), u64> {
+    fn check(self, tat: &AtomicU64, now: u64) -> Result<u64, u64> {
         let mut current = tat.load(Relaxed);
         loop {
             // Saturating: a slow rate's interval times a large burst exceeds u64.
@@ -79,20 +80,38 @@ impl Gcra {
                 return Err(ahead - self.tolerance);
             }
             match tat.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(next),
                 Err(actual) => current = actual,
             }
         }
     }
+
+    /// What is left after an admission that set the arrival time to `tat` at `now`.
+    fn quota(self, tat: u64, now: u64, burst: u32) -> Quota {
+        let used = tat.saturating_sub(now);
+        let remaining = self.tolerance.saturating_sub(used) / self.interval.max(1);
+        Quota { limit: burst, remaining: remaining.min(u64::from(burst)) as u32, reset: Duration::from_nanos(used) }
+    }
+}
+
+/// What a key has left after an admitted call (for `RateLimit-*` answer headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Calls that may be made at once after a quiet period (the burst).
+    pub limit: u32,
+    /// Calls that may still be made now.
+    pub remaining: u32,
+    /// Time until the whole burst is available again.
+    pub reset: Duration,
 }
 
 /// Counts a GCRA outcome and turns a wait into the error.
 #[inline]
-fn verdict(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<(), u64>) -> Result<(), ResilienceError> {
+fn verdict<T>(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<T, u64>) -> Result<T, ResilienceError> {
     match outcome {
-        Ok(()) => {
+        Ok(admitted) => {
             metrics.permitted.increment(1);
-            Ok(())
+            Ok(admitted)
         }
         Err(wait) => {
             metrics.rejected.increment(1);
@@ -160,7 +179,7 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<(), ResilienceError> {
         let inner = &*self.inner;
-        verdict(&inner.metrics, &inner.name, inner.gcra.check(&inner.tat, inner.epoch.nanos()))
+        verdict(&inner.metrics, &inner.name, inner.gcra.check(&inner.tat, inner.epoch.nanos())).map(|_| ())
     }
 }
 
@@ -171,7 +190,7 @@ const LIMITED: u64 = 1 << 63;
 impl Gcra {
     /// [`check`](Self::check) for one key's cell, which also remembers a rejection.
     #[inline]
-    fn check_cell(self, cell: &AtomicU64, now: u64) -> Result<(), u64> {
+    fn check_cell(self, cell: &AtomicU64, now: u64) -> Result<u64, u64> {
         let mut current = cell.load(Relaxed);
         loop {
             let tat = current & !LIMITED;
@@ -184,7 +203,7 @@ impl Gcra {
                 return Err(ahead - self.tolerance);
             }
             match cell.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(next),
                 Err(actual) => current = actual,
             }
         }
@@ -211,6 +230,7 @@ pub struct KeyedRateLimiter<K: Hash + Eq> {
     name: Arc<str>,
     metrics: RateLimiterMetrics,
     gcra: Gcra,
+    burst: u32,
     max_keys: usize,
     cells: DashMap<K, AtomicU64>,
     tracked: AtomicUsize,
@@ -242,6 +262,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             metrics: RateLimiterMetrics::new(&name),
             name,
             gcra: Gcra::new(&config),
+            burst: config.burst.get(),
             max_keys: config.max_keys.get(),
             cells: DashMap::new(),
             tracked: AtomicUsize::new(0),
@@ -264,6 +285,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Admits one call under `key` now, or rejects it.
     pub fn check_key(&self, key: &K) -> Result<(), ResilienceError> {
+        self.check_key_quota(key).map(|_| ())
+    }
+
+    /// Like [`check_key`](Self::check_key), saying what `key` has left after the call.
+    pub fn check_key_quota(&self, key: &K) -> Result<Quota, ResilienceError> {
         let now = self.epoch.nanos();
         let known = self.cells.get(key).map(|cell| self.gcra.check_cell(&cell, now));
         let outcome = match known {
@@ -288,7 +314,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                 }
             }
         };
-        verdict(&self.metrics, &self.name, outcome)
+        verdict(&self.metrics, &self.name, outcome).map(|tat| self.gcra.quota(tat, now, self.burst))
     }
 
     /// Forgets every idle key and the eighth of the others closest to a fresh state
@@ -347,11 +373,14 @@ mod tests {
         let g = Gcra::new(&config(10.0, 3, 1));
         let tat = AtomicU64::new(0);
         let t0 = 1_000_000_000;
-        for _ in 0..3 {
-            assert_eq!(g.check(&tat, t0), Ok(()));
+        for n in 1..=3u32 {
+            let next = g.check(&tat, t0).expect("within the burst");
+            assert_eq!(g.quota(next, t0, 3).remaining, 3 - n, "remaining after {n}");
         }
         assert_eq!(g.check(&tat, t0), Err(100_000_000));
-        assert_eq!(g.check(&tat, t0 + 100_000_000), Ok(()));
+        let next = g.check(&tat, t0 + 100_000_000).expect("one interval later");
+        let quota = g.quota(next, t0 + 100_000_000, 3);
+        assert_eq!((quota.remaining, quota.reset), (0, Duration::from_millis(300)), "full again in 3 intervals");
         assert!(g.check(&tat, t0 + 100_000_000).is_err());
     }
 
