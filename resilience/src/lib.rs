@@ -73,11 +73,15 @@ pub mod tower;
 mod pool;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+#[cfg(feature = "axum")]
+pub mod web;
 #[cfg(feature = "http")]
 pub use pool::{
-    initialize_pools, pool_manager, pools_from_settings, HealthCheckConfig, HttpPool, HttpPoolConfig, HttpResponse,
-    PoolCheck, PoolConfig, PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
+    initialize_pools, install_crypto_provider, pool_manager, pools_from_settings, HealthCheckConfig, HttpPool,
+    HttpPoolConfig, HttpResponse, PoolCheck, PoolConfig, PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
 };
+#[cfg(feature = "axum")]
+pub use web::{ClientKey, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer};
 
 /// What the attribute macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]

@@ -4,6 +4,9 @@
 //! use resilience::reqwest::ResilienceMiddleware;
 //!
 //! # async fn run() -> Result<(), reqwest_middleware::Error> {
+//! // This crate builds reqwest with rustls and no provider of its own: install one
+//! // (ring) before building a client, unless your reqwest brings its own.
+//! resilience::install_crypto_provider();
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(ResilienceMiddleware::new("payment_gateway"))
 //!     .build();
@@ -38,6 +41,7 @@ impl ResilienceMiddleware {
     /// The policies of the dependency `name`, created with `dependency_type`'s preset if
     /// nothing registered it.
     pub fn with_type(name: &str, dependency_type: DependencyType) -> Self {
+        crate::install_crypto_provider();
         Self { dependency: registry().resolve_as(name, DependencyKind::Type(dependency_type), &Default::default()) }
     }
 }

@@ -19,3 +19,4 @@ mod settings;
 mod support;
 mod timeout;
 mod tower_layer;
+mod web_layer;

@@ -535,6 +535,18 @@ fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
 }
 
+/// Makes `ring` the process's rustls crypto provider, unless one is installed already.
+///
+/// The pools do this themselves. Call it before building a reqwest client of your own
+/// when your reqwest has no TLS provider of its own (with this crate's features it is
+/// built with `rustls-no-provider`, and panics when it finds none).
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only if another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// A transport error in a line: its kind, then reqwest's chain of causes.
 fn describe(error: &reqwest::Error) -> String {
     let kind = if error.is_connect() {
@@ -557,10 +569,7 @@ fn describe(error: &reqwest::Error) -> String {
 
 /// The reqwest client of a pool: connection reuse, timeouts, gzip, rustls with `ring`.
 fn client(name: &str, config: &HttpPoolConfig) -> Result<reqwest::Client, PoolError> {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Fails only if another thread installed one meanwhile, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    install_crypto_provider();
     let mut roots = Vec::with_capacity(config.root_certificates.len());
     for (i, pem) in config.root_certificates.iter().enumerate() {
         roots.push(

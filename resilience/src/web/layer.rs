@@ -1,0 +1,486 @@
+//! `ResilienceLayer`: a `tower::Layer` protecting a service's own routes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use ipnet::IpNet;
+use metrics::{counter, histogram};
+use resilience_core::{
+    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig, ResilienceError, SemaphoreBulkhead,
+    SemaphoreBulkheadConfig,
+};
+use tower::{Layer, Service};
+
+use super::client_key::{client_of, Client, ClientKey, NoClient};
+
+/// Per-client rate limits of a [`MiddlewareConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Requests per second each client may make, sustained.
+    pub per_second: f64,
+    /// Requests a client may make at once after a quiet period.
+    pub burst: u32,
+    /// Most clients tracked at once (see [`KeyedRateLimiter`] for what happens beyond).
+    /// Default 10,000.
+    pub max_clients: usize,
+    /// What tells clients apart. Default: the peer address ([`ClientKey::PeerAddress`]).
+    pub key: ClientKey,
+}
+
+impl RateLimitConfig {
+    /// `per_second` requests per second and bursts of `burst` for each client, by peer
+    /// address.
+    pub fn per_client(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst, max_clients: 10_000, key: ClientKey::PeerAddress }
+    }
+
+    /// This limit, telling clients apart by `key`.
+    pub fn keyed_by(mut self, key: ClientKey) -> Self {
+        self.key = key;
+        self
+    }
+}
+
+/// What [`ResilienceLayer`] does (the seed notes' `ResilienceConfig`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiddlewareConfig {
+    /// A circuit breaker per matched route, counting 5xx answers and timeouts; while open
+    /// the route answers 503 with `Retry-After`. Default true.
+    pub enable_circuit_breaker: bool,
+    /// A bulkhead over all requests; when full the answer is 503 with `Retry-After`.
+    /// Default true.
+    pub enable_bulkhead: bool,
+    /// Per-client rate limits (when `rate_limit` is set); over the limit the answer is
+    /// 429 with `Retry-After` and the `RateLimit-*` headers. Default true.
+    pub enable_rate_limiting: bool,
+    /// Longest a request may take; the answer is then 504. Default 30 s.
+    pub request_timeout: Duration,
+    /// Requests handled at once. Default 1,000.
+    pub bulkhead_max_concurrent: usize,
+    /// How long a request waits for a bulkhead slot. Default zero: 503 at once.
+    pub bulkhead_max_wait: Duration,
+    /// 5xx answers and timeouts of a route, in its window of 100 requests, that open its
+    /// breaker. Default 5.
+    pub circuit_breaker_failure_threshold: u32,
+    /// How long an open route breaker stays open. Default 60 s.
+    pub circuit_breaker_recovery_timeout: Duration,
+    /// Per-client rate limits. Default none.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Proxies whose forwarding headers (`X-Forwarded-For`, `Forwarded`) are believed.
+    /// Default none: the peer address is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Paths that bypass everything (exact, or a prefix ending in `/`). Default none.
+    pub excluded_paths: Vec<String>,
+}
+
+impl Default for MiddlewareConfig {
+    fn default() -> Self {
+        Self {
+            enable_circuit_breaker: true,
+            enable_bulkhead: true,
+            enable_rate_limiting: true,
+            request_timeout: Duration::from_secs(30),
+            bulkhead_max_concurrent: 1_000,
+            bulkhead_max_wait: Duration::ZERO,
+            circuit_breaker_failure_threshold: 5,
+            circuit_breaker_recovery_timeout: Duration::from_secs(60),
+            rate_limit: None,
+            trusted_proxies: Vec::new(),
+            excluded_paths: Vec::new(),
+        }
+    }
+}
+
+/// Why the layer could not be built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiddlewareConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for MiddlewareConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid `{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for MiddlewareConfigError {}
+
+/// Timeouts, a bulkhead, a circuit breaker per matched route and per-client rate limits
+/// for a service's own routes, as a `tower::Layer` (for axum: `Router::layer`, which
+/// puts it after routing, so axum's `MatchedPath` names the route).
+///
+/// Answers: 504 on timeout; 503 with `Retry-After` when the bulkhead is full or the
+/// route's breaker is open; 429 with `Retry-After` and `RateLimit-Limit`,
+/// `RateLimit-Remaining`, `RateLimit-Reset` when a client is over its limit (admitted
+/// answers carry the `RateLimit-*` headers too). Every answer carries `x-request-id`
+/// (the request's, or a new one), which is also in the request's tracing span.
+///
+/// Breakers are per route, never per raw path, and request metrics are labelled by
+/// route and method, so clients cannot make either grow: requests no route matched
+/// share the route `unmatched`, and methods beyond the standard nine share `OTHER`.
+#[derive(Debug, Clone)]
+pub struct ResilienceLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: MiddlewareConfig,
+    bulkhead: Option<SemaphoreBulkhead>,
+    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    limiter: Option<KeyedRateLimiter<Client>>,
+}
+
+impl ResilienceLayer {
+    /// The layer `config` describes.
+    ///
+    /// # Panics
+    ///
+    /// When `config` holds a value no layer can work with (a zero bulkhead or timeout,
+    /// a rate that is not positive): see [`try_new`](Self::try_new) to get the error.
+    pub fn new(config: MiddlewareConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(layer) => layer,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The layer `config` describes, or what is wrong with `config`.
+    pub fn try_new(config: MiddlewareConfig) -> Result<Self, MiddlewareConfigError> {
+        let bad = |field, message: String| MiddlewareConfigError { field, message };
+        if config.request_timeout.is_zero() {
+            return Err(bad("request_timeout", String::from("must be greater than zero")));
+        }
+        if config.circuit_breaker_failure_threshold == 0 || config.circuit_breaker_failure_threshold > 100 {
+            return Err(bad(
+                "circuit_breaker_failure_threshold",
+                format!("{} is not between 1 and the window of 100 requests", config.circuit_breaker_failure_threshold),
+            ));
+        }
+        let bulkhead = match config.enable_bulkhead {
+            false => None,
+            true => {
+                let max = NonZeroUsize::new(config.bulkhead_max_concurrent)
+                    .ok_or_else(|| bad("bulkhead_max_concurrent", String::from("must be at least 1")))?;
+                let c = SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.bulkhead_max_wait };
+                Some(SemaphoreBulkhead::new("http", c).map_err(|e| bad("bulkhead_max_concurrent", e.to_string()))?)
+            }
+        };
+        let limiter = match (&config.rate_limit, config.enable_rate_limiting) {
+            (Some(limit), true) => {
+                let burst = NonZeroU32::new(limit.burst)
+                    .ok_or_else(|| bad("rate_limit.burst", String::from("must be at least 1")))?;
+                let max_keys = NonZeroUsize::new(limit.max_clients)
+                    .ok_or_else(|| bad("rate_limit.max_clients", String::from("must be at least 1")))?;
+                let c = RateLimiterConfig { rate: limit.per_second, burst, max_keys };
+                Some(KeyedRateLimiter::new("http", c).map_err(|e| bad("rate_limit.per_second", e.to_string()))?)
+            }
+            _ => None,
+        };
+        Ok(Self { shared: Arc::new(Shared { config, bulkhead, breakers: Mutex::default(), limiter }) })
+    }
+}
+
+impl<S> Layer<S> for ResilienceLayer {
+    type Service = ResilienceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResilienceService { inner, shared: Arc::clone(&self.shared) }
+    }
+}
+
+/// A service wrapped by [`ResilienceLayer`].
+#[derive(Debug, Clone)]
+pub struct ResilienceService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// The answers of a [`ResilienceService`]: the inner service's, or the layer's own.
+pub type LayerBody<B> = Either<B, Full<Bytes>>;
+
+const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+fn method_label(method: &http::Method) -> &'static str {
+    METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("OTHER")
+}
+
+/// The request's route: axum's `MatchedPath` if routing matched, else `unmatched`.
+fn route_of<B>(request: &Request<B>) -> String {
+    match request.extensions().get::<axum::extract::MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None => String::from("unmatched"),
+    }
+}
+
+/// The peer address axum's `ConnectInfo` gives (or a `SocketAddr` another stack put in
+/// the request's extensions).
+fn peer_of<B>(request: &Request<B>) -> Option<IpAddr> {
+    if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    request.extensions().get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+fn excluded(path: &str, excluded: &[String]) -> bool {
+    excluded.iter().any(|e| path == e || (e.ends_with('/') && path.starts_with(e.as_str())))
+}
+
+/// A request id from the client, if it is one we can repeat: 1 to 128 visible ASCII
+/// characters.
+fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
+    let value = request.headers().get("x-request-id")?;
+    let ok = !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
+    ok.then(|| value.clone())
+}
+
+fn new_request_id() -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    });
+    let id = format!("{:08x}-{:x}", *PROCESS as u32, NEXT.fetch_add(1, Relaxed));
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// An answer of the layer's own.
+fn answer<B>(status: StatusCode, message: &str, retry_after: Option<Duration>) -> Response<LayerBody<B>> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(message.as_bytes()))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(after) = retry_after {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds(after)));
+    }
+    response
+}
+
+/// Whole seconds, rounded up, at least 1 (what `Retry-After` and `RateLimit-Reset` take).
+fn seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResilienceService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<LayerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The clone that was made ready handles this request (tower's rule).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(handle(shared, inner, request))
+    }
+}
+
+async fn handle<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<LayerBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let config = &shared.config;
+    if excluded(request.uri().path(), &config.excluded_paths) {
+        return inner.call(request).await.map(|r| r.map(Either::Left));
+    }
+    let started = Instant::now();
+    let request_id = client_request_id(&request).unwrap_or_else(new_request_id);
+    let route = route_of(&request);
+    let method = method_label(request.method());
+    let span = tracing::debug_span!(
+        target: "resilience::http",
+        "request",
+        method,
+        route = route.as_str(),
+        request_id = request_id.to_str().unwrap_or("")
+    );
+    let _entered = span.enter();
+    let mut response = admit_and_call(&shared, &mut inner, request, &route).await?;
+    response.headers_mut().insert("x-request-id", request_id);
+    let status = response.status().as_u16().to_string();
+    counter!("resilience_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+fn rejected(route: &str, reason: &'static str) {
+    counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => reason).increment(1);
+}
+
+async fn admit_and_call<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    route: &str,
+) -> Result<Response<LayerBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let config = &shared.config;
+    // Per-client limit first: it says nothing about the service, and is the cheapest.
+    let mut quota = None;
+    if let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) {
+        let peer = peer_of(&request);
+        let (parts, body) = request.into_parts();
+        let client = client_of(&parts, peer, &limit.key, &config.trusted_proxies);
+        let request = Request::from_parts(parts, body);
+        let client = match client {
+            Ok(client) => client,
+            Err(NoClient::NoPeerAddress) => {
+                tracing::error!(target: "resilience::http", "per-client rate limiting by peer address needs the peer address: serve with `into_make_service_with_connect_info::<SocketAddr>()`");
+                return Ok(answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
+                    None,
+                ));
+            }
+        };
+        match limiter.check_key_quota(&client) {
+            Ok(q) => quota = Some(q),
+            Err(e) => {
+                rejected(route, "rate_limited");
+                let after = e.retry_after().unwrap_or(Duration::from_secs(1));
+                let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
+                let headers = response.headers_mut();
+                headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
+                headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                headers.insert("ratelimit-reset", HeaderValue::from(seconds(after)));
+                return Ok(response);
+            }
+        }
+        return finish(shared, inner, request, route, quota).await;
+    }
+    finish(shared, inner, request, route, quota).await
+}
+
+async fn finish<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    route: &str,
+    quota: Option<resilience_core::Quota>,
+) -> Result<Response<LayerBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let config = &shared.config;
+    let _slot = match &shared.bulkhead {
+        None => None,
+        Some(bulkhead) => match bulkhead.acquire().await {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                rejected(route, "bulkhead_full");
+                return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1))));
+            }
+        },
+    };
+    let breaker = if config.enable_circuit_breaker { shared.breaker(route) } else { None };
+    let permit = match &breaker {
+        None => None,
+        Some(breaker) => match breaker.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(e) => {
+                rejected(route, "circuit_open");
+                let after = match e {
+                    ResilienceError::CircuitOpen { .. } => e.retry_after(),
+                    _ => None,
+                };
+                return Ok(answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service unavailable",
+                    Some(after.unwrap_or(Duration::from_secs(1))),
+                ));
+            }
+        },
+    };
+    let outcome = tokio::time::timeout(config.request_timeout, inner.call(request)).await;
+    let mut response = match outcome {
+        Err(_) => {
+            if let Some(p) = permit {
+                p.failure();
+            }
+            rejected(route, "timeout");
+            return Ok(answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None));
+        }
+        Ok(Err(e)) => {
+            if let Some(p) = permit {
+                p.failure();
+            }
+            return Err(e);
+        }
+        Ok(Ok(response)) => {
+            if let Some(p) = permit {
+                if response.status().is_server_error() {
+                    p.failure();
+                } else {
+                    p.success();
+                }
+            }
+            response.map(Either::Left)
+        }
+    };
+    if let (Some(q), Some(limit)) = (quota, &config.rate_limit) {
+        let headers = response.headers_mut();
+        headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
+        headers.insert("ratelimit-remaining", HeaderValue::from(q.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(seconds(q.reset)));
+    }
+    Ok(response)
+}
+
+impl Shared {
+    /// The breaker of `route`, made on first use (routes are the application's, so the
+    /// map is as large as its route table plus `unmatched`).
+    fn breaker(&self, route: &str) -> Option<CircuitBreaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = breakers.get(route) {
+            return Some(b.clone());
+        }
+        let config = CircuitBreakerConfig {
+            failure_threshold: NonZeroU32::new(self.config.circuit_breaker_failure_threshold),
+            recovery_timeout: self.config.circuit_breaker_recovery_timeout,
+            ..Default::default()
+        };
+        // `try_new` checked that the threshold fits the window, so this does not fail.
+        match CircuitBreaker::new(format!("http {route}"), config) {
+            Ok(breaker) => {
+                breakers.insert(route.to_owned(), breaker.clone());
+                Some(breaker)
+            }
+            Err(error) => {
+                tracing::error!(target: "resilience::http", route, %error, "route breaker refused");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! `ResilienceLayer` in an axum app served on 127.0.0.1: every answer, over real sockets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use resilience::{ClientKey, MiddlewareConfig, RateLimitConfig, ResilienceLayer};
+
+/// Serves `app` (with peer addresses) on a free port of 127.0.0.1.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    format!("http://{addr}")
+}
+
+fn client() -> reqwest::Client {
+    resilience::install_crypto_provider();
+    reqwest::Client::builder().build().expect("client")
+}
+
+fn app(config: MiddlewareConfig) -> axum::Router {
+    let failures = Arc::new(AtomicUsize::new(0));
+    axum::Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route("/users/{id}", get(|| async { "a user" }))
+        .route(
+            "/fail",
+            get(move || {
+                failures.fetch_add(1, SeqCst);
+                async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "broken") }
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/hold",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "held"
+            }),
+        )
+        .route("/health", get(|| async { "healthy" }))
+        .layer(ResilienceLayer::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_gets_504() {
+    let url = serve(app(MiddlewareConfig { request_timeout: Duration::from_millis(100), ..Default::default() })).await;
+    let start = std::time::Instant::now();
+    let response = client().get(format!("{url}/slow")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(start.elapsed() < Duration::from_millis(350), "answered after {:?}", start.elapsed());
+    assert_eq!(client().get(format!("{url}/ok")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bulkhead_gets_503_with_retry_after() {
+    let url = serve(app(MiddlewareConfig { bulkhead_max_concurrent: 1, ..Default::default() })).await;
+    let slow = tokio::spawn({
+        let url = url.clone();
+        async move { client().get(format!("{url}/hold")).send().await.unwrap().status() }
+    });
+    // While `/hold` has the only slot, other requests are refused (polled: the first
+    // request may get there before it).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let response = loop {
+        let response = client().get(format!("{url}/ok")).send().await.unwrap();
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never refused while the slot was held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(client().get(format!("{url}/ok")).send().await.unwrap().status(), 200, "the slot came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_s_breaker_opens_on_5xx_and_only_that_route_is_refused() {
+    let config = MiddlewareConfig {
+        circuit_breaker_failure_threshold: 3,
+        circuit_breaker_recovery_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let url = serve(app(config)).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(c.get(format!("{url}/fail")).send().await.unwrap().status(), 500);
+    }
+    let refused = c.get(format!("{url}/fail")).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&after), "{after}");
+    assert_eq!(c.get(format!("{url}/ok")).send().await.unwrap().status(), 200, "another route is not affected");
+    // Breakers are per matched route: `/users/{id}` is one route whatever the id.
+    for id in 0..10 {
+        assert_eq!(c.get(format!("{url}/users/{id}")).send().await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_limit_gets_429_with_the_ratelimit_headers() {
+    let config = MiddlewareConfig {
+        rate_limit: Some(RateLimitConfig::per_client(1.0, 3)),
+        excluded_paths: vec!["/health".into()],
+        ..Default::default()
+    };
+    let url = serve(app(config)).await;
+    let c = client();
+    for remaining in [2, 1, 0] {
+        let response = c.get(format!("{url}/ok")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["ratelimit-limit"], "3");
+        assert_eq!(response.headers()["ratelimit-remaining"], remaining.to_string().as_str());
+    }
+    let limited = c.get(format!("{url}/ok")).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(limited.headers()["ratelimit-remaining"], "0");
+    assert!(limited.headers().contains_key("ratelimit-reset"));
+    // Forged forwarding headers from an untrusted peer do not make a new client.
+    for i in 0..5 {
+        let forged = c.get(format!("{url}/ok")).header("x-forwarded-for", format!("203.0.113.{i}")).send().await;
+        assert_eq!(forged.unwrap().status(), 429);
+    }
+    // Excluded paths bypass everything.
+    for _ in 0..10 {
+        assert_eq!(c.get(format!("{url}/health")).send().await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_can_be_told_apart_by_a_header() {
+    let config = MiddlewareConfig {
+        rate_limit: Some(RateLimitConfig::per_client(1.0, 1).keyed_by(ClientKey::Header("x-api-key".parse().unwrap()))),
+        ..Default::default()
+    };
+    let url = serve(app(config)).await;
+    let c = client();
+    assert_eq!(c.get(format!("{url}/ok")).header("x-api-key", "a").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{url}/ok")).header("x-api-key", "a").send().await.unwrap().status(), 429);
+    assert_eq!(c.get(format!("{url}/ok")).header("x-api-key", "b").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_is_kept_or_made() {
+    let url = serve(app(MiddlewareConfig::default())).await;
+    let c = client();
+    let kept = c.get(format!("{url}/ok")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "abc-123");
+    let made = c.get(format!("{url}/ok")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+    let other = c.get(format!("{url}/ok")).send().await.unwrap();
+    assert_ne!(other.headers()["x-request-id"].to_str().unwrap(), id, "a new id per request");
+    // An id that cannot be repeated safely is replaced.
+    let bad = c.get(format!("{url}/ok")).header("x-request-id", "a b").send().await.unwrap();
+    assert_ne!(bad.headers()["x-request-id"], "a b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_headers_get_answers_not_panics() {
+    let config = MiddlewareConfig {
+        rate_limit: Some(RateLimitConfig::per_client(1000.0, 1000)),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
+    let url = serve(app(config)).await;
+    let c = client();
+    let long = "x".repeat(16 * 1024);
+    for (name, value) in [
+        ("x-forwarded-for", "not, an, address"),
+        ("x-forwarded-for", long.as_str()),
+        ("forwarded", "for=\"[::1"),
+        ("forwarded", ";;;=,for"),
+        ("x-request-id", long.as_str()),
+    ] {
+        let response = c.get(format!("{url}/ok")).header(name, value).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    // Behind a trusted proxy (127.0.0.1 here), the forwarded client is limited on its own.
+    let one = c.get(format!("{url}/ok")).header("x-forwarded-for", "198.51.100.7").send().await.unwrap();
+    assert_eq!(one.headers()["ratelimit-remaining"], "999");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_peer_address_a_per_address_limit_says_so() {
+    let app = app(MiddlewareConfig { rate_limit: Some(RateLimitConfig::per_client(10.0, 10)), ..Default::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let response = client().get(format!("{url}/ok")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(response.text().await.unwrap().contains("into_make_service_with_connect_info"));
+}
+
+/// A million distinct clients through the limiter: its table never holds more than
+/// `max_clients`, and every new client still gets its burst.
+#[test]
+fn a_million_clients_stay_within_the_bound() {
+    let limiter = resilience::KeyedRateLimiter::new(
+        "http_million",
+        resilience::RateLimiterConfig {
+            rate: 100.0,
+            burst: std::num::NonZeroU32::new(10).unwrap(),
+            max_keys: std::num::NonZeroUsize::new(10_000).unwrap(),
+        },
+    )
+    .unwrap();
+    let mut admitted = 0u64;
+    for client in 0..1_000_000u64 {
+        let ip = std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(client) << 64));
+        admitted += u64::from(limiter.check_key(&ip).is_ok());
+        assert!(limiter.keys() <= 10_000);
+    }
+    assert_eq!(admitted, 1_000_000);
+}
+
+#[test]
+fn a_bad_configuration_is_an_error_naming_the_field() {
+    let e =
+        ResilienceLayer::try_new(MiddlewareConfig { bulkhead_max_concurrent: 0, ..Default::default() }).unwrap_err();
+    assert_eq!(e.to_string(), "invalid `bulkhead_max_concurrent`: must be at least 1");
+    let e = ResilienceLayer::try_new(MiddlewareConfig {
+        rate_limit: Some(RateLimitConfig::per_client(0.0, 1)),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().starts_with("invalid `rate_limit.per_second`"), "{e}");
+}
