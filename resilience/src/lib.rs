@@ -71,6 +71,8 @@ pub mod tower;
 
 #[cfg(feature = "http")]
 mod pool;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 #[cfg(feature = "axum")]

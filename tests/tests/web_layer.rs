@@ -49,7 +49,7 @@ fn app(config: MiddlewareConfig) -> axum::Router {
                 "held"
             }),
         )
-        .route("/health", get(|| async { "healthy" }))
+        .route("/healthz", get(|| async { "healthy" }))
         .layer(ResilienceLayer::new(config))
 }
 
@@ -113,7 +113,7 @@ async fn a_route_s_breaker_opens_on_5xx_and_only_that_route_is_refused() {
 async fn a_client_over_its_limit_gets_429_with_the_ratelimit_headers() {
     let config = MiddlewareConfig {
         rate_limit: Some(RateLimitConfig::per_client(1.0, 3)),
-        excluded_paths: vec!["/health".into()],
+        excluded_paths: vec!["/healthz".into()],
         ..Default::default()
     };
     let url = serve(app(config)).await;
@@ -136,7 +136,7 @@ async fn a_client_over_its_limit_gets_429_with_the_ratelimit_headers() {
     }
     // Excluded paths bypass everything.
     for _ in 0..10 {
-        assert_eq!(c.get(format!("{url}/health")).send().await.unwrap().status(), 200);
+        assert_eq!(c.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
     }
 }
 
@@ -240,4 +240,37 @@ fn a_bad_configuration_is_an_error_naming_the_field() {
     })
     .unwrap_err();
     assert!(e.to_string().starts_with("invalid `rate_limit.per_second`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observability_routes_answer() {
+    // Installs the Prometheus recorder for the process (the other tests record locally).
+    let routes: axum::Router = resilience::web::routes();
+    let app = app(MiddlewareConfig { excluded_paths: vec!["/metrics".into(), "/health".into()], ..Default::default() });
+    let url = serve(routes.merge(app)).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(c.get(format!("{url}/ok")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(c.get(format!("{url}/fail")).send().await.unwrap().status(), 500);
+    let health = c.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.headers()["content-type"], "application/json");
+    let body = health.text().await.unwrap();
+    assert!(body.contains("\"dependencies\"") && body.contains("\"pools\"") && body.contains("\"alerts\""), "{body}");
+    let report = c.get(format!("{url}/resilience")).send().await.unwrap().text().await.unwrap();
+    assert!(report.starts_with("{\"status\":"), "{report}");
+    let metrics = c.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("resilience_http_requests_total{method=\"GET\",route=\"/ok\",status=\"200\"} 3"), "{text}");
+    assert!(text.contains("resilience_http_requests_total{method=\"GET\",route=\"/fail\",status=\"500\"} 1"), "{text}");
+    assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
+    let page = c.get(format!("{url}/resilience/dashboard")).send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    assert!(page.contains("fetch(\"../resilience\""), "the page reads /resilience");
+    for outside in ["src=", "href=", "@import", "url("] {
+        assert!(!page.contains(outside), "the page loads nothing from outside: `{outside}`");
+    }
 }

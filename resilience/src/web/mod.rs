@@ -20,9 +20,11 @@
 
 mod client_key;
 mod layer;
+mod routes;
 
 pub use client_key::{ClientKey, KeyFn};
 pub use ipnet::IpNet;
 pub use layer::{
     LayerBody, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer, ResilienceService,
 };
+pub use routes::routes;
