@@ -45,7 +45,7 @@ fn app(config: MiddlewareConfig) -> axum::Router {
         .route(
             "/hold",
             get(|| async {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
                 "held"
             }),
         )
@@ -72,7 +72,7 @@ async fn a_full_bulkhead_gets_503_with_retry_after() {
     });
     // While `/hold` has the only slot, other requests are refused (polled: the first
     // request may get there before it).
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     let response = loop {
         let response = client().get(format!("{url}/ok")).send().await.unwrap();
         if response.status() == 503 {
@@ -246,13 +246,17 @@ fn a_bad_configuration_is_an_error_naming_the_field() {
 async fn the_observability_routes_answer() {
     // Installs the Prometheus recorder for the process (the other tests record locally).
     let routes: axum::Router = resilience::web::routes();
-    let app = app(MiddlewareConfig { excluded_paths: vec!["/metrics".into(), "/health".into()], ..Default::default() });
+    // Routes of its own: the recorder is the process's, and other tests count `/ok`.
+    let app = axum::Router::new()
+        .route("/observed", get(|| async { "ok" }))
+        .route("/observed_fail", get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "broken") }))
+        .layer(ResilienceLayer::new(MiddlewareConfig::default()));
     let url = serve(routes.merge(app)).await;
     let c = client();
     for _ in 0..3 {
-        assert_eq!(c.get(format!("{url}/ok")).send().await.unwrap().status(), 200);
+        assert_eq!(c.get(format!("{url}/observed")).send().await.unwrap().status(), 200);
     }
-    assert_eq!(c.get(format!("{url}/fail")).send().await.unwrap().status(), 500);
+    assert_eq!(c.get(format!("{url}/observed_fail")).send().await.unwrap().status(), 500);
     let health = c.get(format!("{url}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.headers()["content-type"], "application/json");
@@ -263,8 +267,14 @@ async fn the_observability_routes_answer() {
     let metrics = c.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("resilience_http_requests_total{method=\"GET\",route=\"/ok\",status=\"200\"} 3"), "{text}");
-    assert!(text.contains("resilience_http_requests_total{method=\"GET\",route=\"/fail\",status=\"500\"} 1"), "{text}");
+    assert!(
+        text.contains("resilience_http_requests_total{method=\"GET\",route=\"/observed\",status=\"200\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("resilience_http_requests_total{method=\"GET\",route=\"/observed_fail\",status=\"500\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
     let page = c.get(format!("{url}/resilience/dashboard")).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
