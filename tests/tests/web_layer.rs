@@ -342,3 +342,38 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
     let size = std::fs::metadata(screenshot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 1_000, "a screenshot was saved ({size} bytes)");
 }
+
+#[test]
+fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
+    let settings = resilience::Settings::from_yaml_str(
+        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key }\n  trusted_proxies: 10.0.0.0/8, 192.168.1.1\n  excluded_paths: /health, /metrics\n",
+    )
+    .expect("valid");
+    let config = resilience::web::middleware_from_settings(&settings).unwrap().expect("a section");
+    assert_eq!(config.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.bulkhead_max_concurrent, 50);
+    assert_eq!(config.excluded_paths, ["/health", "/metrics"]);
+    assert_eq!(config.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "192.168.1.1/32".parse().unwrap()]);
+    let limit = config.rate_limit.expect("a limit");
+    assert_eq!((limit.per_second, limit.burst), (10.0, 5));
+    assert_eq!(limit.key, ClientKey::Header("x-api-key".parse().unwrap()));
+    ResilienceLayer::try_new(MiddlewareConfig { rate_limit: Some(limit), ..config }).expect("a layer");
+
+    let err = |yaml: &str| resilience::Settings::from_yaml_str(yaml).unwrap_err().to_string();
+    assert_eq!(
+        err("middleware:\n  request_timout: 5s\n"),
+        "<string>:2: unknown key `middleware.request_timout`; did you mean `request_timeout`?"
+    );
+    assert_eq!(
+        err("middleware:\n  trusted_proxies: 10.0.0.0/8, nonsense\n"),
+        "<string>:2: invalid `middleware.trusted_proxies`: `nonsense` is not an address or a CIDR network"
+    );
+    assert_eq!(
+        err("middleware:\n  rate_limit: { burst: 5 }\n"),
+        "<string>:2: invalid `middleware.rate_limit`: a rate limit needs `per_second`"
+    );
+    assert_eq!(
+        err("middleware: {}\nproduction:\n  middleware:\n    request_timeout: 0s\n"),
+        "<string>:4: invalid `production.middleware.request_timeout`: must be greater than zero"
+    );
+}

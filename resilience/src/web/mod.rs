@@ -21,6 +21,7 @@
 mod client_key;
 mod layer;
 mod routes;
+mod settings;
 
 pub use client_key::{ClientKey, KeyFn};
 pub use ipnet::IpNet;
@@ -28,3 +29,4 @@ pub use layer::{
     LayerBody, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer, ResilienceService,
 };
 pub use routes::routes;
+pub use settings::middleware_from_settings;
