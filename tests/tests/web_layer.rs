@@ -246,6 +246,11 @@ fn a_bad_configuration_is_an_error_naming_the_field() {
 async fn the_observability_routes_answer() {
     // Installs the Prometheus recorder for the process (the other tests record locally).
     let routes: axum::Router = resilience::web::routes();
+    // A healthy dependency of its own, so the process is never all down (a test forces one
+    // breaker open) and `/health` answers 200.
+    resilience::registry()
+        .register("observed_healthy", resilience::DependencyType::Cache, Default::default())
+        .expect("valid");
     // Routes of its own: the recorder is the process's, and other tests count `/ok`.
     let app = axum::Router::new()
         .route("/observed", get(|| async { "ok" }))

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,8 @@ pub struct ResilienceLayer {
 struct Shared {
     config: MiddlewareConfig,
     bulkhead: Option<SemaphoreBulkhead>,
-    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    /// Per matched route (the application's routes and `unmatched`: a bounded map).
+    routes: std::sync::RwLock<HashMap<Box<str>, Arc<RouteState>>>,
     limiter: Option<KeyedRateLimiter<Client>>,
 }
 
@@ -190,7 +191,7 @@ impl ResilienceLayer {
             }
             _ => None,
         };
-        Ok(Self { shared: Arc::new(Shared { config, bulkhead, breakers: Mutex::default(), limiter }) })
+        Ok(Self { shared: Arc::new(Shared { config, bulkhead, routes: Default::default(), limiter }) })
     }
 }
 
@@ -214,15 +215,58 @@ pub type LayerBody<B> = Either<B, Full<Bytes>>;
 
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
-fn method_label(method: &http::Method) -> &'static str {
-    METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("OTHER")
+/// The method's index in `METHODS`, 9 for any other.
+fn method_index(method: &http::Method) -> u8 {
+    METHODS.iter().position(|m| *m == method.as_str()).map_or(9, |i| i as u8)
+}
+
+fn method_name(index: u8) -> &'static str {
+    METHODS.get(usize::from(index)).copied().unwrap_or("OTHER")
 }
 
 /// The request's route: axum's `MatchedPath` if routing matched, else `unmatched`.
-fn route_of<B>(request: &Request<B>) -> String {
+fn route_of<B>(request: &Request<B>) -> &str {
     match request.extensions().get::<axum::extract::MatchedPath>() {
-        Some(path) => path.as_str().to_owned(),
-        None => String::from("unmatched"),
+        Some(path) => path.as_str(),
+        None => "unmatched",
+    }
+}
+
+/// What the layer keeps per route: its breaker and its metric handles (made once, so a
+/// request hashes no label and allocates none for its metrics).
+#[derive(Debug)]
+struct RouteState {
+    route: Arc<str>,
+    breaker: Option<CircuitBreaker>,
+    /// By method (the index in `METHODS`, 9 for `OTHER`) and status.
+    requests: std::sync::RwLock<HashMap<(u8, u16), metrics::Counter>>,
+    durations: [metrics::Histogram; 10],
+    /// By reason: rate limited, bulkhead full, circuit open, timeout.
+    rejected: [metrics::Counter; 4],
+}
+
+const REASONS: [&str; 4] = ["rate_limited", "bulkhead_full", "circuit_open", "timeout"];
+
+impl RouteState {
+    /// Counts one answer (the handle is made the first time a method and status meet).
+    fn count(&self, method: u8, status: u16) {
+        if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
+            c.increment(1);
+            return;
+        }
+        let mut requests = self.requests.write().unwrap_or_else(|p| p.into_inner());
+        let route = self.route.to_string();
+        requests
+            .entry((method, status))
+            .or_insert_with(|| {
+                let method = method_name(method);
+                counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
+            })
+            .increment(1);
+    }
+
+    fn rejected(&self, reason: usize) {
+        self.rejected[reason].increment(1);
     }
 }
 
@@ -253,8 +297,17 @@ fn new_request_id() -> HeaderValue {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     });
-    let id = format!("{:08x}-{:x}", *PROCESS as u32, NEXT.fetch_add(1, Relaxed));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    // `pppppppp-nnnnnnnnnnnnnnnn`: the process's random tag, then a counter, in hex.
+    let mut id = [0u8; 25];
+    let hex = |n: u64, out: &mut [u8]| {
+        for (i, b) in out.iter_mut().rev().enumerate() {
+            *b = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        }
+    };
+    hex(*PROCESS & 0xffff_ffff, &mut id[..8]);
+    id[8] = b'-';
+    hex(NEXT.fetch_add(1, Relaxed), &mut id[9..]);
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// An answer of the layer's own.
@@ -313,35 +366,30 @@ where
     }
     let started = Instant::now();
     let request_id = client_request_id(&request).unwrap_or_else(new_request_id);
-    let route = route_of(&request);
-    let method = method_label(request.method());
+    let route = shared.route(route_of(&request));
+    let method = method_index(request.method());
     let span = tracing::debug_span!(
         target: "resilience::http",
         "request",
-        method,
-        route = route.as_str(),
+        method = method_name(method),
+        route = &*route.route,
         request_id = request_id.to_str().unwrap_or("")
     );
     let _entered = span.enter();
     let mut response = admit_and_call(&shared, &mut inner, request, &route).await?;
-    response.headers_mut().insert("x-request-id", request_id);
-    let status = response.status().as_u16().to_string();
-    counter!("resilience_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    route.count(method, response.status().as_u16());
+    route.durations[usize::from(method)].record(started.elapsed().as_secs_f64());
     Ok(response)
 }
 
-fn rejected(route: &str, reason: &'static str) {
-    counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => reason).increment(1);
-}
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 async fn admit_and_call<S, ReqBody, ResBody>(
     shared: &Shared,
     inner: &mut S,
     request: Request<ReqBody>,
-    route: &str,
+    route: &RouteState,
 ) -> Result<Response<LayerBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -368,7 +416,7 @@ where
         match limiter.check_key_quota(&client) {
             Ok(q) => quota = Some(q),
             Err(e) => {
-                rejected(route, "rate_limited");
+                route.rejected(0);
                 let after = e.retry_after().unwrap_or(Duration::from_secs(1));
                 let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
                 let headers = response.headers_mut();
@@ -387,7 +435,7 @@ async fn finish<S, ReqBody, ResBody>(
     shared: &Shared,
     inner: &mut S,
     request: Request<ReqBody>,
-    route: &str,
+    route: &RouteState,
     quota: Option<resilience_core::Quota>,
 ) -> Result<Response<LayerBody<ResBody>>, S::Error>
 where
@@ -399,18 +447,17 @@ where
         Some(bulkhead) => match bulkhead.acquire().await {
             Ok(slot) => Some(slot),
             Err(_) => {
-                rejected(route, "bulkhead_full");
+                route.rejected(1);
                 return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1))));
             }
         },
     };
-    let breaker = if config.enable_circuit_breaker { shared.breaker(route) } else { None };
-    let permit = match &breaker {
+    let permit = match &route.breaker {
         None => None,
         Some(breaker) => match breaker.try_acquire() {
             Ok(permit) => Some(permit),
             Err(e) => {
-                rejected(route, "circuit_open");
+                route.rejected(2);
                 let after = match e {
                     ResilienceError::CircuitOpen { .. } => e.retry_after(),
                     _ => None,
@@ -429,7 +476,7 @@ where
             if let Some(p) = permit {
                 p.failure();
             }
-            rejected(route, "timeout");
+            route.rejected(3);
             return Ok(answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None));
         }
         Ok(Err(e)) => {
@@ -459,13 +506,33 @@ where
 }
 
 impl Shared {
-    /// The breaker of `route`, made on first use (routes are the application's, so the
-    /// map is as large as its route table plus `unmatched`).
-    fn breaker(&self, route: &str) -> Option<CircuitBreaker> {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = breakers.get(route) {
-            return Some(b.clone());
+    /// The state of `route`, made on first use.
+    fn route(&self, route: &str) -> Arc<RouteState> {
+        if let Some(state) = self.routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+            return Arc::clone(state);
         }
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = routes.get(route) {
+            return Arc::clone(state);
+        }
+        let state = Arc::new(RouteState {
+            route: Arc::from(route),
+            breaker: if self.config.enable_circuit_breaker { self.breaker(route) } else { None },
+            requests: Default::default(),
+            durations: std::array::from_fn(|m| {
+                let method = method_name(m as u8);
+                histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route.to_owned())
+            }),
+            rejected: std::array::from_fn(
+                |r| counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => REASONS[r]),
+            ),
+        });
+        routes.insert(Box::from(route), Arc::clone(&state));
+        state
+    }
+
+    /// A breaker for `route`.
+    fn breaker(&self, route: &str) -> Option<CircuitBreaker> {
         let config = CircuitBreakerConfig {
             failure_threshold: NonZeroU32::new(self.config.circuit_breaker_failure_threshold),
             recovery_timeout: self.config.circuit_breaker_recovery_timeout,
@@ -473,10 +540,7 @@ impl Shared {
         };
         // `try_new` checked that the threshold fits the window, so this does not fail.
         match CircuitBreaker::new(format!("http {route}"), config) {
-            Ok(breaker) => {
-                breakers.insert(route.to_owned(), breaker.clone());
-                Some(breaker)
-            }
+            Ok(breaker) => Some(breaker),
             Err(error) => {
                 tracing::error!(target: "resilience::http", route, %error, "route breaker refused");
                 None

@@ -1,0 +1,115 @@
+//! `ResilienceLayer` in an axum hello-world on 127.0.0.1 under `wrk`, in one run: no layer,
+//! our layer (timeout, bulkhead, route breaker and a per-client limiter with a high limit,
+//! all on), and a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
+//! and `tower_governor`'s per-IP limiter). Each server runs in this process on a 2-worker
+//! runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections for `SECONDS`
+//! per variant, twice, interleaved; the better of the two is kept.
+//!
+//! Run: `cargo bench -p resilience-benches --bench middleware`
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
+use axum::routing::get;
+use resilience::{MiddlewareConfig, RateLimitConfig, ResilienceLayer};
+
+const SECONDS: u32 = 8;
+
+fn hello() -> axum::Router {
+    axum::Router::new().route("/", get(|| async { "hello" }))
+}
+
+fn ours() -> axum::Router {
+    hello().layer(ResilienceLayer::new(MiddlewareConfig {
+        bulkhead_max_concurrent: 10_000,
+        rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
+        ..Default::default()
+    }))
+}
+
+fn tower_stack() -> axum::Router {
+    let governor = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .finish()
+        .expect("governor config");
+    hello().layer(tower_governor::GovernorLayer::new(governor)).layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async { StatusCode::GATEWAY_TIMEOUT }))
+            .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(10_000)),
+    )
+}
+
+/// Requests per second and p99 latency (ms) as `wrk --latency` reports them.
+fn wrk(url: &str) -> (f64, f64) {
+    let output = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{SECONDS}s"), "--latency", url])
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in: {text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| {
+            let v = v.trim();
+            let (number, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+            let n: f64 = number.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => n / 1000.0,
+                "ms" => n,
+                "s" => n * 1000.0,
+                _ => f64::NAN,
+            }
+        })
+        .unwrap_or(f64::NAN);
+    let errors = text.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
+    assert!(errors.is_none(), "{url}: {}", errors.unwrap_or_default());
+    (rps, p99)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let urls: Vec<(&str, String)> = runtime.block_on(async {
+        let mut urls = Vec::new();
+        for (name, app) in
+            [("no layer", hello()), ("ResilienceLayer", ours()), ("tower + tower_governor", tower_stack())]
+        {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let url = format!("http://{}/", listener.local_addr().expect("address"));
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+            });
+            urls.push((name, url));
+        }
+        urls
+    });
+    let mut best = vec![(0.0f64, f64::NAN); urls.len()];
+    for _round in 0..2 {
+        for (i, (_, url)) in urls.iter().enumerate() {
+            let (rps, p99) = wrk(url);
+            if rps > best[i].0 {
+                best[i] = (rps, p99);
+            }
+        }
+    }
+    println!("| server | requests/s | p99 |");
+    println!("|---|---|---|");
+    for ((name, _), (rps, p99)) in urls.iter().zip(&best) {
+        println!("| {name} | {rps:.0} | {p99:.2} ms |");
+    }
+    println!();
+    println!("ResilienceLayer / no layer: {:.3} (target >= 0.95)", best[1].0 / best[0].0);
+    println!("ResilienceLayer / tower + tower_governor: {:.3} (target >= 1.0)", best[1].0 / best[2].0);
+}
