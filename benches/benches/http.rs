@@ -5,15 +5,17 @@
 //!
 //! Run: `cargo bench -p resilience-benches --bench http`
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use divan::Bencher;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioExecutor;
 use resilience::{initialize_pools, pool_manager, HttpPool, HttpPoolConfig, PoolConfig};
+
+#[path = "support/hello.rs"]
+mod hello;
 
 fn main() {
     divan::main();
@@ -25,27 +27,7 @@ const CONCURRENCY: &[usize] = &[1, 32];
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt"));
 
-static SERVER: LazyLock<SocketAddr> = LazyLock::new(|| {
-    RUNTIME.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"hello"))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        addr
-    })
-});
+static SERVER: LazyLock<SocketAddr> = LazyLock::new(|| RUNTIME.block_on(hello::start()));
 
 fn url() -> String {
     format!("http://{}/", *SERVER)

@@ -5,34 +5,20 @@
 //!
 //! Run: `cargo bench -p resilience-benches --bench http_ab`
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use resilience::{initialize_pools, pool_manager, HttpPoolConfig, PoolConfig};
+
+#[path = "support/hello.rs"]
+mod hello;
 
 const ROUNDS: usize = 3_000;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("address"));
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"hello"))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let url = format!("http://{}/", hello::start().await);
         resilience::register_api_dependency!("bench_http_ab", max_concurrent = 64);
         let config = HttpPoolConfig { max_connections_per_host: 64, health_check_path: None, ..Default::default() };
         initialize_pools(vec![PoolConfig::http("bench_http_ab", config)]).await.expect("pool");
