@@ -394,41 +394,54 @@ async fn admit_and_call<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let config = &shared.config;
     // Per-client limit first: it says nothing about the service, and is the cheapest.
-    let mut quota = None;
-    if let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) {
-        let peer = peer_of(&request);
-        let (parts, body) = request.into_parts();
-        let client = client_of(&parts, peer, &limit.key, &config.trusted_proxies);
-        let request = Request::from_parts(parts, body);
-        let client = match client {
-            Ok(client) => client,
-            Err(NoClient::NoPeerAddress) => {
-                tracing::error!(target: "resilience::http", "per-client rate limiting by peer address needs the peer address: serve with `into_make_service_with_connect_info::<SocketAddr>()`");
-                return Ok(answer(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
-                    None,
-                ));
-            }
-        };
-        match limiter.check_key_quota(&client) {
-            Ok(q) => quota = Some(q),
-            Err(e) => {
-                route.rejected(0);
-                let after = e.retry_after().unwrap_or(Duration::from_secs(1));
-                let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
-                let headers = response.headers_mut();
-                headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
-                headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
-                headers.insert("ratelimit-reset", HeaderValue::from(seconds(after)));
-                return Ok(response);
-            }
-        }
-        return finish(shared, inner, request, route, quota).await;
+    match check_client(shared, request, route) {
+        Ok((request, quota)) => finish(shared, inner, request, route, quota).await,
+        Err(refused) => Ok(refused),
     }
-    finish(shared, inner, request, route, quota).await
+}
+
+/// A request let through, with what its client has left (when clients are limited).
+type Admitted<ReqBody> = (Request<ReqBody>, Option<resilience_core::Quota>);
+
+/// The per-client limit: the request back with what its client has left, or the answer
+/// refusing it.
+#[allow(clippy::result_large_err)] // the refusal is the answer itself
+fn check_client<ReqBody, ResBody>(
+    shared: &Shared,
+    request: Request<ReqBody>,
+    route: &RouteState,
+) -> Result<Admitted<ReqBody>, Response<LayerBody<ResBody>>> {
+    let config = &shared.config;
+    let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) else { return Ok((request, None)) };
+    let peer = peer_of(&request);
+    let (parts, body) = request.into_parts();
+    let client = client_of(&parts, peer, &limit.key, &config.trusted_proxies);
+    let request = Request::from_parts(parts, body);
+    let client = match client {
+        Ok(client) => client,
+        Err(NoClient::NoPeerAddress) => {
+            tracing::error!(target: "resilience::http", "per-client rate limiting by peer address needs the peer address: serve with `into_make_service_with_connect_info::<SocketAddr>()`");
+            return Err(answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
+                None,
+            ));
+        }
+    };
+    match limiter.check_key_quota(&client) {
+        Ok(quota) => Ok((request, Some(quota))),
+        Err(e) => {
+            route.rejected(0);
+            let after = e.retry_after().unwrap_or(Duration::from_secs(1));
+            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+            headers.insert("ratelimit-reset", HeaderValue::from(seconds(after)));
+            Err(response)
+        }
+    }
 }
 
 async fn finish<S, ReqBody, ResBody>(
