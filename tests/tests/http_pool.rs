@@ -384,6 +384,20 @@ fn pools_come_from_the_settings_file_with_its_error_rules() {
         err("pools:\n  p: { type: http }\nstaging:\n  pools:\n    p: { request_timeout: 0s }\n"),
         "<string>:5: invalid `staging.pools.p.request_timeout`: must be greater than zero"
     );
+    // Root certificates are PEM files, read with the settings.
+    let certificate = TestCertificate::new();
+    let pem = std::env::temp_dir().join(format!("resilience-test-root-{}.pem", std::process::id()));
+    std::fs::write(&pem, &certificate.pem).unwrap();
+    let yaml = format!("pools:\n  p:\n    type: http\n    root_certificates: [{}]\n", pem.display());
+    let pools = resilience::pools_from_settings(&resilience::Settings::from_yaml_str(&yaml).unwrap()).unwrap();
+    let resilience::PoolKind::Http(http) = &pools[0].kind else { panic!("http") };
+    assert_eq!(http.root_certificates, [certificate.pem.clone().into_bytes()]);
+    std::fs::remove_file(&pem).ok();
+    let e = err("pools:\n  p:\n    type: http\n    root_certificates:\n      - /no/such/file.pem\n");
+    assert!(
+        e.starts_with("<string>:5: invalid `pools.p.root_certificates[0]`: cannot read `/no/such/file.pem`"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -351,7 +351,7 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
 #[test]
 fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     let settings = resilience::Settings::from_yaml_str(
-        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key }\n  trusted_proxies: 10.0.0.0/8, 192.168.1.1\n  excluded_paths: /health, /metrics\n",
+        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n  excluded_paths:\n    - /health\n    - /metrics\n",
     )
     .expect("valid");
     let config = resilience::web::middleware_from_settings(&settings).unwrap().expect("a section");
@@ -372,6 +372,10 @@ fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     assert_eq!(
         err("middleware:\n  trusted_proxies: 10.0.0.0/8, nonsense\n"),
         "<string>:2: invalid `middleware.trusted_proxies`: `nonsense` is not an address or a CIDR network"
+    );
+    assert_eq!(
+        err("middleware:\n  excluded_paths: [/a, { x: 1 }]\n"),
+        "<string>:2: invalid `middleware.excluded_paths[1]`: expected a string, found a mapping"
     );
     assert_eq!(
         err("middleware:\n  rate_limit: { burst: 5 }\n"),

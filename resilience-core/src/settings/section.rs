@@ -96,6 +96,19 @@ impl<'a> SectionValue<'a> {
         SectionValue { file: self.file, path: format!("{}.{key}", self.path), node }
     }
 
+    /// The items of a list, each with its path (`key[0]`); a single value is a list of one.
+    pub fn list(&self) -> Result<Vec<SectionValue<'a>>, ConfigError> {
+        match &self.node.value {
+            Value::List(items) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, node)| SectionValue { file: self.file, path: format!("{}[{i}]", self.path), node })
+                .collect()),
+            Value::Null => Ok(Vec::new()),
+            _ => Ok(vec![self.clone()]),
+        }
+    }
+
     /// A string.
     pub fn string(&self) -> Result<String, ConfigError> {
         match &self.node.value {

@@ -32,6 +32,8 @@ pub(crate) enum Value {
     Float(f64),
     Bool(bool),
     Null,
+    /// A list (only integration sections take lists; the core's keys do not).
+    List(Vec<Node>),
     Other(&'static str),
 }
 
@@ -73,6 +75,7 @@ impl Node {
             Value::Float(_) => "a number",
             Value::Bool(_) => "a boolean",
             Value::Null => "nothing",
+            Value::List(_) => "a list",
             Value::Other(kind) => kind,
         }
     }
@@ -146,6 +149,7 @@ enum Frame {
         key: Option<(String, usize)>,
     },
     List {
+        items: Vec<Node>,
         origin: Origin,
     },
 }
@@ -195,13 +199,13 @@ impl Loader {
                 }
                 Event::SequenceStart(..) => {
                     self.open(&span)?;
-                    self.stack.push(Frame::List { origin: Origin::Line(line_of(&span)) });
+                    self.stack.push(Frame::List { items: Vec::new(), origin: Origin::Line(line_of(&span)) });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
                     let node = match self.stack.pop() {
                         Some(Frame::Map { entries, origin, .. }) => Node { value: Value::Map(entries), origin },
                         // The schema takes no list: it reports one where it finds it.
-                        Some(Frame::List { origin }) => Node { value: Value::Other("a list"), origin },
+                        Some(Frame::List { items, origin }) => Node { value: Value::List(items), origin },
                         None => return Err(syntax(&span, "unbalanced end of a mapping or list")),
                     };
                     self.value(node, &span)?;
@@ -270,7 +274,7 @@ impl Loader {
                 }
                 None => return Err(syntax(span, "a mapping or list as a key; keys are plain names")),
             },
-            Some(Frame::List { .. }) => {}
+            Some(Frame::List { items, .. }) => items.push(node),
             None => self.root = Some(node),
         }
         Ok(())

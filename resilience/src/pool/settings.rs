@@ -15,11 +15,11 @@
 //!     health_check_interval: 60s
 //!     health_check_path: /health
 //!     gzip: true
+//!     root_certificates: [/etc/ssl/private-ca.pem]   # PEM files, read when the file is
 //! ```
 //!
 //! Checked when the file is read, environment sections included, with the same errors
-//! as the rest of the file (key path and line). Root certificates are given in code
-//! ([`HttpPoolConfig::root_certificates`]).
+//! as the rest of the file (key path and line).
 
 use resilience_core::{ConfigError, DependencyType, SectionValue, Settings, SettingsSection};
 
@@ -38,6 +38,7 @@ const POOL_KEYS: &[&str] = &[
     "health_check_interval",
     "health_check_path",
     "gzip",
+    "root_certificates",
 ];
 
 struct PoolsSection;
@@ -91,6 +92,16 @@ fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
                 "max_wait" => config.max_wait = value.duration()?,
                 "health_check_interval" => config.health_check_interval = positive_duration(value)?,
                 "health_check_path" => config.health_check_path = Some(value.string()?),
+                "root_certificates" => {
+                    for path in value.list()? {
+                        let file = path.string()?;
+                        let pem =
+                            std::fs::read(&file).map_err(|e| path.invalid(format!("cannot read `{file}`: {e}")))?;
+                        reqwest::Certificate::from_pem(&pem)
+                            .map_err(|e| path.invalid(format!("`{file}` is not a PEM certificate: {e}")))?;
+                        config.root_certificates.push(pem);
+                    }
+                }
                 _ => config.gzip = value.boolean()?,
             }
         }

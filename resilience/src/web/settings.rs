@@ -11,8 +11,8 @@
 //!   circuit_breaker_failure_threshold: 5
 //!   circuit_breaker_recovery_timeout: 60s
 //!   rate_limit: { per_second: 100, burst: 20, max_clients: 10000, key_header: x-api-key }
-//!   trusted_proxies: 10.0.0.0/8, 192.168.0.0/16   # comma-separated
-//!   excluded_paths: /health, /metrics             # comma-separated
+//!   trusted_proxies: [10.0.0.0/8, 192.168.0.0/16]
+//!   excluded_paths: [/health, /metrics]          # or one comma-separated string
 //! ```
 //!
 //! Checked when the file is read, environment sections included, with the same errors as
@@ -59,8 +59,14 @@ pub fn middleware_from_settings(settings: &Settings) -> Result<Option<Middleware
     settings.section("middleware").map(|section| read(&section)).transpose()
 }
 
+/// A YAML list of strings, or one string of comma-separated items (as an environment
+/// variable gives it).
 fn list(value: &SectionValue<'_>) -> Result<Vec<String>, ConfigError> {
-    Ok(value.string()?.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    let mut out = Vec::new();
+    for item in value.list()? {
+        out.extend(item.string()?.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    Ok(out)
 }
 
 fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
