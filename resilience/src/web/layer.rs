@@ -199,7 +199,8 @@ impl<S> Layer<S> for ResilienceLayer {
     type Service = ResilienceService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ResilienceService { inner, shared: Arc::clone(&self.shared) }
+        let site = Site { shared: Arc::clone(&self.shared), route: std::sync::OnceLock::new() };
+        ResilienceService { inner, site: Arc::new(site) }
     }
 }
 
@@ -207,7 +208,29 @@ impl<S> Layer<S> for ResilienceLayer {
 #[derive(Debug, Clone)]
 pub struct ResilienceService<S> {
     inner: S,
+    site: Arc<Site>,
+}
+
+/// What one wrapped service shares with its clones: the layer's state, and the state of
+/// the route it serves (axum's `Router::layer` wraps each route apart, so a service
+/// mostly sees one route: kept here, it is found without a lock).
+#[derive(Debug)]
+struct Site {
     shared: Arc<Shared>,
+    route: std::sync::OnceLock<Arc<RouteState>>,
+}
+
+impl Site {
+    /// The state of `route`: this service's own route without a lock, any other from the
+    /// layer's map.
+    fn route(&self, route: &str) -> std::borrow::Cow<'_, Arc<RouteState>> {
+        let own = self.route.get_or_init(|| self.shared.route(route));
+        if &*own.route == route {
+            std::borrow::Cow::Borrowed(own)
+        } else {
+            std::borrow::Cow::Owned(self.shared.route(route))
+        }
+    }
 }
 
 /// The answers of a [`ResilienceService`]: the inner service's, or the layer's own.
@@ -238,6 +261,8 @@ fn route_of<B>(request: &Request<B>) -> &str {
 struct RouteState {
     route: Arc<str>,
     breaker: Option<CircuitBreaker>,
+    /// `200` answers by method, found without a lock.
+    ok: [std::sync::OnceLock<metrics::Counter>; 10],
     /// By method (the index in `METHODS`, 9 for `OTHER`) and status.
     requests: std::sync::RwLock<HashMap<(u8, u16), metrics::Counter>>,
     durations: [metrics::Histogram; 10],
@@ -250,6 +275,10 @@ const REASONS: [&str; 4] = ["rate_limited", "bulkhead_full", "circuit_open", "ti
 impl RouteState {
     /// Counts one answer (the handle is made the first time a method and status meet).
     fn count(&self, method: u8, status: u16) {
+        if status == 200 {
+            self.ok[usize::from(method).min(9)].get_or_init(|| self.counter(method, status)).increment(1);
+            return;
+        }
         if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
             c.increment(1);
             return;
@@ -263,6 +292,11 @@ impl RouteState {
                 counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
             })
             .increment(1);
+    }
+
+    fn counter(&self, method: u8, status: u16) -> metrics::Counter {
+        let (method, route) = (method_name(method), self.route.to_string());
+        counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
     }
 
     fn rejected(&self, reason: usize) {
@@ -347,26 +381,27 @@ where
         // The clone that was made ready handles this request (tower's rule).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(handle(shared, inner, request))
+        let site = Arc::clone(&self.site);
+        Box::pin(handle(site, inner, request))
     }
 }
 
 async fn handle<S, ReqBody, ResBody>(
-    shared: Arc<Shared>,
+    site: Arc<Site>,
     mut inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<LayerBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
+    let shared = &*site.shared;
     let config = &shared.config;
     if excluded(request.uri().path(), &config.excluded_paths) {
         return inner.call(request).await.map(|r| r.map(Either::Left));
     }
     let started = Instant::now();
     let request_id = client_request_id(&request).unwrap_or_else(new_request_id);
-    let route = shared.route(route_of(&request));
+    let route = site.route(route_of(&request));
     let method = method_index(request.method());
     let span = tracing::debug_span!(
         target: "resilience::http",
@@ -376,7 +411,7 @@ where
         request_id = request_id.to_str().unwrap_or("")
     );
     let _entered = span.enter();
-    let mut response = admit_and_call(&shared, &mut inner, request, &route).await?;
+    let mut response = admit_and_call(shared, &mut inner, request, &route).await?;
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
     route.count(method, response.status().as_u16());
     route.durations[usize::from(method)].record(started.elapsed().as_secs_f64());
@@ -531,6 +566,7 @@ impl Shared {
         let state = Arc::new(RouteState {
             route: Arc::from(route),
             breaker: if self.config.enable_circuit_breaker { self.breaker(route) } else { None },
+            ok: Default::default(),
             requests: Default::default(),
             durations: std::array::from_fn(|m| {
                 let method = method_name(m as u8);
