@@ -198,7 +198,7 @@ impl fmt::Display for PoolError {
             }
             Self::Unknown { pool, known } => write!(f, "no pool `{pool}`; the pools are: {}", known.join(", ")),
             Self::WrongKind { pool, expected, actual } => {
-                write!(f, "pool `{pool}` is an {actual} pool, not an {expected} pool")
+                write!(f, "pool `{pool}` is of kind `{actual}`, not `{expected}`")
             }
             Self::Duplicate { pool } => write!(f, "a pool `{pool}` exists already; pools are never replaced"),
         }
