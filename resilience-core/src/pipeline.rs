@@ -1,4 +1,4 @@
-//! The policies composed, in the contract's order:
+//! The policies composed, in a fixed order (outermost first):
 //! `Fallback(Retry(CircuitBreaker(RateLimiter(Bulkhead(Timeout(call))))))`.
 
 use std::fmt;

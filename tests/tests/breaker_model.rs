@@ -37,7 +37,7 @@ enum ModelState {
     HalfOpen { issued: u32, successes: u32 },
 }
 
-/// The breaker as the contract describes it, with none of the implementation's tricks.
+/// The breaker as its documentation describes it, with none of the implementation's tricks.
 struct Model {
     config: CircuitBreakerConfig,
     state: ModelState,

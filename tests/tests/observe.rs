@@ -24,7 +24,7 @@ fn find<'s>(snapshot: &'s Snapshot, name: &str, want: &[(&str, &str)]) -> Option
 }
 
 #[tokio::test(start_paused = true)]
-async fn breaker_retry_and_bulkhead_metrics_have_the_contract_s_names_and_labels() {
+async fn breaker_retry_and_bulkhead_metrics_have_the_documented_names_and_labels() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     // Handles are resolved when the policies are built: build them under the recorder.

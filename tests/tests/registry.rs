@@ -16,7 +16,7 @@ fn secs(n: u64) -> Duration {
 }
 
 #[test]
-fn strategy_presets_have_the_contract_s_numbers() {
+fn strategy_presets_have_the_documented_numbers() {
     let defaults = Defaults::default();
     let table = [
         (ResilienceStrategy::InternalService, 10, 3, 3, 50, Some(100)),
@@ -40,7 +40,7 @@ fn strategy_presets_have_the_contract_s_numbers() {
 }
 
 #[test]
-fn dependency_type_presets_have_the_contract_s_numbers() {
+fn dependency_type_presets_have_the_documented_numbers() {
     let defaults = Defaults::default();
     let table = [
         (DependencyType::Database, 10, 10, Some(5), BulkheadKind::Semaphore),

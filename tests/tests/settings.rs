@@ -1,4 +1,4 @@
-//! Settings files: the contract's schema, environments, variables, and error messages.
+//! Settings files: the schema, environments, variables, and error messages.
 
 use std::time::Duration;
 
@@ -6,7 +6,8 @@ use resilience::{BulkheadKind, ConfigError, DependencyType, Registry, Resilience
 
 use crate::support::nz;
 
-const CONTRACT_EXAMPLE: &str = r#"
+/// A file with every section: global defaults, preset changes, dependencies and environments.
+const FULL_EXAMPLE: &str = r#"
 resilience:
   timeouts: { default: 30s, database: 10s, api_call: 15s, cache: 2s, message_queue: 10s, file_system: 30s }
   circuit_breaker: { failure_threshold: 5, recovery_timeout: 60s, success_threshold: 2 }
@@ -31,8 +32,8 @@ fn err(text: &str) -> String {
 }
 
 #[test]
-fn the_contract_s_example_applies() {
-    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap();
+fn the_full_example_applies() {
+    let settings = Settings::from_yaml_str(FULL_EXAMPLE).unwrap();
     let registry = Registry::new();
     settings.apply_to(&registry).unwrap();
     assert_eq!(registry.names(), ["payment_gateway", "user_db"]);
@@ -58,7 +59,7 @@ fn the_contract_s_example_applies() {
 
 #[test]
 fn an_environment_section_and_variables_override_the_file() {
-    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_environment("production").unwrap();
+    let settings = Settings::from_yaml_str(FULL_EXAMPLE).unwrap().with_environment("production").unwrap();
     assert_eq!(settings.environment(), Some("production"));
     let (_, _, user_db) = settings.dependencies().find(|(n, _, _)| *n == "user_db").unwrap();
     assert_eq!(user_db.bulkhead.max_concurrent.map(|n| n.get()), Some(40));
@@ -69,7 +70,7 @@ fn an_environment_section_and_variables_override_the_file() {
         ("RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__TIMEOUT".to_owned(), "3s".to_owned()),
         ("UNRELATED".to_owned(), "x".to_owned()),
     ];
-    let settings = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap();
+    let settings = Settings::from_yaml_str(FULL_EXAMPLE).unwrap().with_variables(vars).unwrap();
     assert_eq!(settings.environment(), Some("development"));
     assert_eq!(settings.defaults().global.timeout, Some(Duration::from_secs(5)));
     let (_, _, user_db) = settings.dependencies().find(|(n, _, _)| *n == "user_db").unwrap();
@@ -123,19 +124,19 @@ fn an_unknown_dependency_type_suggests_one() {
 #[test]
 fn a_bad_variable_names_the_variable() {
     let vars = [("RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__MAX_CONCURRENT".to_owned(), "many".to_owned())];
-    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
+    let e = Settings::from_yaml_str(FULL_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
     assert_eq!(
         e.to_string(),
         "<string> (variable RESILIENCE__EXTERNAL_DEPENDENCIES__USER_DB__MAX_CONCURRENT): invalid `external_dependencies.user_db.max_concurrent`: expected a whole number, found a string"
     );
     let vars = [("RESILIENCE__RESILIENCE__TIMEOUTS__DEFALT".to_owned(), "1s".to_owned())];
-    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
+    let e = Settings::from_yaml_str(FULL_EXAMPLE).unwrap().with_variables(vars).unwrap_err();
     assert!(matches!(&e, ConfigError::UnknownKey { suggestion: Some(s), .. } if s == "default"), "{e}");
 }
 
 #[test]
 fn a_missing_environment_lists_the_sections() {
-    let e = Settings::from_yaml_str(CONTRACT_EXAMPLE).unwrap().with_environment("staging").unwrap_err();
+    let e = Settings::from_yaml_str(FULL_EXAMPLE).unwrap().with_environment("staging").unwrap_err();
     assert_eq!(e.to_string(), "<string>: no environment section `staging`; the file has: development, production");
 }
 
