@@ -69,6 +69,7 @@ pub use registry::{
 };
 pub use retry::{Backoff, Jitter, Retry, RetryConfig};
 pub use settings::{
-    init, reload, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX, SETTINGS_SECTIONS,
+    init, reload, SectionFn, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX,
+    SETTINGS_SECTIONS,
 };
 pub use timeout::{Timeout, TimeoutFuture};

@@ -25,7 +25,7 @@ mod schema;
 mod section;
 mod tree;
 
-pub use section::{SectionValue, SettingsSection, SETTINGS_SECTIONS};
+pub use section::{SectionFn, SectionValue, SettingsSection, SETTINGS_SECTIONS};
 
 use std::path::Path;
 

@@ -128,12 +128,12 @@ pub(super) fn entries<'n>(
     Ok(entries)
 }
 
-struct Reader<'a> {
-    file: &'a str,
+pub(super) struct Reader<'a> {
+    pub(super) file: &'a str,
 }
 
 impl Reader<'_> {
-    fn duration(&self, key: &str, node: &Node) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, key: &str, node: &Node) -> Result<Duration, ConfigError> {
         let text = match &node.value {
             Value::Str(s) => s.trim(),
             Value::Int(_) | Value::Float(_) => {
@@ -163,7 +163,7 @@ impl Reader<'_> {
         })
     }
 
-    fn integer(&self, key: &str, node: &Node) -> Result<i64, ConfigError> {
+    pub(super) fn integer(&self, key: &str, node: &Node) -> Result<i64, ConfigError> {
         match &node.value {
             Value::Int(i) => Ok(*i),
             Value::Str(s) if s.trim().parse::<i64>().is_ok() => Ok(s.trim().parse().unwrap_or_default()),
@@ -193,7 +193,7 @@ impl Reader<'_> {
         usize::try_from(n).map_err(|_| invalid(self.file, key, node, format!("must not be negative, found {n}")))
     }
 
-    fn number(&self, key: &str, node: &Node) -> Result<f64, ConfigError> {
+    pub(super) fn number(&self, key: &str, node: &Node) -> Result<f64, ConfigError> {
         match &node.value {
             Value::Int(i) => Ok(*i as f64),
             Value::Float(f) => Ok(*f),
@@ -213,7 +213,7 @@ impl Reader<'_> {
         }
     }
 
-    fn boolean(&self, key: &str, node: &Node) -> Result<bool, ConfigError> {
+    pub(super) fn boolean(&self, key: &str, node: &Node) -> Result<bool, ConfigError> {
         match &node.value {
             Value::Bool(b) => Ok(*b),
             Value::Str(s) if s == "true" => Ok(true),
@@ -222,7 +222,7 @@ impl Reader<'_> {
         }
     }
 
-    fn word<'n>(&self, key: &str, node: &'n Node, expected: &[&str]) -> Result<&'n str, ConfigError> {
+    pub(super) fn word<'n>(&self, key: &str, node: &'n Node, expected: &[&str]) -> Result<&'n str, ConfigError> {
         match &node.value {
             Value::Str(s) if expected.contains(&s.as_str()) => Ok(s),
             Value::Str(s) => Err(invalid(

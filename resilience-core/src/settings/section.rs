@@ -23,6 +23,30 @@ pub trait SettingsSection: Send + Sync + 'static {
     fn check(&self, value: &SectionValue<'_>) -> Result<(), ConfigError>;
 }
 
+/// A section given by its name and a function checking it: what most integrations need.
+///
+/// ```text
+/// #[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
+/// static POOLS: &'static dyn SettingsSection = &SectionFn { name: "pools", check: |v| read(v).map(|_| ()) };
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SectionFn {
+    /// The section's key.
+    pub name: &'static str,
+    /// Checks the section's value.
+    pub check: fn(&SectionValue<'_>) -> Result<(), ConfigError>,
+}
+
+impl SettingsSection for SectionFn {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self, value: &SectionValue<'_>) -> Result<(), ConfigError> {
+        (self.check)(value)
+    }
+}
+
 /// Every [`SettingsSection`] linked into the program.
 #[linkme::distributed_slice]
 pub static SETTINGS_SECTIONS: [&'static dyn SettingsSection];
@@ -117,61 +141,51 @@ impl<'a> SectionValue<'a> {
         }
     }
 
+    fn reader(&self) -> schema::Reader<'a> {
+        schema::Reader { file: self.file }
+    }
+
     /// A whole number of at least `min`.
     pub fn count(&self, min: u64) -> Result<u64, ConfigError> {
-        let n = match &self.node.value {
-            Value::Int(i) => *i,
-            Value::Str(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse().unwrap_or_default(),
-            _ => return Err(self.invalid(format!("expected a whole number, found {}", self.node.kind()))),
-        };
+        let n = self.reader().integer(&self.path, self.node)?;
         u64::try_from(n)
             .ok()
             .filter(|n| *n >= min)
             .ok_or_else(|| self.invalid(format!("must be at least {min}, found {n}")))
     }
 
+    /// A whole number of at least `min` that fits a `usize`.
+    pub fn count_usize(&self, min: u64) -> Result<usize, ConfigError> {
+        let n = self.count(min)?;
+        usize::try_from(n).map_err(|_| self.invalid(format!("{n} is too large")))
+    }
+
     /// A number.
     pub fn number(&self) -> Result<f64, ConfigError> {
-        match &self.node.value {
-            Value::Int(i) => Ok(*i as f64),
-            Value::Float(f) => Ok(*f),
-            Value::Str(s) => s.trim().parse().map_err(|_| self.invalid(format!("`{s}` is not a number"))),
-            _ => Err(self.invalid(format!("expected a number, found {}", self.node.kind()))),
-        }
+        self.reader().number(&self.path, self.node)
     }
 
     /// `true` or `false`.
     pub fn boolean(&self) -> Result<bool, ConfigError> {
-        match &self.node.value {
-            Value::Bool(b) => Ok(*b),
-            Value::Str(s) if s == "true" => Ok(true),
-            Value::Str(s) if s == "false" => Ok(false),
-            _ => Err(self.invalid(format!("expected `true` or `false`, found {}", self.node.kind()))),
-        }
+        self.reader().boolean(&self.path, self.node)
     }
 
     /// A duration with a unit (`250ms`, `30s`, `5m`, `1h`).
     pub fn duration(&self) -> Result<Duration, ConfigError> {
-        match &self.node.value {
-            Value::Str(s) => schema::parse_duration(s.trim()).ok_or_else(|| {
-                self.invalid(format!("`{s}` is not a duration; write a number and a unit: `250ms`, `30s`, `5m`, `1h`"))
-            }),
-            Value::Int(_) | Value::Float(_) => {
-                Err(self.invalid("a duration needs a unit, such as `250ms`, `30s`, `5m` or `1h`"))
-            }
-            _ => Err(self.invalid(format!("expected a duration such as `30s`, found {}", self.node.kind()))),
+        self.reader().duration(&self.path, self.node)
+    }
+
+    /// A duration with a unit, longer than zero.
+    pub fn positive_duration(&self) -> Result<Duration, ConfigError> {
+        let d = self.duration()?;
+        if d.is_zero() {
+            return Err(self.invalid("must be greater than zero"));
         }
+        Ok(d)
     }
 
     /// One of `expected` (a word such as `http`), with a suggestion for a near miss.
     pub fn word(&self, expected: &[&str]) -> Result<String, ConfigError> {
-        let s = self.string()?;
-        if expected.contains(&s.as_str()) {
-            return Ok(s);
-        }
-        Err(self.invalid(match schema::suggest(&s, expected) {
-            Some(close) => format!("unknown value `{s}`; did you mean `{close}`?"),
-            None => format!("unknown value `{s}`; expected one of: {}", expected.join(", ")),
-        }))
+        self.reader().word(&self.path, self.node, expected).map(str::to_owned)
     }
 }

@@ -21,7 +21,7 @@
 //! Checked when the file is read, environment sections included, with the same errors
 //! as the rest of the file (key path and line).
 
-use resilience_core::{ConfigError, DependencyType, SectionValue, Settings, SettingsSection};
+use resilience_core::{ConfigError, DependencyType, SectionFn, SectionValue, Settings, SettingsSection};
 
 use super::{HttpPoolConfig, PoolConfig};
 
@@ -41,20 +41,8 @@ const POOL_KEYS: &[&str] = &[
     "root_certificates",
 ];
 
-struct PoolsSection;
-
-impl SettingsSection for PoolsSection {
-    fn name(&self) -> &'static str {
-        "pools"
-    }
-
-    fn check(&self, value: &SectionValue<'_>) -> Result<(), ConfigError> {
-        read(value).map(|_| ())
-    }
-}
-
 #[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
-static POOLS: &'static dyn SettingsSection = &PoolsSection;
+static POOLS: &'static dyn SettingsSection = &SectionFn { name: "pools", check: |value| read(value).map(|_| ()) };
 
 /// The pools of `settings`' `pools:` section, to pass to
 /// [`initialize_pools`](super::initialize_pools) (none if the file has no such section).
@@ -84,13 +72,13 @@ fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
                     reqwest::Url::parse(&url).map_err(|e| value.invalid(format!("`{url}` is not a URL: {e}")))?;
                     config.base_url = Some(url);
                 }
-                "max_connections" => config.max_connections = usize_count(value)?,
-                "max_connections_per_host" => config.max_connections_per_host = usize_count(value)?,
-                "connect_timeout" => config.connect_timeout = positive_duration(value)?,
-                "request_timeout" => config.request_timeout = Some(positive_duration(value)?),
+                "max_connections" => config.max_connections = value.count_usize(1)?,
+                "max_connections_per_host" => config.max_connections_per_host = value.count_usize(1)?,
+                "connect_timeout" => config.connect_timeout = value.positive_duration()?,
+                "request_timeout" => config.request_timeout = Some(value.positive_duration()?),
                 "max_idle_time" => config.max_idle_time = value.duration()?,
                 "max_wait" => config.max_wait = value.duration()?,
-                "health_check_interval" => config.health_check_interval = positive_duration(value)?,
+                "health_check_interval" => config.health_check_interval = value.positive_duration()?,
                 "health_check_path" => config.health_check_path = Some(value.string()?),
                 "root_certificates" => {
                     for path in value.list()? {
@@ -110,17 +98,4 @@ fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
         out.push(pool);
     }
     Ok(out)
-}
-
-fn usize_count(value: &SectionValue<'_>) -> Result<usize, ConfigError> {
-    let n = value.count(1)?;
-    usize::try_from(n).map_err(|_| value.invalid(format!("{n} is too large")))
-}
-
-fn positive_duration(value: &SectionValue<'_>) -> Result<std::time::Duration, ConfigError> {
-    let d = value.duration()?;
-    if d.is_zero() {
-        return Err(value.invalid("must be greater than zero"));
-    }
-    Ok(d)
 }

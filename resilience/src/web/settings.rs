@@ -18,7 +18,7 @@
 //! Checked when the file is read, environment sections included, with the same errors as
 //! the rest of the file (key path and line).
 
-use resilience_core::{ConfigError, SectionValue, Settings, SettingsSection};
+use resilience_core::{ConfigError, SectionFn, SectionValue, Settings, SettingsSection};
 
 use super::{ClientKey, IpNet, MiddlewareConfig, RateLimitConfig};
 
@@ -38,20 +38,9 @@ const KEYS: &[&str] = &[
 
 const RATE_LIMIT_KEYS: &[&str] = &["per_second", "burst", "max_clients", "key_header"];
 
-struct MiddlewareSection;
-
-impl SettingsSection for MiddlewareSection {
-    fn name(&self) -> &'static str {
-        "middleware"
-    }
-
-    fn check(&self, value: &SectionValue<'_>) -> Result<(), ConfigError> {
-        read(value).map(|_| ())
-    }
-}
-
 #[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
-static MIDDLEWARE: &'static dyn SettingsSection = &MiddlewareSection;
+static MIDDLEWARE: &'static dyn SettingsSection =
+    &SectionFn { name: "middleware", check: |value| read(value).map(|_| ()) };
 
 /// The [`MiddlewareConfig`] of `settings`' `middleware:` section over the defaults, or
 /// `None` if the file has no such section.
@@ -76,15 +65,8 @@ fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
             "enable_circuit_breaker" => c.enable_circuit_breaker = value.boolean()?,
             "enable_bulkhead" => c.enable_bulkhead = value.boolean()?,
             "enable_rate_limiting" => c.enable_rate_limiting = value.boolean()?,
-            "request_timeout" => {
-                c.request_timeout = value.duration()?;
-                if c.request_timeout.is_zero() {
-                    return Err(value.invalid("must be greater than zero"));
-                }
-            }
-            "bulkhead_max_concurrent" => {
-                c.bulkhead_max_concurrent = usize::try_from(value.count(1)?).map_err(|_| value.invalid("too large"))?
-            }
+            "request_timeout" => c.request_timeout = value.positive_duration()?,
+            "bulkhead_max_concurrent" => c.bulkhead_max_concurrent = value.count_usize(1)?,
             "bulkhead_max_wait" => c.bulkhead_max_wait = value.duration()?,
             "circuit_breaker_failure_threshold" => {
                 let n = value.count(1)?;
@@ -105,9 +87,7 @@ fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
                             rate = Some(r);
                         }
                         "burst" => limit.burst = u32::try_from(v.count(1)?).map_err(|_| v.invalid("too large"))?,
-                        "max_clients" => {
-                            limit.max_clients = usize::try_from(v.count(1)?).map_err(|_| v.invalid("too large"))?
-                        }
+                        "max_clients" => limit.max_clients = v.count_usize(1)?,
                         _ => {
                             let name = v.string()?;
                             let header = http::HeaderName::try_from(name.as_str())
