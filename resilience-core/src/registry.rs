@@ -344,11 +344,14 @@ impl Registry {
         dependencies: &[(String, DependencyType, ConfigOverrides)],
     ) -> Result<(), ConfigError> {
         let _writer = self.writer();
+        // The last entry of a name wins, as a later registration would.
+        let named: HashMap<&str, (DependencyType, ConfigOverrides)> =
+            dependencies.iter().map(|(name, ty, own)| (name.as_str(), (*ty, *own))).collect();
         let existing: Vec<&'static Dependency> = self.read().values().copied().collect();
         let mut changes = Vec::with_capacity(existing.len());
         for d in existing {
-            let state = match dependencies.iter().rev().find(|(name, _, _)| **name == *d.name) {
-                Some((_, ty, own)) => registered(&defaults, *ty, *own),
+            let state = match named.get(&*d.name) {
+                Some((ty, own)) => registered(&defaults, *ty, *own),
                 None => {
                     let mut state = d.state().clone();
                     state.config = defaults.resolve(state.kind, &state.own);
@@ -359,8 +362,9 @@ impl Registry {
             changes.push((d, state, pipeline));
         }
         let mut added: Vec<(Arc<str>, DependencyState, Pipeline)> = Vec::new();
-        for (name, ty, own) in dependencies {
-            if self.get(name).is_some() || added.iter().any(|(n, _, _)| **n == **name) {
+        let mut new_names = std::collections::HashSet::new();
+        for (name, ty, own) in dependencies.iter().rev() {
+            if self.get(name).is_some() || !new_names.insert(name.as_str()) {
                 continue;
             }
             let state = registered(&defaults, *ty, *own);

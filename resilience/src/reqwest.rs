@@ -69,15 +69,7 @@ fn never(_: &AttemptError) -> bool {
 #[async_trait::async_trait]
 impl Middleware for ResilienceMiddleware {
     async fn handle(&self, req: Request, extensions: &mut Extensions, next: Next<'_>) -> Result<Response> {
-        let idempotent = matches!(
-            *req.method(),
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::PUT
-                | http::Method::DELETE
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-        );
+        let idempotent = crate::pool::is_idempotent(req.method());
         // A request whose body cannot be cloned is sent once.
         let retry = idempotent && req.try_clone().is_some();
         let policy = ErrorPolicy { retry_if: if retry { always } else { never }, record_if: always };

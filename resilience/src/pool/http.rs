@@ -531,7 +531,8 @@ impl HttpPool {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
+/// Whether a request with `method` may be sent again (RFC 9110's idempotent methods).
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
 }
 
