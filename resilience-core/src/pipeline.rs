@@ -884,8 +884,9 @@ impl<'a, E, F, Fut> PipelineCall<'a, E, F, Fut> {
 /// [`Dependency::pipeline`](crate::Dependency::pipeline)).
 ///
 /// A reconfiguration publishes a new pipeline and frees the replaced one once no call
-/// or `PipelineRef` that may use it is left; holding a `PipelineRef` for long delays
-/// that (for every pipeline replaced meanwhile), so take one per call or per look.
+/// or `PipelineRef` that may use it is left. Holding a `PipelineRef` for long delays
+/// that, for every pipeline replaced while it is held (and those replaced just before it
+/// was taken, whose grace period it may fall into), so take one per call or per look.
 /// Calls made with its `call…` methods hold it for as long as they run.
 pub struct PipelineRef {
     // Valid while `guard` is held: `'static` is this module's promise, never handed out.

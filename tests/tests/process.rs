@@ -214,8 +214,12 @@ fn resizing_a_thread_pool_bulkhead_returns_its_threads() {
     let calls: u64 = callers.into_iter().map(|c| c.join().expect("caller")).sum();
     assert!(calls > 0);
     // The last size was 5 workers.
-    let pipeline = registry.get("resized_fs").expect("registered").pipeline();
-    let Some(Bulkhead::ThreadPool(pool)) = pipeline.bulkhead() else { panic!("a thread pool") };
+    // A handle to the pool, not the pipeline: a pipeline held open would keep the
+    // pipelines replaced before it (and the reclamation thread) waiting.
+    let pool = match registry.get("resized_fs").expect("registered").pipeline().bulkhead() {
+        Some(Bulkhead::ThreadPool(pool)) => pool.clone(),
+        other => panic!("a thread pool: {other:?}"),
+    };
     assert_eq!(pool.max_concurrent(), 5);
     eventually(Duration::from_secs(10), || format!("pool threads: {}", pool.threads()), || pool.threads() == 5);
     assert_eq!((pool.active(), pool.queued()), (0, 0), "nothing left running or queued");
