@@ -32,6 +32,18 @@ async fn fails_fast_with_zero_wait() {
     let _permit = b.acquire().await.unwrap();
 }
 
+#[test]
+fn a_miss_when_taking_a_free_slot_gives_back_nothing() {
+    let b = semaphore(1, 0);
+    let held = b.take_free_slot().expect("a free slot");
+    for _ in 0..3 {
+        assert!(b.take_free_slot().is_none(), "no second slot");
+    }
+    assert_eq!(b.available(), 0, "a miss gave back no slot it never took");
+    drop(held);
+    assert_eq!(b.available(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn waits_up_to_max_wait() {
     let b = semaphore(1, 100);

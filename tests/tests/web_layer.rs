@@ -86,6 +86,56 @@ async fn a_full_bulkhead_gets_503_with_retry_after() {
     assert_eq!(client().get(format!("{url}/ok")).send().await.unwrap().status(), 200, "the slot came back");
 }
 
+/// Status of `router`'s answer to a GET of `path`, if it comes in one poll; the pending
+/// future otherwise.
+fn get_now(
+    router: &axum::Router,
+    path: &str,
+) -> Result<u16, std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>> {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+    let router = router.clone();
+    let mut future: std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> =
+        Box::pin(async move { router.oneshot(request).await.unwrap().status().as_u16() });
+    let waker = std::task::Waker::noop();
+    match future.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(status) => Ok(status),
+        std::task::Poll::Pending => Err(future),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_gives_its_slot_back_whether_it_ran_or_waited() {
+    let router = |max_wait| {
+        axum::Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/hold", get(|| std::future::pending::<&'static str>()))
+            .layer(ResilienceLayer::new(MiddlewareConfig {
+                bulkhead_max_concurrent: 1,
+                bulkhead_max_wait: max_wait,
+                ..Default::default()
+            }))
+    };
+    // Refused at once while the slot is held; free again once the holder is dropped.
+    let app = router(Duration::ZERO);
+    let held = get_now(&app, "/hold").expect_err("/hold never answers");
+    assert_eq!(get_now(&app, "/ok").ok(), Some(503));
+    drop(held);
+    assert_eq!(get_now(&app, "/ok").ok(), Some(200), "the dropped request's slot came back");
+
+    // With a wait: a waiting request gets the slot when the holder ends, and one
+    // dropped while waiting takes nothing with it.
+    let app = router(Duration::from_secs(10));
+    let held = get_now(&app, "/hold").expect_err("/hold never answers");
+    let waiting = get_now(&app, "/ok").expect_err("waits for the slot");
+    drop(waiting);
+    let waiting = get_now(&app, "/ok").expect_err("waits for the slot");
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the waiting request got the slot");
+    assert_eq!(status, 200);
+    assert_eq!(get_now(&app, "/ok").ok(), Some(200), "every slot came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_s_breaker_opens_on_5xx_and_only_that_route_is_refused() {
     let config = MiddlewareConfig {

@@ -147,6 +147,15 @@ impl SemaphoreBulkhead {
         }
     }
 
+    /// Takes a slot if one is free now, like [`try_acquire`](Self::try_acquire), but a
+    /// full bulkhead is not counted as a rejection: for a caller that tries first and
+    /// then waits with [`acquire`](Self::acquire).
+    #[inline]
+    pub fn take_free_slot(&self) -> Option<BulkheadPermit<'_>> {
+        // `then`, not `then_some`: a permit made and dropped would return a slot never taken.
+        self.inner.permits.try_acquire().then(|| BulkheadPermit { permits: &self.inner.permits })
+    }
+
     /// Takes a slot, waiting up to `max_wait` (on the tokio clock).
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, ResilienceError> {
         if self.inner.permits.acquire(self.max_wait()).await {

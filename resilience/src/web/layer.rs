@@ -16,8 +16,8 @@ use http_body_util::{Either, Full};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use resilience_core::{
-    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig, ResilienceError, SemaphoreBulkhead,
-    SemaphoreBulkheadConfig,
+    BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig,
+    ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
 };
 use tower::{Layer, Service};
 
@@ -326,12 +326,12 @@ fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 fn new_request_id() -> HeaderValue {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     });
-    // `pppppppp-nnnnnnnnnnnnnnnn`: the process's random tag, then a counter, in hex.
+    // `pppppppp-nnnnnnnnnnnnnnnn`: the process's random tag, then a number unique in
+    // the process, in hex.
     let mut id = [0u8; 25];
     let hex = |n: u64, out: &mut [u8]| {
         for (i, b) in out.iter_mut().rev().enumerate() {
@@ -340,8 +340,28 @@ fn new_request_id() -> HeaderValue {
     };
     hex(*PROCESS & 0xffff_ffff, &mut id[..8]);
     id[8] = b'-';
-    hex(NEXT.fetch_add(1, Relaxed), &mut id[9..]);
+    hex(next_request_number(), &mut id[9..]);
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// A number no other request of this process gets: each thread takes a block of them at
+/// a time, so that workers do not contend for one counter on every request.
+fn next_request_number() -> u64 {
+    const BLOCK: u64 = 1024;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        /// The next number of this thread's block, and the block's end.
+        static BLOCK_LEFT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
+    BLOCK_LEFT.with(|left| {
+        let (mut next, mut end) = left.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(BLOCK, Relaxed);
+            end = next + BLOCK;
+        }
+        left.set((next + 1, end));
+        next
+    })
 }
 
 /// An answer of the layer's own.
@@ -371,68 +391,73 @@ where
 {
     type Response = Response<LayerBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The clone that was made ready handles this request (tower's rule).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let site = Arc::clone(&self.site);
-        Box::pin(handle(site, inner, request))
-    }
-}
+        let site = &self.site;
+        let shared = &*site.shared;
+        let config = &shared.config;
+        if excluded(request.uri().path(), &config.excluded_paths) {
+            return ResponseFuture { kind: Kind::Passthrough { future: self.inner.call(request) } };
+        }
+        let started = Instant::now();
+        let request_id = client_request_id(&request).unwrap_or_else(new_request_id);
+        let method = method_index(request.method());
+        let route = site.route(route_of(&request));
+        let span = tracing::debug_span!(
+            target: "resilience::http",
+            "request",
+            method = method_name(method),
+            route = &*route.route,
+            request_id = request_id.to_str().unwrap_or("")
+        );
+        let other_route = match route {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(route) => Some(route),
+        };
+        let tag = Tag { span, request_id, started, method, other_route, site: Arc::clone(site) };
+        let refused =
+            |tag: Tag, response| ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } };
 
-async fn handle<S, ReqBody, ResBody>(
-    site: Arc<Site>,
-    mut inner: S,
-    request: Request<ReqBody>,
-) -> Result<Response<LayerBody<ResBody>>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    let shared = &*site.shared;
-    let config = &shared.config;
-    if excluded(request.uri().path(), &config.excluded_paths) {
-        return inner.call(request).await.map(|r| r.map(Either::Left));
-    }
-    let started = Instant::now();
-    let request_id = client_request_id(&request).unwrap_or_else(new_request_id);
-    let route = site.route(route_of(&request));
-    let method = method_index(request.method());
-    let span = tracing::debug_span!(
-        target: "resilience::http",
-        "request",
-        method = method_name(method),
-        route = &*route.route,
-        request_id = request_id.to_str().unwrap_or("")
-    );
-    let _entered = span.enter();
-    let mut response = admit_and_call(shared, &mut inner, request, &route).await?;
-    response.headers_mut().insert(&X_REQUEST_ID, request_id);
-    route.count(method, response.status().as_u16());
-    route.durations[usize::from(method)].record(started.elapsed().as_secs_f64());
-    Ok(response)
-}
-
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-async fn admit_and_call<S, ReqBody, ResBody>(
-    shared: &Shared,
-    inner: &mut S,
-    request: Request<ReqBody>,
-    route: &RouteState,
-) -> Result<Response<LayerBody<ResBody>>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    // Per-client limit first: it says nothing about the service, and is the cheapest.
-    match check_client(shared, request, route) {
-        Ok((request, quota)) => finish(shared, inner, request, route, quota).await,
-        Err(refused) => Ok(refused),
+        // Per-client limit first: it says nothing about the service, and is the cheapest.
+        let (request, quota) = match check_client(shared, request, tag.route()) {
+            Ok(admitted) => admitted,
+            Err(response) => return refused(tag, response),
+        };
+        let slot = match &shared.bulkhead {
+            None => None,
+            Some(bulkhead) => match bulkhead.take_free_slot() {
+                Some(slot) => Some(slot),
+                None if bulkhead.max_wait().is_zero() => {
+                    tag.route().rejected(1);
+                    return refused(tag, busy());
+                }
+                None => {
+                    // The slow path: wait for a slot, then call a clone of the service
+                    // (the clone that was made ready handles this request: tower's rule).
+                    let clone = self.inner.clone();
+                    let inner = std::mem::replace(&mut self.inner, clone);
+                    let future = Box::pin(wait_for_slot(tag, quota, inner, request));
+                    return ResponseFuture { kind: Kind::Waiting { future } };
+                }
+            },
+        };
+        // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which `tag.site`
+        // keeps alive; `Call` drops it before `tag`.
+        #[allow(unsafe_code)]
+        let slot = slot.map(|slot| unsafe { extend_slot(slot) });
+        let permit = match admit_by_breaker(&tag) {
+            Ok(permit) => permit,
+            Err(response) => return refused(tag, response),
+        };
+        let future = tag.span.in_scope(|| self.inner.call(request));
+        let deadline = started + config.request_timeout;
+        let call = Call { permit, slot, quota, tag };
+        ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, deadline, call) } }
     }
 }
 
@@ -471,86 +496,276 @@ fn check_client<ReqBody, ResBody>(
             let after = e.retry_after().unwrap_or(Duration::from_secs(1));
             let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
             let headers = response.headers_mut();
-            headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
-            headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
-            headers.insert("ratelimit-reset", HeaderValue::from(seconds(after)));
+            headers.insert(&RATELIMIT_LIMIT, HeaderValue::from(limit.burst));
+            headers.insert(&RATELIMIT_REMAINING, HeaderValue::from(0u32));
+            headers.insert(&RATELIMIT_RESET, HeaderValue::from(seconds(after)));
             Err(response)
         }
     }
 }
 
-async fn finish<S, ReqBody, ResBody>(
-    shared: &Shared,
-    inner: &mut S,
-    request: Request<ReqBody>,
-    route: &RouteState,
+/// The answer to a full bulkhead.
+fn busy<B>() -> Response<LayerBody<B>> {
+    answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1)))
+}
+
+/// Asks the route's breaker, if it has one: its permit, or the answer refusing the
+/// request while it is open.
+#[allow(clippy::result_large_err)] // the refusal is the answer itself
+fn admit_by_breaker<B>(tag: &Tag) -> Result<Option<CallPermit<'static>>, Response<LayerBody<B>>> {
+    let route = tag.route();
+    let Some(breaker) = &route.breaker else { return Ok(None) };
+    match breaker.try_acquire() {
+        // SAFETY (of `extend_permit`): the breaker is of the route's state, which
+        // `tag` keeps alive (its own route, or the state it holds); `Call` drops the
+        // permit before `tag`.
+        #[allow(unsafe_code)]
+        Ok(permit) => Ok(Some(unsafe { extend_permit(permit) })),
+        Err(e) => {
+            route.rejected(2);
+            let after = match e {
+                ResilienceError::CircuitOpen { .. } => e.retry_after(),
+                _ => None,
+            };
+            Err(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable",
+                Some(after.unwrap_or(Duration::from_secs(1))),
+            ))
+        }
+    }
+}
+
+/// Lets a bulkhead slot outlive the borrow of its bulkhead.
+///
+/// # Safety
+///
+/// The bulkhead must outlive the returned slot.
+#[allow(unsafe_code)]
+unsafe fn extend_slot(slot: BulkheadPermit<'_>) -> BulkheadPermit<'static> {
+    // SAFETY: only the lifetime changes; the caller keeps the bulkhead alive.
+    unsafe { std::mem::transmute::<BulkheadPermit<'_>, BulkheadPermit<'static>>(slot) }
+}
+
+/// Lets a breaker permit outlive the borrow of its breaker.
+///
+/// # Safety
+///
+/// The breaker must outlive the returned permit.
+#[allow(unsafe_code)]
+unsafe fn extend_permit(permit: CallPermit<'_>) -> CallPermit<'static> {
+    // SAFETY: only the lifetime changes; the caller keeps the breaker alive.
+    unsafe { std::mem::transmute::<CallPermit<'_>, CallPermit<'static>>(permit) }
+}
+
+/// The slow path: waits up to `bulkhead_max_wait` for a slot, then calls `inner`.
+async fn wait_for_slot<S, ReqBody, ResBody>(
+    tag: Tag,
     quota: Option<resilience_core::Quota>,
+    mut inner: S,
+    request: Request<ReqBody>,
 ) -> Result<Response<LayerBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let config = &shared.config;
-    let _slot = match &shared.bulkhead {
-        None => None,
-        Some(bulkhead) => match bulkhead.acquire().await {
-            Ok(slot) => Some(slot),
-            Err(_) => {
-                route.rejected(1);
-                return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1))));
-            }
-        },
-    };
-    let permit = match &route.breaker {
-        None => None,
-        Some(breaker) => match breaker.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(e) => {
-                route.rejected(2);
-                let after = match e {
-                    ResilienceError::CircuitOpen { .. } => e.retry_after(),
-                    _ => None,
-                };
-                return Ok(answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service unavailable",
-                    Some(after.unwrap_or(Duration::from_secs(1))),
-                ));
-            }
-        },
-    };
-    let outcome = tokio::time::timeout(config.request_timeout, inner.call(request)).await;
-    let mut response = match outcome {
+    let site = Arc::clone(&tag.site);
+    let Some(bulkhead) = &site.shared.bulkhead else { return Ok(tag.finish(busy())) };
+    let slot = match bulkhead.acquire().await {
+        Ok(slot) => slot,
         Err(_) => {
-            if let Some(p) = permit {
-                p.failure();
-            }
-            route.rejected(3);
-            return Ok(answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None));
+            tag.route().rejected(1);
+            return Ok(tag.finish(busy()));
         }
-        Ok(Err(e)) => {
-            if let Some(p) = permit {
-                p.failure();
-            }
-            return Err(e);
+    };
+    // SAFETY (of `extend_slot`): `tag.site` keeps the bulkhead alive and `Call` drops
+    // the slot before `tag`.
+    #[allow(unsafe_code)]
+    let slot = Some(unsafe { extend_slot(slot) });
+    let permit = match admit_by_breaker(&tag) {
+        Ok(permit) => permit,
+        Err(response) => return Ok(tag.finish(response)),
+    };
+    let future = tag.span.in_scope(|| inner.call(request));
+    let deadline = Instant::now() + site.shared.config.request_timeout;
+    Guarded::new(future, deadline, Call { permit, slot, quota, tag }).await
+}
+
+/// What every answer of a guarded request gets at its end: its request id, its count and
+/// its duration.
+struct Tag {
+    span: tracing::Span,
+    request_id: HeaderValue,
+    started: Instant,
+    method: u8,
+    /// The route's state when it is not the service's own (`site.route`).
+    other_route: Option<Arc<RouteState>>,
+    site: Arc<Site>,
+}
+
+impl Tag {
+    fn route(&self) -> &RouteState {
+        match (&self.other_route, self.site.route.get()) {
+            (Some(route), _) | (None, Some(route)) => route,
+            // `Site::route` sets the service's own route before any `Tag` is made.
+            (None, None) => unreachable!("a tag without a route"),
         }
-        Ok(Ok(response)) => {
-            if let Some(p) = permit {
-                if response.status().is_server_error() {
-                    p.failure();
-                } else {
-                    p.success();
+    }
+
+    fn finish<B>(self, mut response: Response<LayerBody<B>>) -> Response<LayerBody<B>> {
+        let route = self.route();
+        route.count(self.method, response.status().as_u16());
+        route.durations[usize::from(self.method)].record(self.started.elapsed().as_secs_f64());
+        response.headers_mut().insert(&X_REQUEST_ID, self.request_id);
+        response
+    }
+}
+
+/// A request let through: what it holds until its answer, dropped in this order (the
+/// permits before the tag that keeps their breaker and bulkhead alive).
+struct Call {
+    permit: Option<CallPermit<'static>>,
+    slot: Option<BulkheadPermit<'static>>,
+    quota: Option<resilience_core::Quota>,
+    tag: Tag,
+}
+
+impl Call {
+    /// The answer to `outcome` (`None`: the inner service ran out of time), recorded by
+    /// the route's breaker.
+    fn finish<B, E>(self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<LayerBody<B>>, E> {
+        let Self { permit, slot, quota, tag } = self;
+        let failed = match &outcome {
+            None | Some(Err(_)) => true,
+            Some(Ok(response)) => response.status().is_server_error(),
+        };
+        if let Some(permit) = permit {
+            if failed {
+                permit.failure();
+            } else {
+                permit.success();
+            }
+        }
+        drop(slot);
+        let mut response = match outcome {
+            None => {
+                tag.route().rejected(3);
+                answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None)
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(response)) => response.map(Either::Left),
+        };
+        if let (Some(q), Some(limit)) = (quota, &tag.site.shared.config.rate_limit) {
+            let headers = response.headers_mut();
+            headers.insert(&RATELIMIT_LIMIT, HeaderValue::from(limit.burst));
+            headers.insert(&RATELIMIT_REMAINING, HeaderValue::from(q.remaining));
+            headers.insert(&RATELIMIT_RESET, HeaderValue::from(seconds(q.reset)));
+        }
+        Ok(tag.finish(response))
+    }
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+
+pin_project_lite::pin_project! {
+    /// The inner service's future under the request timeout. The timer is armed only
+    /// when the inner future first returns `Pending`, for the deadline set when the
+    /// service was called: an answer ready at once never touches the runtime's timers.
+    struct Guarded<F, B, E> {
+        #[pin]
+        future: F,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+        deadline: Instant,
+        call: Option<Call>,
+        _answer: std::marker::PhantomData<fn() -> (B, E)>,
+    }
+}
+
+impl<F, B, E> Guarded<F, B, E> {
+    fn new(future: F, deadline: Instant, call: Call) -> Self {
+        Self { future, sleep: None, deadline, call: Some(call), _answer: std::marker::PhantomData }
+    }
+}
+
+impl<F, B, E> Future for Guarded<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<LayerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
+        let polled = call.tag.span.in_scope(|| this.future.poll(cx));
+        let outcome = match polled {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => {
+                if this.sleep.is_none() {
+                    this.sleep.set(Some(tokio::time::sleep_until((*this.deadline).into())));
+                }
+                match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+                    Some(Poll::Ready(())) => None,
+                    _ => return Poll::Pending,
                 }
             }
-            response.map(Either::Left)
+        };
+        match this.call.take() {
+            Some(call) => Poll::Ready(call.finish(outcome)),
+            None => unreachable!("checked above"),
         }
-    };
-    if let (Some(q), Some(limit)) = (quota, &config.rate_limit) {
-        let headers = response.headers_mut();
-        headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
-        headers.insert("ratelimit-remaining", HeaderValue::from(q.remaining));
-        headers.insert("ratelimit-reset", HeaderValue::from(seconds(q.reset)));
     }
-    Ok(response)
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`ResilienceService`]'s answer.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+type Waiting<B, E> = Pin<Box<dyn Future<Output = Result<Response<LayerBody<B>>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        /// An excluded path: the inner service's own future.
+        Passthrough { #[pin] future: F },
+        /// The layer's own answer, made at once.
+        Answer { response: Option<Response<LayerBody<B>>> },
+        /// Admitted at once: the inner future under the timeout.
+        Guarded { #[pin] guarded: Guarded<F, B, E> },
+        /// Waiting for a bulkhead slot.
+        Waiting { future: Waiting<B, E> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<LayerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { future } => future.poll(cx).map(|r| r.map(|r| r.map(Either::Left))),
+            KindProj::Answer { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("ResilienceService's future polled after it completed"),
+            },
+            KindProj::Guarded { guarded } => guarded.poll(cx),
+            KindProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
 }
 
 impl Shared {

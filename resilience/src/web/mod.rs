@@ -27,6 +27,7 @@ pub use client_key::{ClientKey, KeyFn};
 pub use ipnet::IpNet;
 pub use layer::{
     LayerBody, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer, ResilienceService,
+    ResponseFuture,
 };
 pub use routes::routes;
 pub use settings::middleware_from_settings;
