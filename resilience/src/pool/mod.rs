@@ -29,6 +29,7 @@ use std::fmt;
 use std::sync::{LazyLock, Once, RwLock};
 
 pub use health::{HealthCheckConfig, PoolCheck, PoolHealthChecker};
+#[cfg(feature = "reqwest")]
 pub(crate) use http::is_idempotent;
 pub use http::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
 use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};
