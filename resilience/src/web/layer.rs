@@ -320,7 +320,7 @@ fn excluded(path: &str, excluded: &[String]) -> bool {
 /// A request id from the client, if it is one we can repeat: 1 to 128 visible ASCII
 /// characters.
 fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
-    let value = request.headers().get("x-request-id")?;
+    let value = request.headers().get(&X_REQUEST_ID)?;
     let ok = !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
     ok.then(|| value.clone())
 }
