@@ -136,6 +136,30 @@ async fn a_dropped_request_gives_its_slot_back_whether_it_ran_or_waited() {
     assert_eq!(get_now(&app, "/ok").ok(), Some(200), "every slot came back");
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_timeout_keeps_tokio_s_clock_so_a_paused_test_is_exact() {
+    use tower::ServiceExt;
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "slow"
+            }),
+        )
+        .layer(ResilienceLayer::new(MiddlewareConfig {
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }));
+    // Real time passes before the request: a deadline from the wall clock would drift.
+    std::thread::sleep(Duration::from_millis(50));
+    let started = tokio::time::Instant::now();
+    let request = axum::http::Request::get("/slow").body(axum::body::Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "the deadline, on tokio's clock");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_s_breaker_opens_on_5xx_and_only_that_route_is_refused() {
     let config = MiddlewareConfig {

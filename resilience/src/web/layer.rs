@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -19,6 +19,7 @@ use resilience_core::{
     BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig,
     ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
 };
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::client_key::{client_of, Client, ClientKey, NoClient};
@@ -704,7 +705,7 @@ where
             Poll::Ready(result) => Some(result),
             Poll::Pending => {
                 if this.sleep.is_none() {
-                    this.sleep.set(Some(tokio::time::sleep_until((*this.deadline).into())));
+                    this.sleep.set(Some(tokio::time::sleep_until(*this.deadline)));
                 }
                 match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
                     Some(Poll::Ready(())) => None,
