@@ -82,6 +82,14 @@ pub use pool::{
     initialize_pools, install_crypto_provider, pool_manager, pools_from_settings, HealthCheckConfig, HttpPool,
     HttpPoolConfig, HttpResponse, PoolCheck, PoolConfig, PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
 };
+#[cfg(feature = "loadtest")]
+pub mod loadtest;
+#[cfg(feature = "loadtest")]
+pub use loadtest::{
+    create_resilience_test_scenarios, write_html_report, BreakerSample, Drift, Knee, LatencySummary, LoadTestError,
+    LoadTestResults, LoadTestScenario, LoadTestSuite, LoadTestType, LoadTester, Progress, TimelinePoint,
+    UnknownLoadTestType, Validation,
+};
 #[cfg(feature = "axum")]
 pub use web::{ClientKey, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer};
 

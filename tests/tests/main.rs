@@ -8,6 +8,7 @@ mod call_site;
 mod cancellation;
 mod http_pool;
 mod http_server;
+mod loadtest;
 mod observe;
 mod pipeline;
 mod rate_limit;
