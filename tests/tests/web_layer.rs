@@ -109,7 +109,7 @@ async fn a_dropped_request_gives_its_slot_back_whether_it_ran_or_waited() {
     let router = |max_wait| {
         axum::Router::new()
             .route("/ok", get(|| async { "ok" }))
-            .route("/hold", get(|| std::future::pending::<&'static str>()))
+            .route("/hold", get(std::future::pending::<&'static str>))
             .layer(ResilienceLayer::new(MiddlewareConfig {
                 bulkhead_max_concurrent: 1,
                 bulkhead_max_wait: max_wait,
