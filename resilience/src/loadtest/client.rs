@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 use super::record::{ErrorKind, Outcome};
+use super::wire::WireRequest;
 use super::LoadTestError;
 
 /// Where the requests go.
@@ -70,10 +70,10 @@ impl Target {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestTemplate {
     method: http::Method,
-    /// Origin-form targets (`/prefix/path?query`), one per path.
-    paths: Vec<Uri>,
     /// The same as absolute URIs, for the pooled client.
     absolute: Vec<Uri>,
+    /// The same as bytes on the wire, for the closed model's own client.
+    wire: Vec<WireRequest>,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -107,25 +107,35 @@ impl RequestTemplate {
             origin_form.push(uri);
         }
         let mut map = HeaderMap::new();
-        map.insert(http::header::HOST, target.authority.clone());
         for (name, value) in headers {
             let n = HeaderName::from_bytes(name.trim().as_bytes())
                 .map_err(|e| bad("headers", format!("`{name}` is not a header name: {e}")))?;
+            if n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING {
+                return Err(bad("headers", format!("`{name}` is set by the load tester from the body")));
+            }
             let v = HeaderValue::from_str(value.trim())
                 .map_err(|e| bad("headers", format!("the value of `{name}` is not a header value: {e}")))?;
             map.append(n, v);
         }
-        Ok(Self { method, paths: origin_form, absolute, headers: map, body })
+        if !map.contains_key(http::header::HOST) {
+            map.insert(http::header::HOST, target.authority.clone());
+        }
+        let wire = origin_form.iter().map(|uri| WireRequest::new(&method, &uri.to_string(), "", &map, &body)).collect();
+        Ok(Self { method, absolute, wire, headers: map, body })
     }
 
-    /// Request `i` (paths are taken in turn), for a connection of its own (origin form).
-    fn build(&self, i: usize, absolute: bool) -> Request<Full<Bytes>> {
+    /// Request `i` (paths are taken in turn) for the pooled client.
+    fn build(&self, i: usize) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = self.method.clone();
-        let uris = if absolute { &self.absolute } else { &self.paths };
-        *request.uri_mut() = uris[i % uris.len()].clone();
+        *request.uri_mut() = self.absolute[i % self.absolute.len()].clone();
         *request.headers_mut() = self.headers.clone();
         request
+    }
+
+    /// Request `i` as bytes on the wire.
+    pub(crate) fn wire(&self, i: usize) -> &WireRequest {
+        &self.wire[i % self.wire.len()]
     }
 
     pub(crate) fn body_len(&self) -> u64 {
@@ -168,68 +178,6 @@ async fn drain(mut body: hyper::body::Incoming) -> Result<u64, ErrorKind> {
     Ok(bytes)
 }
 
-/// A virtual user's own connection, made on first use and again after an error.
-#[derive(Debug)]
-pub(crate) struct Connection {
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Connection {
-    pub(crate) fn new() -> Self {
-        Self { sender: None }
-    }
-
-    /// Sends request `i`: its outcome and the bytes of the answer's body.
-    pub(crate) async fn send(
-        &mut self,
-        target: &Target,
-        template: &RequestTemplate,
-        i: usize,
-        timeout: Duration,
-    ) -> (Outcome, u64) {
-        match tokio::time::timeout(timeout, self.exchange(target, template, i)).await {
-            Ok(Ok((status, bytes))) => (Outcome::Status(status), bytes),
-            Ok(Err(kind)) => {
-                self.sender = None;
-                (Outcome::Error(kind), 0)
-            }
-            Err(_) => {
-                self.sender = None;
-                (Outcome::Error(ErrorKind::Timeout), 0)
-            }
-        }
-    }
-
-    async fn exchange(
-        &mut self,
-        target: &Target,
-        template: &RequestTemplate,
-        i: usize,
-    ) -> Result<(u16, u64), ErrorKind> {
-        let sender = match &mut self.sender {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.sender.insert(connect(target).await?),
-        };
-        sender.ready().await.map_err(|e| classify(&e))?;
-        let response = sender.send_request(template.build(i, false)).await.map_err(|e| classify(&e))?;
-        let status = response.status().as_u16();
-        let bytes = drain(response.into_body()).await?;
-        Ok((status, bytes))
-    }
-}
-
-async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>, ErrorKind> {
-    let stream = tokio::net::TcpStream::connect(target.address).await.map_err(|_| ErrorKind::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| ErrorKind::Connect)?;
-    tokio::spawn(async move {
-        // Ends when the user drops its sender or the server closes; either is no error.
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
 /// The open model's client: keep-alive connections, as many as requests in flight.
 #[derive(Debug, Clone)]
 pub(crate) struct Pooled {
@@ -247,7 +195,7 @@ impl Pooled {
     /// Sends request `i`: its outcome and the bytes of the answer's body.
     pub(crate) async fn send(&self, template: &RequestTemplate, i: usize, timeout: Duration) -> (Outcome, u64) {
         let exchange = async {
-            let response = self.client.request(template.build(i, true)).await.map_err(|e| {
+            let response = self.client.request(template.build(i)).await.map_err(|e| {
                 if e.is_connect() {
                     ErrorKind::Connect
                 } else {

@@ -35,6 +35,7 @@ mod run;
 mod scenario;
 mod suite;
 mod validate;
+mod wire;
 
 use std::fmt;
 

@@ -31,7 +31,9 @@ pub(crate) fn parse(body: &str, at: f64) -> Option<BreakerSample> {
         .get("dependencies")?
         .as_array()?
         .iter()
-        .filter_map(|d| Some((d.get("name")?.as_str()?.to_owned(), d.get("circuit_state")?.as_str()?.to_ascii_lowercase())))
+        .filter_map(|d| {
+            Some((d.get("name")?.as_str()?.to_owned(), d.get("circuit_state")?.as_str()?.to_ascii_lowercase()))
+        })
         .collect();
     let pools = report
         .get("pools")

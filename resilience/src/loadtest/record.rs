@@ -286,9 +286,8 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    /// Records a request that ended `latency` after it started (or was due to).
-    pub(crate) fn record(&mut self, latency: Duration, outcome: Outcome, bytes: (u64, u64), step: usize) {
-        let now = Instant::now();
+    /// Records a request that ended `now`, `latency` after it started (or was due to).
+    pub(crate) fn record(&mut self, now: Instant, latency: Duration, outcome: Outcome, bytes: (u64, u64), step: usize) {
         let ended = now.saturating_duration_since(self.recorder.started);
         self.batch.push(Sample { ended, latency, outcome, bytes_sent: bytes.0, bytes_received: bytes.1, step });
         if self.batch.len() >= BATCH || now.saturating_duration_since(self.last_flush) >= FLUSH_EVERY {
@@ -327,10 +326,10 @@ mod tests {
     async fn samples_land_in_their_second_and_step_with_their_outcome() {
         let recorder = Recorder::new(Instant::now());
         let mut local = recorder.local();
-        local.record(Duration::from_millis(2), Outcome::Status(200), (10, 100), 0);
+        local.record(Instant::now(), Duration::from_millis(2), Outcome::Status(200), (10, 100), 0);
         tokio::time::advance(Duration::from_millis(1500)).await;
-        local.record(Duration::from_millis(40), Outcome::Status(503), (10, 20), 1);
-        local.record(Duration::from_secs(2), Outcome::Error(ErrorKind::Timeout), (10, 0), 1);
+        local.record(Instant::now(), Duration::from_millis(40), Outcome::Status(503), (10, 20), 1);
+        local.record(Instant::now(), Duration::from_secs(2), Outcome::Error(ErrorKind::Timeout), (10, 0), 1);
         drop(local);
         let totals = recorder.take_totals();
         assert_eq!((totals.successful, totals.failed), (1, 2));

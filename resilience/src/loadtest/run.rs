@@ -8,10 +8,12 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::client::{Connection, Pooled, RequestTemplate, Target};
+use super::client::{Pooled, RequestTemplate, Target};
+use super::record::{ErrorKind, Outcome};
 use super::record::{Recorder, Totals};
 use super::results::{BreakerSample, Knee, LatencySummary, LoadTestResults, TimelinePoint};
 use super::scenario::{stress_step, VOLUME_BODY_BYTES};
+use super::wire::WireConnection;
 use super::{probe, validate, LoadTestError, LoadTestScenario, LoadTestType};
 
 /// How a run is going, for a progress display.
@@ -411,10 +413,14 @@ impl ClosedUser {
     async fn run(self) {
         // Aborted at the end of the run: dropping `local` hands its records over.
         let mut local = self.recorder.local();
-        let mut connection = Connection::new();
+        let mut connection = WireConnection::default();
         let body_len = self.template.body_len();
         let s = &self.scenario;
         let mut path = self.id;
+        // One timer per user, moved on at each request: moving a deadline later is
+        // cheap for tokio's timer, registering a new one per request is not.
+        let deadline = tokio::time::sleep(s.request_timeout);
+        tokio::pin!(deadline);
         while !self.control.stopped.load(Relaxed) {
             if self.id >= self.control.active_users.load(Relaxed) {
                 // Not yet (or no longer) part of the load: look again shortly.
@@ -427,8 +433,21 @@ impl ClosedUser {
             path = path.wrapping_add(1);
             let step = self.control.step.load(Relaxed);
             let start = Instant::now();
-            let (outcome, received) = connection.send(&self.target, &self.template, path, s.request_timeout).await;
-            local.record(start.elapsed(), outcome, (body_len, received), step);
+            deadline.as_mut().reset(start + s.request_timeout);
+            let exchanged = tokio::select! {
+                biased;
+                r = connection.exchange(self.target.address, self.template.wire(path)) => r,
+                _ = &mut deadline => {
+                    connection.close();
+                    Err(ErrorKind::Timeout)
+                }
+            };
+            let (outcome, received) = match exchanged {
+                Ok((status, bytes)) => (Outcome::Status(status), bytes),
+                Err(kind) => (Outcome::Error(kind), 0),
+            };
+            let now = Instant::now();
+            local.record(now, now - start, outcome, (body_len, received), step);
             if !s.think_time.is_zero() {
                 tokio::time::sleep(s.think_time).await;
             }
@@ -485,8 +504,14 @@ impl OpenDispatcher {
             let intended = due;
             requests.spawn(async move {
                 let (outcome, received) = client.send(&template, i, timeout).await;
-                let latency = intended.elapsed();
-                local.lock().unwrap_or_else(|p| p.into_inner()).record(latency, outcome, (body_len, received), step);
+                let now = Instant::now();
+                local.lock().unwrap_or_else(|p| p.into_inner()).record(
+                    now,
+                    now - intended,
+                    outcome,
+                    (body_len, received),
+                    step,
+                );
                 drop(permit);
             });
             while requests.try_join_next().is_some() {}
