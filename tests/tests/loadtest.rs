@@ -239,12 +239,11 @@ async fn bad_scenarios_and_unreachable_targets_are_errors() {
     assert!(matches!(e, LoadTestError::Unreachable { .. }), "{e}");
 }
 
-/// The breaker validations against a service whose downstream fails for a while.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn breaker_validations_see_a_breaker_open_under_failure_and_close_after() {
+/// A short run with the breaker validations against a service whose downstream (the
+/// dependency `name`) fails from 0.5 s to 1.5 s; the service answers a fallback then.
+async fn run_against_a_failing_downstream(name: &'static str) -> resilience::LoadTestResults {
     use crate::support::AppError;
     use resilience::{BreakerOverrides, ConfigOverrides, DependencyType, RetryOverrides};
-    let name = "loadtest_downstream";
     let own = ConfigOverrides {
         retry: RetryOverrides { enabled: Some(false), ..Default::default() },
         circuit_breaker: BreakerOverrides {
@@ -256,14 +255,13 @@ async fn breaker_validations_see_a_breaker_open_under_failure_and_close_after() 
     };
     resilience::registry().register(name, DependencyType::ExternalApi, own).expect("registered");
     let started = Arc::new(Mutex::new(None::<Instant>));
-    let s2 = Arc::clone(&started);
     let app = axum::Router::new()
         .route(
             "/",
             get(move || {
-                let s2 = Arc::clone(&s2);
+                let started = Arc::clone(&started);
                 async move {
-                    let since = s2.lock().unwrap().get_or_insert_with(Instant::now).elapsed();
+                    let since = started.lock().unwrap().get_or_insert_with(Instant::now).elapsed();
                     let failing = since >= Duration::from_millis(500) && since < Duration::from_millis(1500);
                     let pipeline = resilience::registry().get(name).expect("registered").pipeline();
                     let result: Result<&str, AppError> = pipeline
@@ -275,10 +273,7 @@ async fn breaker_validations_see_a_breaker_open_under_failure_and_close_after() 
                             }
                         })
                         .await;
-                    match result {
-                        Ok(body) => (axum::http::StatusCode::OK, body),
-                        Err(_) => (axum::http::StatusCode::OK, "fallback"),
-                    }
+                    result.unwrap_or("fallback")
                 }
             }),
         )
@@ -292,13 +287,44 @@ async fn breaker_validations_see_a_breaker_open_under_failure_and_close_after() 
         recovery_wait: Duration::from_secs(10),
         ..scenario(&url, LoadTestType::Sustained)
     };
-    let r = LoadTester::new(s).run().await.expect("runs");
+    LoadTester::new(s).run().await.expect("runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_validations_see_a_breaker_open_under_failure_and_close_after() {
+    let name = "loadtest_downstream";
+    let r = run_against_a_failing_downstream(name).await;
     let by_name = |n: &str| {
         r.validations.iter().find(|v| v.name == n).unwrap_or_else(|| panic!("{n}: {:?}", r.validations)).clone()
     };
     let opened = by_name("circuit_breakers_opened");
     assert!(opened.passed && opened.detail.contains(name), "{opened:?}");
     let closed = by_name("circuit_breakers_closed");
-    assert!(closed.passed, "{closed:?}: {:?} {:?}", r.breaker_timeline, r.status_codes);
+    assert!(closed.passed, "{closed:?}: {:?}", r.breaker_timeline);
     assert!(r.breaker_timeline.iter().any(|s| s.breakers.iter().any(|(n, st)| n == name && st == "open")));
+}
+
+/// The HTML report in headless Chromium: every chart is there (the breaker one with an
+/// open stretch), nothing loads from outside, and a screenshot is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium: run scripts/test, which installs it"]
+async fn the_html_report_shows_its_charts_in_chromium() {
+    let r = run_against_a_failing_downstream("loadtest_report_downstream").await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loadtest-report.html");
+    r.write_html(path).expect("written");
+    let html = std::fs::read_to_string(path).expect("read back");
+    for outside in ["http://", "https://", "<script", "<link", "@import"] {
+        assert!(!html.contains(outside), "the report is self-contained, yet has {outside}");
+    }
+    let dom =
+        String::from_utf8_lossy(&crate::support::chromium(format!("file://{path}"), None).await.stdout).into_owned();
+    for chart in ["latency-0", "throughput-0", "status-0", "breakers-0"] {
+        assert!(dom.contains(&format!("<svg id=\"{chart}\"")), "chart {chart} rendered: {dom}");
+    }
+    assert!(dom.matches("class=\"series\"").count() >= 3, "p50, p90 and p99 lines");
+    assert!(dom.contains("data-state=\"open\""), "the breaker's open stretch");
+    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loadtest-report.png");
+    let shot = crate::support::chromium(format!("file://{path}"), Some(screenshot)).await;
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    assert!(std::fs::metadata(screenshot).map(|m| m.len()).unwrap_or(0) > 1_000, "a screenshot was saved");
 }

@@ -45,3 +45,36 @@ pub fn nz(n: u32) -> std::num::NonZeroU32 {
 pub fn nzu(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).expect("non-zero")
 }
+
+/// Runs headless Chromium on `page`, in a profile of its own (any host but 127.0.0.1
+/// is unreachable for it): the page's DOM after its scripts ran, or with `screenshot`,
+/// a screenshot saved there.
+pub async fn chromium(page: String, screenshot: Option<&'static str>) -> std::process::Output {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let profile = std::env::temp_dir().join(format!("resilience-chromium-{}-{run}", std::process::id()));
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new("chromium");
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=5000",
+            "--window-size=1200,700",
+        ]);
+        command.arg(format!("--user-data-dir={}", profile.display()));
+        match screenshot {
+            Some(path) => command.arg(format!("--screenshot={path}")),
+            None => command.arg("--dump-dom"),
+        };
+        command.arg(page).output().expect("chromium runs (scripts/test installs it)")
+    })
+    .await
+    .expect("joined")
+}

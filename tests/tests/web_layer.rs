@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
+
+use crate::support::chromium;
 use resilience::{ClientKey, MiddlewareConfig, RateLimitConfig, ResilienceLayer};
 
 /// Serves `app` (with peer addresses) on a free port of 127.0.0.1.
@@ -364,37 +366,6 @@ async fn the_observability_routes_answer() {
     }
 }
 
-/// Runs headless Chromium on `page` with `extra` arguments, in a profile of its own; any
-/// host but 127.0.0.1 is unreachable for it.
-async fn chromium(page: String, extra: &'static str) -> std::process::Output {
-    let profile = std::env::temp_dir().join(format!("resilience-chromium-{}-{}", std::process::id(), extra.len()));
-    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard.png");
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new("chromium");
-        command.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--virtual-time-budget=5000",
-            "--window-size=1200,700",
-        ]);
-        command.arg(format!("--user-data-dir={}", profile.display()));
-        match extra {
-            "screenshot" => command.arg(format!("--screenshot={screenshot}")),
-            _ => command.arg("--dump-dom"),
-        };
-        command.arg(page).output().expect("chromium runs (scripts/test installs it)")
-    })
-    .await
-    .expect("joined")
-}
-
 /// The dashboard in headless Chromium against a running server whose breaker is open:
 /// the page shows the dependency as open, and a screenshot is saved to
 /// `target/dashboard.png`; the browser can reach no host but 127.0.0.1, so the page
@@ -408,16 +379,16 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
     dependency.pipeline().circuit_breaker().expect("a breaker").force_open();
     let routes: axum::Router = resilience::web::routes();
     let page = format!("{}/resilience/dashboard", serve(routes).await);
-    let output = chromium(page.clone(), "dom").await;
+    let output = chromium(page.clone(), None).await;
     let dom = String::from_utf8_lossy(&output.stdout);
     let row = dom
         .split("<tr")
         .find(|row| row.contains("data-dependency=\"dashboard_payments\""))
         .unwrap_or_else(|| panic!("the page lists the dependency: {dom}"));
     assert!(row.contains("class=\"state forced_open\""), "shown as open: {row}");
-    let shot = chromium(page, "screenshot").await;
-    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard.png");
+    let shot = chromium(page, Some(screenshot)).await;
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
     let size = std::fs::metadata(screenshot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 1_000, "a screenshot was saved ({size} bytes)");
 }
