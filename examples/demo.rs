@@ -1,140 +1,278 @@
-//! A flaky dependency behind a pipeline: the breaker opens, rejects without calling,
-//! lets trial calls through after its recovery timeout, and closes once they succeed.
-//! Then a slow call meets its timeout and a burst meets the bulkhead.
+//! The demo: a flaky downstream service and a shop service that depends on it, both on
+//! 127.0.0.1, under a 16-second load test.
 //!
-//! Run with `cargo run --release --example demo`.
+//! - `inventory` (the downstream) answers `/stock` and `/price`; from 4 s to 9 s into
+//!   the load it fails every request with a 500.
+//! - `shop` is an axum service with `ResilienceLayer` and `web::routes()` (`/health`,
+//!   `/metrics`, `/resilience`, `/resilience/dashboard`). Its `/stock` calls the
+//!   downstream through the HTTP pool `inventory` (a named dependency: breaker, retry,
+//!   bulkhead, timeout); its `/price` calls it from a function under
+//!   `#[api_call(dependency = "pricing", fallback = …)]`. While a breaker is open, calls
+//!   are refused at once, without touching the downstream, and answered from a fallback.
+//! - `LoadTester` drives the shop with 16 virtual users, validates that the breakers
+//!   opened under failure and closed again by themselves, and writes `demo-report.html`.
+//!
+//! Run with `cargo run --release --example demo`. It exits with status 1 if a
+//! validation failed.
 
-use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
-use resilience::{CircuitBreakerConfig, Pipeline, ResilienceError, RetryConfig, SemaphoreBulkheadConfig};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use resilience::{
+    api_call, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, HttpPoolConfig, LoadTestScenario,
+    LoadTestType, LoadTester, MiddlewareConfig, PoolConfig, RateLimitConfig, ResilienceError, ResilienceLayer,
+    RetryOverrides,
+};
+
+/// Whether the downstream fails every request now.
+static FAILING: AtomicBool = AtomicBool::new(false);
+/// When the load started (for the event log).
+static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Calls the shop refused because a breaker was open, and the slowest such refusal.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static SLOWEST_REFUSAL_MICROS: AtomicU64 = AtomicU64::new(0);
+static REFUSED_UNDER_A_MILLISECOND: AtomicU64 = AtomicU64::new(0);
+/// Requests the downstream got while it was failing.
+static DOWNSTREAM_FAILED: AtomicU64 = AtomicU64::new(0);
+
+fn note_refusal(took: Duration) {
+    REFUSED.fetch_add(1, SeqCst);
+    if took < Duration::from_millis(1) {
+        REFUSED_UNDER_A_MILLISECOND.fetch_add(1, SeqCst);
+    }
+    SLOWEST_REFUSAL_MICROS.fetch_max(took.as_micros() as u64, SeqCst);
+}
+
+/// The downstream: a little work, then an answer, or a 500 while failing.
+async fn downstream(answer: &'static str) -> (StatusCode, &'static str) {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    if FAILING.load(SeqCst) {
+        DOWNSTREAM_FAILED.fetch_add(1, SeqCst);
+        (StatusCode::INTERNAL_SERVER_ERROR, "inventory is down")
+    } else {
+        (StatusCode::OK, answer)
+    }
+}
 
 #[derive(Debug)]
-enum InventoryError {
-    Unavailable,
+enum ShopError {
+    Downstream(String),
     Resilience(ResilienceError),
 }
 
-impl From<ResilienceError> for InventoryError {
+impl From<ResilienceError> for ShopError {
     fn from(e: ResilienceError) -> Self {
         Self::Resilience(e)
     }
 }
 
-/// A stand-in for a remote inventory service that can be switched off.
-struct Inventory {
-    healthy: AtomicBool,
-    calls: AtomicU32,
+/// The price, from the downstream, under the `pricing` dependency's policies.
+#[api_call(dependency = "pricing", fallback = last_known_price)]
+async fn price(client: &reqwest::Client, url: &str) -> Result<String, ShopError> {
+    let response = client.get(url).send().await.map_err(|e| ShopError::Downstream(e.to_string()))?;
+    if response.status().is_server_error() {
+        return Err(ShopError::Downstream(format!("answered {}", response.status())));
+    }
+    response.text().await.map_err(|e| ShopError::Downstream(e.to_string()))
 }
 
-impl Inventory {
-    async fn stock(&self, delay: Duration) -> Result<u32, InventoryError> {
-        self.calls.fetch_add(1, SeqCst);
-        tokio::time::sleep(delay).await;
-        if self.healthy.load(SeqCst) {
-            Ok(42)
-        } else {
-            Err(InventoryError::Unavailable)
+/// What `/price` answers when the downstream cannot.
+fn last_known_price(_client: &reqwest::Client, _url: &str, error: ShopError) -> Result<String, ShopError> {
+    Ok(match error {
+        ShopError::Resilience(e) if e.is_rejection() => String::from("9.99 (last known: pricing is unavailable)"),
+        ShopError::Resilience(e) => format!("9.99 (last known: {e})"),
+        ShopError::Downstream(why) => format!("9.99 (last known: the inventory {why})"),
+    })
+}
+
+#[derive(Clone)]
+struct Shop {
+    client: reqwest::Client,
+    price_url: String,
+}
+
+/// `/stock`: through the HTTP pool `inventory`.
+async fn stock() -> (StatusCode, String) {
+    let started = Instant::now();
+    let pool = match pool_manager().http("inventory") {
+        Ok(pool) => pool,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match pool.get("/stock").await {
+        Ok(response) if response.status().is_success() => match response.text().await {
+            Ok(text) => (StatusCode::OK, format!("in stock: {text}")),
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+        },
+        Ok(_) => (StatusCode::OK, String::from("stock unknown (the inventory failed)")),
+        Err(e) => {
+            if matches!(e.resilience(), Some(ResilienceError::CircuitOpen { .. })) {
+                note_refusal(started.elapsed());
+            }
+            (StatusCode::OK, String::from("stock unknown (the inventory is unavailable)"))
         }
     }
 }
 
-fn describe(result: &Result<u32, InventoryError>) -> String {
-    match result {
-        Ok(n) => format!("ok: {n} in stock"),
-        Err(InventoryError::Unavailable) => "failed: inventory unavailable".into(),
-        Err(InventoryError::Resilience(e)) if e.is_rejection() => format!("rejected: {e}"),
-        Err(InventoryError::Resilience(e)) => format!("failed: {e}"),
+/// `/price`: through the `#[api_call]` function.
+async fn price_route(State(shop): State<Shop>) -> (StatusCode, String) {
+    let started = Instant::now();
+    let pricing_open = resilience::registry()
+        .get("pricing")
+        .and_then(|d| d.pipeline().circuit_breaker().map(|b| b.state() == resilience::CircuitState::Open))
+        .unwrap_or(false);
+    let answer = price(&shop.client, &shop.price_url).await;
+    if pricing_open {
+        note_refusal(started.elapsed());
     }
+    match answer {
+        Ok(text) => (StatusCode::OK, text),
+        Err(_) => (StatusCode::BAD_GATEWAY, String::from("no price")),
+    }
+}
+
+async fn serve(app: axum::Router) -> Result<SocketAddr, std::io::Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Ok(addr)
+}
+
+/// The policies of both dependencies: a breaker that opens after 5 failures of its
+/// last 100 calls and tries again after 2 s, two attempts, a 1 s timeout.
+fn policies() -> ConfigOverrides {
+    ConfigOverrides {
+        timeout: Some(Duration::from_secs(1)),
+        circuit_breaker: BreakerOverrides {
+            failure_threshold: NonZeroU32::new(5),
+            recovery_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+        retry: RetryOverrides {
+            max_attempts: NonZeroU32::new(2),
+            base_delay: Some(Duration::from_millis(20)),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn watch_breaker(name: &'static str) {
+    let Some(dependency) = resilience::registry().get(name) else { return };
+    let Some(breaker) = dependency.pipeline().circuit_breaker().cloned() else { return };
+    breaker.subscribe(move |t| {
+        println!(
+            "  {:>5.1} s  breaker `{name}`: {} -> {} ({})",
+            STARTED.elapsed().as_secs_f64(),
+            t.from,
+            t.to,
+            t.reason
+        );
+    });
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let pipeline = Pipeline::builder("inventory")
-        .timeout(Duration::from_millis(200))
-        .retry(RetryConfig {
-            max_attempts: NonZeroU32::new(2).ok_or("zero")?,
-            base_delay: Duration::from_millis(10),
-            ..RetryConfig::default()
-        })
-        .circuit_breaker(CircuitBreakerConfig {
-            failure_threshold: NonZeroU32::new(3),
-            recovery_timeout: Duration::from_millis(400),
-            success_threshold: NonZeroU32::new(2).ok_or("zero")?,
-            ..CircuitBreakerConfig::default()
-        })
-        .bulkhead(SemaphoreBulkheadConfig {
-            max_concurrent: NonZeroUsize::new(4).ok_or("zero")?,
-            max_wait: Duration::ZERO,
-        })
-        .build()?;
-    let breaker = pipeline.circuit_breaker().ok_or("no breaker")?.clone();
-    breaker.subscribe(|t| println!("    >> breaker {}: {} -> {} ({})", t.name, t.from, t.to, t.reason));
+    resilience::install_crypto_provider();
+    let inventory = serve(
+        axum::Router::new().route("/stock", get(|| downstream("42"))).route("/price", get(|| downstream("9.99"))),
+    )
+    .await?;
 
-    let inventory = Arc::new(Inventory { healthy: AtomicBool::new(true), calls: AtomicU32::new(0) });
-    let fast = Duration::from_millis(5);
+    resilience::registry().register("inventory", DependencyType::ExternalApi, policies())?;
+    resilience::registry().register("pricing", DependencyType::ExternalApi, policies())?;
+    resilience::initialize_pools(vec![PoolConfig::http(
+        "inventory",
+        HttpPoolConfig {
+            base_url: Some(format!("http://{inventory}")),
+            max_connections: 64,
+            max_connections_per_host: 32,
+            ..Default::default()
+        },
+    )])
+    .await?;
+    watch_breaker("inventory");
+    watch_breaker("pricing");
 
-    println!("1. A healthy dependency");
-    for i in 1..=2 {
-        let r = pipeline.call(|| inventory.stock(fast)).await;
-        println!("  call {i}: {}", describe(&r));
+    let shop = Shop { client: reqwest::Client::builder().build()?, price_url: format!("http://{inventory}/price") };
+    let app = axum::Router::new()
+        .route("/stock", get(stock))
+        .route("/price", get(price_route))
+        .with_state(shop)
+        .merge(resilience::web::routes())
+        .layer(ResilienceLayer::new(MiddlewareConfig {
+            request_timeout: Duration::from_secs(5),
+            bulkhead_max_concurrent: 200,
+            rate_limit: Some(RateLimitConfig::per_client(100_000.0, 10_000)),
+            excluded_paths: vec!["/health".into(), "/metrics".into(), "/resilience".into()],
+            ..Default::default()
+        }));
+    let shop_addr = serve(app).await?;
+    println!("inventory (the flaky downstream) on http://{inventory}");
+    println!("shop on http://{shop_addr}; its dashboard: http://{shop_addr}/resilience/dashboard\n");
+
+    println!("16 s of load on /stock and /price (16 users); the inventory fails from 4 s to 9 s:");
+    LazyLock::force(&STARTED);
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        println!("  {:>5.1} s  the inventory starts failing", STARTED.elapsed().as_secs_f64());
+        FAILING.store(true, SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        FAILING.store(false, SeqCst);
+        println!("  {:>5.1} s  the inventory is back", STARTED.elapsed().as_secs_f64());
+    });
+    let scenario = LoadTestScenario {
+        name: String::from("demo: a downstream outage"),
+        test_type: LoadTestType::Sustained,
+        max_users: 16,
+        duration: Duration::from_secs(16),
+        think_time: Duration::from_millis(10),
+        target_url: format!("http://{shop_addr}"),
+        request_paths: vec![String::from("/stock"), String::from("/price")],
+        validate_circuit_breakers: true,
+        recovery_wait: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let results = LoadTester::new(scenario).run().await?;
+
+    let l = &results.latency;
+    println!(
+        "\nThe load: {} requests, {} failed, {:.0} requests/s",
+        results.total_requests, results.failed_requests, results.throughput
+    );
+    println!("  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(l.p50), ms(l.p99), ms(l.max));
+    println!(
+        "  while a breaker was open, {} calls were refused without calling the inventory and answered from fallbacks:",
+        REFUSED.load(SeqCst)
+    );
+    println!(
+        "  {} of them in under 1 ms; the slowest took {:.1} ms",
+        REFUSED_UNDER_A_MILLISECOND.load(SeqCst),
+        SLOWEST_REFUSAL_MICROS.load(SeqCst) as f64 / 1e3
+    );
+    println!("  the inventory got {} requests while it was failing", DOWNSTREAM_FAILED.load(SeqCst));
+    println!("\nValidations:");
+    for v in &results.validations {
+        println!("  [{}] {}: {}", if v.passed { "pass" } else { "FAIL" }, v.name, v.detail);
     }
-
-    println!("2. The dependency goes down (each call is tried twice)");
-    inventory.healthy.store(false, SeqCst);
-    for i in 1..=4 {
-        let before = inventory.calls.load(SeqCst);
-        let r = pipeline.call(|| inventory.stock(fast)).await;
-        let ran = inventory.calls.load(SeqCst) - before;
-        println!("  call {i}: {} (body ran {ran}x, breaker {})", describe(&r), breaker.state());
-    }
-
-    println!("3. It recovers; after the recovery timeout trial calls close the breaker");
-    inventory.healthy.store(true, SeqCst);
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    for i in 1..=3 {
-        let r = pipeline.call(|| inventory.stock(fast)).await;
-        println!("  call {i}: {} (breaker {})", describe(&r), breaker.state());
-    }
-
-    println!("4. A call slower than the 200ms timeout");
-    let before = inventory.calls.load(SeqCst);
-    let r = pipeline.call(|| inventory.stock(Duration::from_secs(5))).await;
-    println!("  {} (body started {}x: timeouts are retried)", describe(&r), inventory.calls.load(SeqCst) - before);
-    breaker.reset();
-
-    println!("5. Eight concurrent calls against a bulkhead of 4");
-    let calls = (0..8).map(|_| pipeline.call(|| inventory.stock(Duration::from_millis(50))));
-    for (i, r) in futures_join(calls).await.iter().enumerate() {
-        println!("  call {}: {}", i + 1, describe(r));
+    results.write_html("demo-report.html")?;
+    println!(
+        "\nReport: demo-report.html. The dashboard was at http://{shop_addr}/resilience/dashboard while the demo ran."
+    );
+    if !results.passed() {
+        return Err("a validation failed".into());
     }
     Ok(())
 }
 
-/// Runs futures concurrently on the current task and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    use std::pin::Pin;
-    use std::task::Poll;
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (fut, out) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
