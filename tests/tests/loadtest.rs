@@ -328,3 +328,25 @@ async fn the_html_report_shows_its_charts_in_chromium() {
     assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
     assert!(std::fs::metadata(screenshot).map(|m| m.len()).unwrap_or(0) > 1_000, "a screenshot was saved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suite_runs_its_scenarios_in_turn_and_the_standard_set_has_every_shape() {
+    let standard = resilience::create_resilience_test_scenarios("http://127.0.0.1:8000");
+    let shapes: Vec<LoadTestType> = standard.iter().map(|s| s.test_type).collect();
+    assert_eq!(shapes, LoadTestType::ALL.to_vec());
+    assert!(standard.iter().all(|s| s.duration <= Duration::from_secs(120) && s.target_url == "http://127.0.0.1:8000"));
+
+    let (url, served) = counting().await;
+    let short = |test_type| LoadTestScenario {
+        max_users: 2,
+        duration: Duration::from_millis(500),
+        ..scenario(&url, test_type)
+    };
+    let suite = resilience::LoadTestSuite::new(vec![short(LoadTestType::Sustained), short(LoadTestType::Spike)]);
+    let results = suite.run_all().await.expect("runs");
+    let names: Vec<&str> = results.iter().map(|r| r.scenario.as_str()).collect();
+    assert_eq!(names, ["sustained", "spike"]);
+    // Each user's request in flight at the end of a run is cancelled, not counted.
+    let (recorded, served) = (results.iter().map(|r| r.total_requests).sum::<u64>(), served.load(SeqCst));
+    assert!(recorded <= served && served - recorded <= 4, "recorded {recorded}, served {served}");
+}
