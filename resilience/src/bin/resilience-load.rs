@@ -180,26 +180,10 @@ fn progress_display(scenario: &LoadTestScenario) -> impl Fn(&Progress) + Send + 
 }
 
 fn summary(r: &LoadTestResults) -> String {
-    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-    let l = &r.latency;
-    let mut out = format!(
-        "{} ({}, {} model, {:.1} s)\n\n  requests     {:>10}\n  succeeded    {:>10}\n  failed       {:>10}\n  throughput   {:>10.1} /s\n\n  mean  {:>12}\n  p50   {:>12}\n  p90   {:>12}\n  p95   {:>12}\n  p99   {:>12}\n  p99.9 {:>12}\n  max   {:>12}\n",
-        r.scenario,
-        r.test_type,
-        r.model,
-        r.duration.as_secs_f64(),
-        r.total_requests,
-        r.successful_requests,
-        r.failed_requests,
-        r.throughput,
-        ms(l.mean),
-        ms(l.p50),
-        ms(l.p90),
-        ms(l.p95),
-        ms(l.p99),
-        ms(l.p999),
-        ms(l.max)
-    );
+    let mut out = format!("{} ({}, {} model, {:.1} s)\n\n", r.scenario, r.test_type, r.model, r.duration.as_secs_f64());
+    for (label, value) in r.summary_rows() {
+        out.push_str(&format!("  {label:<12} {value:>12}\n"));
+    }
     if !r.status_codes.is_empty() {
         let codes: Vec<String> = r.status_codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
         out.push_str(&format!("\n  status codes  {}\n", codes.join(", ")));

@@ -240,10 +240,6 @@ fn breaker_chart(out: &mut String, id: &str, r: &LoadTestResults) {
     out.push_str("</svg></figure>");
 }
 
-fn ms(d: std::time::Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn section(out: &mut String, i: usize, r: &LoadTestResults) {
     let verdict =
         if r.passed() { r#"<span class="pass">passed</span>"# } else { r#"<span class="fail">failed</span>"# };
@@ -254,23 +250,16 @@ fn section(out: &mut String, i: usize, r: &LoadTestResults) {
         r.test_type,
         r.model
     );
-    let l = &r.latency;
-    let _ = write!(
-        out,
-        "<table class=\"summary\"><tr><th>requests</th><th>succeeded</th><th>failed</th><th>throughput</th><th>mean</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>\
-         <tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-        r.total_requests,
-        r.successful_requests,
-        r.failed_requests,
-        r.throughput,
-        ms(l.mean),
-        ms(l.p50),
-        ms(l.p90),
-        ms(l.p95),
-        ms(l.p99),
-        ms(l.p999),
-        ms(l.max)
-    );
+    let rows = r.summary_rows();
+    out.push_str("<table class=\"summary\"><tr>");
+    for (label, _) in &rows {
+        let _ = write!(out, "<th>{label}</th>");
+    }
+    out.push_str("</tr><tr>");
+    for (_, value) in &rows {
+        let _ = write!(out, "<td>{}</td>", esc(value));
+    }
+    out.push_str("</tr></table>");
     out.push_str("<ul class=\"validations\">");
     for v in &r.validations {
         let class = if v.passed { "pass" } else { "fail" };

@@ -153,6 +153,26 @@ impl LoadTestResults {
         self.validations.iter().all(|v| v.passed)
     }
 
+    /// The headline figures, labelled, as the CLI's summary and the report's table show
+    /// them: requests, succeeded, failed, throughput, then the latency percentiles.
+    pub fn summary_rows(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        let l = &self.latency;
+        vec![
+            ("requests", self.total_requests.to_string()),
+            ("succeeded", self.successful_requests.to_string()),
+            ("failed", self.failed_requests.to_string()),
+            ("throughput", format!("{:.1}/s", self.throughput)),
+            ("mean", ms(l.mean)),
+            ("p50", ms(l.p50)),
+            ("p90", ms(l.p90)),
+            ("p95", ms(l.p95)),
+            ("p99", ms(l.p99)),
+            ("p99.9", ms(l.p999)),
+            ("max", ms(l.max)),
+        ]
+    }
+
     /// Failed requests over all of them (0 when there were none).
     pub fn error_rate(&self) -> f64 {
         if self.total_requests == 0 {
