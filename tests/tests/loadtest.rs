@@ -350,3 +350,44 @@ async fn a_suite_runs_its_scenarios_in_turn_and_the_standard_set_has_every_shape
     let (recorded, served) = (results.iter().map(|r| r.total_requests).sum::<u64>(), served.load(SeqCst));
     assert!(recorded <= served && served - recorded <= 4, "recorded {recorded}, served {served}");
 }
+
+/// The pool validations against a service whose route calls a downstream through an
+/// HTTP pool of 4 connections per host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_validations_read_the_target_s_pools() {
+    use resilience::{HttpPoolConfig, PoolConfig};
+    let (downstream, _) = counting().await;
+    let config = HttpPoolConfig {
+        base_url: Some(downstream),
+        max_connections: 8,
+        max_connections_per_host: 4,
+        max_wait: Duration::from_millis(200),
+        ..Default::default()
+    };
+    resilience::initialize_pools(vec![PoolConfig::http("loadtest_pool", config)]).await.expect("pool");
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                let pool = resilience::pool_manager().http("loadtest_pool").expect("pool");
+                match pool.get("/").await {
+                    Ok(r) => (r.status(), String::from("ok")),
+                    Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                }
+            }),
+        )
+        .merge(resilience::web::routes());
+    let url = serve(app).await;
+    let s = LoadTestScenario {
+        max_users: 8,
+        duration: Duration::from_secs(2),
+        validate_connection_pools: true,
+        ..scenario(&url, LoadTestType::Sustained)
+    };
+    let r = LoadTester::new(s).run().await.expect("runs");
+    let within = r.validations.iter().find(|v| v.name == "pools_within_limits").expect("validated");
+    assert!(within.passed && within.detail.contains("loadtest_pool"), "{within:?}");
+    let hung = r.validations.iter().find(|v| v.name == "requests_rejected_not_hung").expect("validated");
+    assert!(hung.passed, "{hung:?}");
+    assert!(r.breaker_timeline.len() >= 3, "read before and during the run: {:?}", r.breaker_timeline.len());
+}
