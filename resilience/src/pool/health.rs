@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Pool, PoolManager};
+use super::PoolManager;
 
 /// How a [`PoolHealthChecker`] checks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,11 +98,9 @@ impl PoolHealthChecker {
         manager
             .read()
             .iter()
-            .map(|(name, pool)| match pool {
-                Pool::Http(p) => {
-                    let (healthy, consecutive_failures, checks, last_error) = p.check_state();
-                    PoolCheck { name: name.clone(), healthy, consecutive_failures, checks, last_error }
-                }
+            .map(|(name, pool)| {
+                let (healthy, consecutive_failures, checks, last_error) = pool.state().check_state();
+                PoolCheck { name: name.clone(), healthy, consecutive_failures, checks, last_error }
             })
             .collect()
     }
@@ -111,12 +109,14 @@ impl PoolHealthChecker {
 async fn check_all(manager: &PoolManager, config: &HealthCheckConfig) {
     manager.refresh_gauges();
     for pool in manager.pools() {
-        match pool {
-            Pool::Http(p) if p.due() => {
-                let outcome = p.check().await;
-                p.record_check(outcome, config.consecutive_failures_threshold.max(1), config.error_rate_threshold);
-            }
-            Pool::Http(_) => {}
+        let state = pool.state();
+        if state.due() {
+            let outcome = pool.check().await;
+            pool.state().record_check(
+                outcome,
+                config.consecutive_failures_threshold.max(1),
+                config.error_rate_threshold,
+            );
         }
     }
 }

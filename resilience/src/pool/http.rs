@@ -8,18 +8,17 @@
 //! first pool installs `ring` as the process default.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, HealthStatus, PoolHealth, ResilienceError,
-    SemaphoreBulkhead, SemaphoreBulkheadConfig, Timeout,
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, PoolHealth, ResilienceError, SemaphoreBulkhead,
+    SemaphoreBulkheadConfig, Timeout,
 };
 
+use super::state::PoolState;
 use super::PoolError;
 
 /// An HTTP pool's settings.
@@ -140,40 +139,6 @@ fn never(_: &AttemptError) -> bool {
     false
 }
 
-/// The pool's metric handles.
-struct PoolMetrics {
-    active: Gauge,
-    max: Gauge,
-    acquire: Histogram,
-    errors: Counter,
-    healthy: Gauge,
-}
-
-impl PoolMetrics {
-    fn new(pool: &str) -> Self {
-        let m = Self {
-            active: gauge!("resilience_pool_connections", "pool" => pool.to_owned(), "state" => "active"),
-            max: gauge!("resilience_pool_max_connections", "pool" => pool.to_owned()),
-            acquire: histogram!("resilience_pool_acquire_duration_seconds", "pool" => pool.to_owned()),
-            errors: counter!("resilience_pool_errors_total", "pool" => pool.to_owned()),
-            healthy: gauge!("resilience_pool_healthy", "pool" => pool.to_owned()),
-        };
-        m.healthy.set(1.0);
-        m
-    }
-}
-
-/// What the health checks found.
-#[derive(Debug, Default)]
-pub(super) struct CheckState {
-    pub(super) healthy: Option<bool>,
-    pub(super) consecutive_failures: u32,
-    pub(super) checks: u64,
-    pub(super) last_error: Option<String>,
-    /// When the pool was last checked.
-    pub(super) last: Option<Instant>,
-}
-
 struct Inner {
     name: Arc<str>,
     config: HttpPoolConfig,
@@ -186,13 +151,7 @@ struct Inner {
     first_host: std::sync::OnceLock<(String, u16, SemaphoreBulkhead)>,
     hosts: Mutex<Vec<(String, u16, SemaphoreBulkhead)>>,
     request_timeout: Option<Timeout>,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    /// Requests and errors when the health checker last looked, for its error rate.
-    seen: Mutex<(u64, u64)>,
-    consecutive: AtomicU32,
-    check: Mutex<CheckState>,
-    metrics: PoolMetrics,
+    state: PoolState,
 }
 
 /// A pool of HTTP connections whose every request goes through the policies of the
@@ -255,8 +214,7 @@ impl HttpPool {
         let client = client(name, &config)?;
         let kind = DependencyKind::Type(dependency_type.unwrap_or(DependencyType::ExternalApi));
         let dependency = registry().resolve_as(name, kind, &Default::default());
-        let metrics = PoolMetrics::new(name);
-        metrics.max.set(config.max_connections as f64);
+        let state = PoolState::new(name, "http", config.max_connections, config.health_check_interval);
         Ok(Self {
             inner: Arc::new(Inner {
                 name: Arc::from(name),
@@ -268,12 +226,7 @@ impl HttpPool {
                 first_host: std::sync::OnceLock::new(),
                 hosts: Mutex::new(Vec::new()),
                 request_timeout,
-                requests: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-                seen: Mutex::new((0, 0)),
-                consecutive: AtomicU32::new(0),
-                check: Mutex::new(CheckState::default()),
-                metrics,
+                state,
             }),
         })
     }
@@ -410,8 +363,7 @@ impl HttpPool {
         let waited = (inner.total.available() == 0 || host.available() == 0).then(Instant::now);
         let _total = inner.total.acquire().await?;
         let _host = host.acquire().await?;
-        inner.metrics.acquire.record(waited.map_or(0.0, |at| at.elapsed().as_secs_f64()));
-        inner.requests.fetch_add(1, Relaxed);
+        inner.state.started(waited);
         let exchange = async {
             let mut response = inner
                 .client
@@ -435,21 +387,13 @@ impl HttpPool {
             other => other,
         };
         if result.is_err() {
-            inner.errors.fetch_add(1, Relaxed);
-            inner.metrics.errors.increment(1);
+            inner.state.failed();
         }
         result
     }
 
-    /// Whether the pool is due for a check (its `health_check_interval` has passed);
-    /// marks it checked.
-    pub(super) fn due(&self) -> bool {
-        let mut check = self.inner.check.lock().unwrap_or_else(|p| p.into_inner());
-        if check.last.is_some_and(|at| at.elapsed() < self.inner.config.health_check_interval) {
-            return false;
-        }
-        check.last = Some(Instant::now());
-        true
+    pub(super) fn state(&self) -> &PoolState {
+        &self.inner.state
     }
 
     /// Asks for the health path once, outside the policies (a check must reach the
@@ -472,62 +416,15 @@ impl HttpPool {
         Some(outcome)
     }
 
-    /// Records a health check's outcome; `threshold` failures in a row, or an error rate
-    /// above `error_rate` since the previous check, make the pool unhealthy.
-    pub(super) fn record_check(&self, outcome: Option<Result<(), String>>, threshold: u32, error_rate: f64) {
-        let inner = &*self.inner;
-        let rate = {
-            let mut seen = inner.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let (requests, errors) = (inner.requests.load(Relaxed), inner.errors.load(Relaxed));
-            let (r, e) = (requests - seen.0, errors - seen.1);
-            *seen = (requests, errors);
-            (r > 0).then(|| e as f64 / r as f64)
-        };
-        let mut check = inner.check.lock().unwrap_or_else(|p| p.into_inner());
-        check.checks += 1;
-        match outcome {
-            Some(Ok(())) => {
-                check.consecutive_failures = 0;
-                check.last_error = None;
-            }
-            Some(Err(error)) => {
-                check.consecutive_failures += 1;
-                check.last_error = Some(error);
-            }
-            None => {}
-        }
-        inner.consecutive.store(check.consecutive_failures, Relaxed);
-        let failing = check.consecutive_failures >= threshold || rate.is_some_and(|r| r > error_rate);
-        check.healthy = Some(!failing);
-        inner.metrics.healthy.set(if failing { 0.0 } else { 1.0 });
-    }
-
     /// Sets the gauge of connections in use (exporters call this before they render,
     /// through [`PoolManager::refresh_gauges`](super::PoolManager::refresh_gauges), so
     /// requests never have to).
     pub(super) fn refresh_gauges(&self) {
-        self.inner.metrics.active.set(self.in_use() as f64);
-    }
-
-    /// What the health checks found so far.
-    pub(super) fn check_state(&self) -> (Option<bool>, u32, u64, Option<String>) {
-        let c = self.inner.check.lock().unwrap_or_else(|p| p.into_inner());
-        (c.healthy, c.consecutive_failures, c.checks, c.last_error.clone())
+        self.inner.state.refresh_gauges(self.in_use());
     }
 
     pub(super) fn health(&self) -> PoolHealth {
-        let (healthy, consecutive_failures, _, _) = self.check_state();
-        let (requests, errors) = (self.inner.requests.load(Relaxed), self.inner.errors.load(Relaxed));
-        PoolHealth {
-            name: self.inner.name.to_string(),
-            kind: "http",
-            status: HealthStatus::Up,
-            in_use: self.in_use(),
-            max: self.inner.config.max_connections,
-            healthy,
-            consecutive_failures,
-            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
-        }
+        self.inner.state.health(self.in_use())
     }
 }
 

@@ -23,6 +23,7 @@
 mod health;
 mod http;
 mod settings;
+mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -238,6 +239,20 @@ impl Pool {
     fn health(&self) -> PoolHealth {
         match self {
             Self::Http(p) => p.health(),
+        }
+    }
+
+    fn state(&self) -> &state::PoolState {
+        match self {
+            Self::Http(p) => p.state(),
+        }
+    }
+
+    /// One health check, outside the pool's policies; `None` when there is nothing to
+    /// check.
+    async fn check(&self) -> Option<Result<(), String>> {
+        match self {
+            Self::Http(p) => p.check().await,
         }
     }
 }
