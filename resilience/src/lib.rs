@@ -69,7 +69,7 @@ pub use resilience_macros::{
 #[cfg(feature = "tower")]
 pub mod tower;
 
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "postgres"))]
 mod pool;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -77,11 +77,15 @@ pub mod prometheus;
 pub mod reqwest;
 #[cfg(feature = "axum")]
 pub mod web;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http", feature = "postgres"))]
 pub use pool::{
-    initialize_pools, install_crypto_provider, pool_manager, pools_from_settings, HealthCheckConfig, HttpPool,
-    HttpPoolConfig, HttpResponse, PoolCheck, PoolConfig, PoolError, PoolHealthChecker, PoolKind, PoolManager, PoolType,
+    initialize_pools, pool_manager, pools_from_settings, HealthCheckConfig, PoolCheck, PoolConfig, PoolError,
+    PoolHealthChecker, PoolKind, PoolManager, PoolType,
 };
+#[cfg(feature = "http")]
+pub use pool::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
+#[cfg(feature = "postgres")]
+pub use pool::{PostgresPool, PostgresPoolConfig, Row as PostgresRow, ToSql, Transaction, TransactionError};
 #[cfg(feature = "loadtest")]
 pub mod loadtest;
 #[cfg(feature = "loadtest")]

@@ -375,7 +375,10 @@ fn pools_come_from_the_settings_file_with_its_error_rules() {
         err("pools:\n  p:\n    type: htp\n"),
         "<string>:3: invalid `pools.p.type`: unknown value `htp`; did you mean `http`?"
     );
-    assert_eq!(err("pools:\n  p:\n    base_url: x\n"), "<string>:2: invalid `pools.p`: missing `type` (one of: http)");
+    assert_eq!(
+        err("pools:\n  p:\n    base_url: x\n"),
+        "<string>:2: invalid `pools.p`: missing `type` (one of: http, postgres)"
+    );
     assert_eq!(
         err("pools:\n  p:\n    type: http\n    max_connections: 0\n"),
         "<string>:4: invalid `pools.p.max_connections`: must be at least 1, found 0"

@@ -50,6 +50,30 @@ pub(crate) fn parse(body: &str, at: f64) -> Option<BreakerSample> {
     Some(BreakerSample { at, breakers, pools })
 }
 
+/// The breakers that opened during the run, with when they were first seen open: those
+/// closed (or not there yet) in the first sample and open in a later one up to `end`
+/// seconds. Breakers open already before the run are not the run's doing.
+pub(crate) fn opened_during(timeline: &[BreakerSample], end: f64) -> Vec<(String, f64)> {
+    let Some(first) = timeline.first() else { return Vec::new() };
+    let open_before = |name: &str| first.breakers.iter().any(|(n, st)| n == name && !closed(st));
+    let mut opened: Vec<(String, f64)> = Vec::new();
+    for sample in timeline.iter().skip(1).filter(|s| s.at <= end) {
+        for (name, state) in &sample.breakers {
+            if !closed(state) && !open_before(name) && !opened.iter().any(|(n, _)| n == name) {
+                opened.push((name.clone(), sample.at));
+            }
+        }
+    }
+    opened
+}
+
+/// Breakers open in the first sample (before the run).
+pub(crate) fn open_before(timeline: &[BreakerSample]) -> Vec<String> {
+    timeline.first().map_or_else(Vec::new, |first| {
+        first.breakers.iter().filter(|(_, st)| !closed(st)).map(|(n, _)| n.clone()).collect()
+    })
+}
+
 /// How the target's breakers came back after the run.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Recovery {
@@ -61,14 +85,14 @@ pub(crate) struct Recovery {
     pub(crate) error: Option<String>,
 }
 
-/// Waits up to `wait` for every breaker of the target to close, sending two requests
-/// of the scenario every 200 ms meanwhile (a half-open breaker closes only on trial
-/// calls). Samples go to `timeline`.
+/// Waits up to `wait` for each breaker of `watched` to close, sending two requests of
+/// the scenario every 200 ms meanwhile (a half-open breaker closes only on trial calls).
+/// Samples go to `timeline`.
 pub(crate) async fn recover(
     probes: &Pooled,
     target: &Target,
     template: &RequestTemplate,
-    wait: Duration,
+    (wait, watched): (Duration, &[String]),
     started: Instant,
     timeline: &mut Vec<BreakerSample>,
 ) -> Recovery {
@@ -77,8 +101,12 @@ pub(crate) async fn recover(
     loop {
         let (still_open, error) = match sample(probes, &target.origin, started.elapsed().as_secs_f64()).await {
             Ok(s) => {
-                let open: Vec<String> =
-                    s.breakers.iter().filter(|(_, st)| !closed(st)).map(|(n, _)| n.clone()).collect();
+                let open: Vec<String> = s
+                    .breakers
+                    .iter()
+                    .filter(|(n, st)| !closed(st) && watched.contains(n))
+                    .map(|(n, _)| n.clone())
+                    .collect();
                 timeline.push(s);
                 if open.is_empty() {
                     return Recovery { closed_after: Some(began.elapsed()), still_open: open, error: None };

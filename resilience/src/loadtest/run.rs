@@ -248,7 +248,10 @@ impl LoadTester {
 
         let mut breaker_timeline = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
         let recovery = if s.validate_circuit_breakers {
-            Some(probe::recover(&probes, &target, &template, s.recovery_wait, started, &mut breaker_timeline).await)
+            let watched: Vec<String> =
+                probe::opened_during(&breaker_timeline, ended.as_secs_f64()).into_iter().map(|(n, _)| n).collect();
+            let wait = (s.recovery_wait, watched.as_slice());
+            Some(probe::recover(&probes, &target, &template, wait, started, &mut breaker_timeline).await)
         } else {
             None
         };

@@ -1,6 +1,6 @@
 //! The checks of a run.
 
-use super::probe::{closed, Recovery};
+use super::probe::{open_before, opened_during, Recovery};
 use super::results::{Drift, LoadTestResults, TimelinePoint, Validation};
 use super::{LoadTestScenario, LoadTestType};
 
@@ -68,40 +68,39 @@ pub(crate) fn all(s: &LoadTestScenario, r: &LoadTestResults, recovery: Option<&R
 
 /// Whether breakers opened under failure, and closed after recovery.
 fn breakers(r: &LoadTestResults, recovery: Option<&Recovery>) -> Vec<Validation> {
-    let during: Vec<_> =
-        r.breaker_timeline.iter().filter(|s| s.at >= 0.0 && s.at <= r.duration.as_secs_f64()).collect();
-    let mut opened: Vec<(String, f64)> = Vec::new();
-    for sample in &during {
-        for (name, state) in &sample.breakers {
-            if !closed(state) && !opened.iter().any(|(n, _)| n == name) {
-                opened.push((name.clone(), sample.at));
-            }
-        }
-    }
+    let opened = opened_during(&r.breaker_timeline, r.duration.as_secs_f64());
+    let before = open_before(&r.breaker_timeline);
+    let already = match before.is_empty() {
+        true => String::new(),
+        false => format!(" (open before the run, not judged: {})", before.join(", ")),
+    };
     let failing = r.timeline.iter().filter(|p| p.requests >= 5 && p.failed * 2 >= p.requests).count();
     let open_check = if !opened.is_empty() {
         let list: Vec<String> = opened.iter().map(|(n, at)| format!("{n} at {at:.1} s")).collect();
-        check("circuit_breakers_opened", true, format!("opened: {}", list.join(", ")))
+        check("circuit_breakers_opened", true, format!("opened: {}{already}", list.join(", ")))
     } else if failing > 0 {
         check(
             "circuit_breakers_opened",
             false,
-            format!("{failing} seconds had half or more of their requests fail, and no breaker opened"),
+            format!("{failing} seconds had half or more of their requests fail, and no breaker opened{already}"),
         )
     } else {
         check(
             "circuit_breakers_opened",
             true,
-            String::from("no breaker opened, and no second failed enough to need one"),
+            format!("no breaker opened, and no second failed enough to need one{already}"),
         )
     };
     let close_check = match recovery {
         None => check("circuit_breakers_closed", false, String::from("the recovery phase did not run")),
-        Some(Recovery { closed_after: Some(after), .. }) => check(
-            "circuit_breakers_closed",
-            true,
-            format!("every breaker was closed {:.1} s after the run", after.as_secs_f64()),
-        ),
+        Some(Recovery { closed_after: Some(_), .. }) if opened.is_empty() => {
+            check("circuit_breakers_closed", true, String::from("no breaker opened during the run"))
+        }
+        Some(Recovery { closed_after: Some(after), .. }) => {
+            let list: Vec<&str> = opened.iter().map(|(n, _)| n.as_str()).collect();
+            let detail = format!("{} closed again {:.1} s after the run", list.join(", "), after.as_secs_f64());
+            check("circuit_breakers_closed", true, detail)
+        }
         Some(Recovery { still_open, error: Some(e), .. }) if still_open.is_empty() => {
             check("circuit_breakers_closed", false, format!("could not read the breakers: {e}"))
         }

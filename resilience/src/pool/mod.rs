@@ -1,4 +1,4 @@
-//! Connection pools and the pool manager (feature `http`).
+//! Connection pools and the pool manager (features `http` and `postgres`).
 //!
 //! A pool is a client of a dependency, under the dependency's name: every operation goes
 //! through that dependency's policies (breaker, retry, rate limiter, bulkhead, timeout),
@@ -21,7 +21,10 @@
 //! ```
 
 mod health;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod settings;
 mod state;
 
@@ -32,7 +35,10 @@ use std::sync::{LazyLock, Once, RwLock};
 pub use health::{HealthCheckConfig, PoolCheck, PoolHealthChecker};
 #[cfg(feature = "reqwest")]
 pub(crate) use http::is_idempotent;
+#[cfg(feature = "http")]
 pub use http::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresPool, PostgresPoolConfig, Row, ToSql, Transaction, TransactionError};
 use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};
 pub use settings::pools_from_settings;
 
@@ -40,15 +46,18 @@ pub use settings::pools_from_settings;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PoolType {
-    /// HTTP connections ([`HttpPool`]).
+    /// HTTP connections (`HttpPool`, feature `http`).
     Http,
+    /// PostgreSQL connections (`PostgresPool`, feature `postgres`).
+    Postgres,
 }
 
 impl PoolType {
-    /// The lower-case name (`http`).
+    /// The lower-case name (`http`, `postgres`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
+            Self::Postgres => "postgres",
         }
     }
 }
@@ -76,13 +85,24 @@ pub struct PoolConfig {
 #[non_exhaustive]
 pub enum PoolKind {
     /// An HTTP pool.
+    #[cfg(feature = "http")]
     Http(HttpPoolConfig),
+    /// A PostgreSQL pool.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresPoolConfig),
 }
 
 impl PoolConfig {
     /// An HTTP pool named `name`.
+    #[cfg(feature = "http")]
     pub fn http(name: impl Into<String>, config: HttpPoolConfig) -> Self {
         Self { name: name.into(), dependency_type: None, kind: PoolKind::Http(config) }
+    }
+
+    /// A PostgreSQL pool named `name`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(name: impl Into<String>, config: PostgresPoolConfig) -> Self {
+        Self { name: name.into(), dependency_type: None, kind: PoolKind::Postgres(config) }
     }
 
     /// This pool, with its dependency getting `dependency_type`'s preset.
@@ -94,7 +114,10 @@ impl PoolConfig {
     /// What kind of pool this is.
     pub fn pool_type(&self) -> PoolType {
         match self.kind {
+            #[cfg(feature = "http")]
             PoolKind::Http(_) => PoolType::Http,
+            #[cfg(feature = "postgres")]
+            PoolKind::Postgres(_) => PoolType::Postgres,
         }
     }
 }
@@ -148,6 +171,15 @@ pub enum PoolError {
         /// The pools there are.
         known: Vec<String>,
     },
+    /// The database refused a statement (a syntax error, a violated constraint): the
+    /// caller's error, not the server's failure.
+    #[cfg(feature = "postgres")]
+    Database {
+        /// The pool.
+        pool: String,
+        /// What the database said (`as_db_error()` gives its SQLSTATE and message).
+        error: std::sync::Arc<tokio_postgres::Error>,
+    },
     /// The pool exists but is of another kind.
     WrongKind {
         /// The pool.
@@ -176,6 +208,8 @@ impl PoolError {
             | Self::Unknown { pool, .. }
             | Self::WrongKind { pool, .. }
             | Self::Duplicate { pool } => pool,
+            #[cfg(feature = "postgres")]
+            Self::Database { pool, .. } => pool,
         }
     }
 
@@ -204,6 +238,16 @@ impl fmt::Display for PoolError {
                 write!(f, "pool `{pool}` is of kind `{actual}`, not `{expected}`")
             }
             Self::Duplicate { pool } => write!(f, "a pool `{pool}` exists already; pools are never replaced"),
+            #[cfg(feature = "postgres")]
+            Self::Database { pool, error } => match error.as_db_error() {
+                Some(db) => write!(
+                    f,
+                    "pool `{pool}`: the database refused the statement: {} ({})",
+                    db.message(),
+                    db.code().code()
+                ),
+                None => write!(f, "pool `{pool}`: {error}"),
+            },
         }
     }
 }
@@ -212,6 +256,8 @@ impl std::error::Error for PoolError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Rejected { error, .. } => Some(error),
+            #[cfg(feature = "postgres")]
+            Self::Database { error, .. } => Some(&**error),
             _ => None,
         }
     }
@@ -226,34 +272,50 @@ impl From<ResilienceError> for PoolError {
 /// One pool of the manager.
 #[derive(Debug, Clone)]
 enum Pool {
+    #[cfg(feature = "http")]
     Http(HttpPool),
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool `$pool` is.
+macro_rules! each_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            #[cfg(feature = "http")]
+            Pool::Http($p) => $body,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres($p) => $body,
+        }
+    };
 }
 
 impl Pool {
     fn pool_type(&self) -> PoolType {
         match self {
+            #[cfg(feature = "http")]
             Self::Http(_) => PoolType::Http,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => PoolType::Postgres,
         }
     }
 
     fn health(&self) -> PoolHealth {
-        match self {
-            Self::Http(p) => p.health(),
-        }
+        each_pool!(self, p => p.health())
     }
 
     fn state(&self) -> &state::PoolState {
-        match self {
-            Self::Http(p) => p.state(),
-        }
+        each_pool!(self, p => p.state())
+    }
+
+    fn refresh_gauges(&self) {
+        each_pool!(self, p => p.refresh_gauges())
     }
 
     /// One health check, outside the pool's policies; `None` when there is nothing to
     /// check.
     async fn check(&self) -> Option<Result<(), String>> {
-        match self {
-            Self::Http(p) => p.check().await,
-        }
+        each_pool!(self, p => p.check().await)
     }
 }
 
@@ -277,13 +339,28 @@ impl PoolManager {
     }
 
     /// The HTTP pool `name`: a cheap handle to it.
+    #[cfg(feature = "http")]
     pub fn http(&self, name: &str) -> Result<HttpPool, PoolError> {
         match self.get(name)? {
             Pool::Http(pool) => Ok(pool),
-            #[allow(unreachable_patterns)] // Redis and PostgreSQL pools join here.
+            #[allow(unreachable_patterns)] // with only the `http` feature, every pool is one
             other => {
                 Err(PoolError::WrongKind { pool: name.to_owned(), expected: PoolType::Http, actual: other.pool_type() })
             }
+        }
+    }
+
+    /// The PostgreSQL pool `name`: a cheap handle to it.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self, name: &str) -> Result<PostgresPool, PoolError> {
+        match self.get(name)? {
+            Pool::Postgres(pool) => Ok(pool),
+            #[allow(unreachable_patterns)] // with only the `postgres` feature, every pool is one
+            other => Err(PoolError::WrongKind {
+                pool: name.to_owned(),
+                expected: PoolType::Postgres,
+                actual: other.pool_type(),
+            }),
         }
     }
 
@@ -301,9 +378,7 @@ impl PoolManager {
     /// [`PoolHealthChecker`] do too.
     pub fn refresh_gauges(&self) {
         for pool in self.read().values() {
-            match pool {
-                Pool::Http(p) => p.refresh_gauges(),
-            }
+            pool.refresh_gauges();
         }
     }
 }
@@ -338,7 +413,12 @@ pub async fn initialize_pools(configs: Vec<PoolConfig>) -> Result<(), PoolError>
             return Err(PoolError::Config { pool: config.name, message: String::from("a pool needs a name") });
         }
         let pool = match &config.kind {
+            #[cfg(feature = "http")]
             PoolKind::Http(http) => Pool::Http(HttpPool::new(&config.name, http.clone(), config.dependency_type)?),
+            #[cfg(feature = "postgres")]
+            PoolKind::Postgres(pg) => {
+                Pool::Postgres(PostgresPool::new(&config.name, pg.clone(), config.dependency_type)?)
+            }
         };
         built.push((config.name, pool));
     }

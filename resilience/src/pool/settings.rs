@@ -3,7 +3,7 @@
 //! ```yaml
 //! pools:
 //!   inventory:
-//!     type: http                       # the only kind so far
+//!     type: http                       # or postgres
 //!     dependency_type: external_api    # optional: the preset of the pool's dependency
 //!     base_url: http://127.0.0.1:8080
 //!     max_connections: 100
@@ -16,16 +16,29 @@
 //!     health_check_path: /health
 //!     gzip: true
 //!     root_certificates: [/etc/ssl/private-ca.pem]   # PEM files, read when the file is
+//!   orders_db:
+//!     type: postgres
+//!     url: postgres://app@127.0.0.1:5432/orders
+//!     max_connections: 10
+//!     max_wait: 5s
+//!     statement_timeout: 30s
+//!     connect_timeout: 5s
+//!     recycle_check: true
+//!     health_check_interval: 30s
 //! ```
+//!
+//! A pool type whose feature is off (`http`, `postgres`) is an error naming it.
 //!
 //! Checked when the file is read, environment sections included, with the same errors
 //! as the rest of the file (key path and line).
 
 use resilience_core::{ConfigError, DependencyType, SectionFn, SectionValue, Settings, SettingsSection};
 
-use super::{HttpPoolConfig, PoolConfig};
+use super::PoolConfig;
 
-const POOL_KEYS: &[&str] = &[
+const TYPES: &[&str] = &["http", "postgres"];
+
+const HTTP_KEYS: &[&str] = &[
     "type",
     "dependency_type",
     "base_url",
@@ -41,6 +54,18 @@ const POOL_KEYS: &[&str] = &[
     "root_certificates",
 ];
 
+const POSTGRES_KEYS: &[&str] = &[
+    "type",
+    "dependency_type",
+    "url",
+    "max_connections",
+    "max_wait",
+    "statement_timeout",
+    "connect_timeout",
+    "recycle_check",
+    "health_check_interval",
+];
+
 #[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
 static POOLS: &'static dyn SettingsSection = &SectionFn { name: "pools", check: |value| read(value).map(|_| ()) };
 
@@ -53,49 +78,94 @@ pub fn pools_from_settings(settings: &Settings) -> Result<Vec<PoolConfig>, Confi
 fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
     let mut out = Vec::new();
     for (name, entry) in pools.named_entries()? {
-        let keys = entry.entries_of(POOL_KEYS)?;
-        let Some((_, kind)) = keys.iter().find(|(k, _)| *k == "type") else {
-            return Err(entry.invalid("missing `type` (one of: http)"));
+        let all = entry.entries_of(&[HTTP_KEYS, POSTGRES_KEYS].concat())?;
+        let Some((_, kind)) = all.iter().find(|(k, _)| *k == "type") else {
+            return Err(entry.invalid("missing `type` (one of: http, postgres)"));
         };
-        kind.word(&["http"])?;
-        let mut config = HttpPoolConfig::default();
-        let mut dependency_type = None;
-        for (key, value) in &keys {
-            match *key {
-                "type" => {}
-                "dependency_type" => {
-                    let types = DependencyType::ALL.map(DependencyType::as_str);
-                    dependency_type = value.word(&types)?.parse().ok();
-                }
-                "base_url" => {
-                    let url = value.string()?;
-                    reqwest::Url::parse(&url).map_err(|e| value.invalid(format!("`{url}` is not a URL: {e}")))?;
-                    config.base_url = Some(url);
-                }
-                "max_connections" => config.max_connections = value.count_usize(1)?,
-                "max_connections_per_host" => config.max_connections_per_host = value.count_usize(1)?,
-                "connect_timeout" => config.connect_timeout = value.positive_duration()?,
-                "request_timeout" => config.request_timeout = Some(value.positive_duration()?),
-                "max_idle_time" => config.max_idle_time = value.duration()?,
-                "max_wait" => config.max_wait = value.duration()?,
-                "health_check_interval" => config.health_check_interval = value.positive_duration()?,
-                "health_check_path" => config.health_check_path = Some(value.string()?),
-                "root_certificates" => {
-                    for path in value.list()? {
-                        let file = path.string()?;
-                        let pem =
-                            std::fs::read(&file).map_err(|e| path.invalid(format!("cannot read `{file}`: {e}")))?;
-                        reqwest::Certificate::from_pem(&pem)
-                            .map_err(|e| path.invalid(format!("`{file}` is not a PEM certificate: {e}")))?;
-                        config.root_certificates.push(pem);
-                    }
-                }
-                _ => config.gzip = value.boolean()?,
-            }
+        let pool = match kind.word(TYPES)?.as_str() {
+            "http" => http(name, &entry.entries_of(HTTP_KEYS)?, kind)?,
+            _ => postgres(name, &entry.entries_of(POSTGRES_KEYS)?, kind)?,
+        };
+        let mut pool = pool;
+        if let Some((_, value)) = all.iter().find(|(k, _)| *k == "dependency_type") {
+            let types = DependencyType::ALL.map(DependencyType::as_str);
+            pool.dependency_type = value.word(&types)?.parse().ok();
         }
-        let mut pool = PoolConfig::http(name, config);
-        pool.dependency_type = dependency_type;
         out.push(pool);
     }
     Ok(out)
+}
+
+type Keys<'a> = [(&'a str, SectionValue<'a>)];
+
+#[cfg(feature = "http")]
+fn http(name: &str, keys: &Keys<'_>, _kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    let mut config = super::HttpPoolConfig::default();
+    for (key, value) in keys {
+        match *key {
+            "type" | "dependency_type" => {}
+            "base_url" => {
+                let url = value.string()?;
+                reqwest::Url::parse(&url).map_err(|e| value.invalid(format!("`{url}` is not a URL: {e}")))?;
+                config.base_url = Some(url);
+            }
+            "max_connections" => config.max_connections = value.count_usize(1)?,
+            "max_connections_per_host" => config.max_connections_per_host = value.count_usize(1)?,
+            "connect_timeout" => config.connect_timeout = value.positive_duration()?,
+            "request_timeout" => config.request_timeout = Some(value.positive_duration()?),
+            "max_idle_time" => config.max_idle_time = value.duration()?,
+            "max_wait" => config.max_wait = value.duration()?,
+            "health_check_interval" => config.health_check_interval = value.positive_duration()?,
+            "health_check_path" => config.health_check_path = Some(value.string()?),
+            "root_certificates" => {
+                for path in value.list()? {
+                    let file = path.string()?;
+                    let pem = std::fs::read(&file).map_err(|e| path.invalid(format!("cannot read `{file}`: {e}")))?;
+                    reqwest::Certificate::from_pem(&pem)
+                        .map_err(|e| path.invalid(format!("`{file}` is not a PEM certificate: {e}")))?;
+                    config.root_certificates.push(pem);
+                }
+            }
+            _ => config.gzip = value.boolean()?,
+        }
+    }
+    Ok(PoolConfig::http(name, config))
+}
+
+#[cfg(not(feature = "http"))]
+fn http(_: &str, _: &Keys<'_>, kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    Err(kind.invalid("`http` pools need the `http` feature of `resilience`"))
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(name: &str, keys: &Keys<'_>, kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    let mut config = super::PostgresPoolConfig::default();
+    let mut has_url = false;
+    for (key, value) in keys {
+        match *key {
+            "type" | "dependency_type" => {}
+            "url" => {
+                let url = value.string()?;
+                url.parse::<tokio_postgres::Config>()
+                    .map_err(|e| value.invalid(format!("`{url}` is not a PostgreSQL URL: {e}")))?;
+                config.url = url;
+                has_url = true;
+            }
+            "max_connections" => config.max_connections = value.count_usize(1)?,
+            "max_wait" => config.max_wait = value.duration()?,
+            "statement_timeout" => config.statement_timeout = value.duration()?,
+            "connect_timeout" => config.connect_timeout = value.positive_duration()?,
+            "recycle_check" => config.recycle_check = value.boolean()?,
+            _ => config.health_check_interval = value.positive_duration()?,
+        }
+    }
+    if !has_url {
+        return Err(kind.invalid("a `postgres` pool needs its `url`"));
+    }
+    Ok(PoolConfig::postgres(name, config))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &str, _: &Keys<'_>, kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    Err(kind.invalid("`postgres` pools need the `postgres` feature of `resilience`"))
 }
