@@ -11,6 +11,7 @@ mod http_server;
 mod loadtest;
 mod observe;
 mod pipeline;
+mod postgres_pool;
 mod rate_limit;
 mod reconfiguration;
 mod registration;
