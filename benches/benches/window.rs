@@ -30,7 +30,7 @@ fn count_window_with_failures(bencher: Bencher, size: u32) {
     let calls = AtomicU64::new(0);
     bencher.bench(|| {
         let permit = breaker.try_acquire().expect("closed");
-        if calls.fetch_add(1, Relaxed) % 100 == 0 {
+        if calls.fetch_add(1, Relaxed).is_multiple_of(100) {
             permit.failure();
         } else {
             permit.success();

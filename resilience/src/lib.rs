@@ -69,7 +69,7 @@ pub use resilience_macros::{
 #[cfg(feature = "tower")]
 pub mod tower;
 
-#[cfg(any(feature = "http", feature = "postgres"))]
+#[cfg(any(feature = "http", feature = "postgres", feature = "redis"))]
 mod pool;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -77,7 +77,7 @@ pub mod prometheus;
 pub mod reqwest;
 #[cfg(feature = "axum")]
 pub mod web;
-#[cfg(any(feature = "http", feature = "postgres"))]
+#[cfg(any(feature = "http", feature = "postgres", feature = "redis"))]
 pub use pool::{
     initialize_pools, pool_manager, pools_from_settings, HealthCheckConfig, PoolCheck, PoolConfig, PoolError,
     PoolHealthChecker, PoolKind, PoolManager, PoolType,
@@ -86,6 +86,8 @@ pub use pool::{
 pub use pool::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
 #[cfg(feature = "postgres")]
 pub use pool::{PostgresPool, PostgresPoolConfig, Row as PostgresRow, ToSql, Transaction, TransactionError};
+#[cfg(feature = "redis")]
+pub use pool::{RedisPool, RedisPoolConfig};
 #[cfg(feature = "loadtest")]
 pub mod loadtest;
 #[cfg(feature = "loadtest")]

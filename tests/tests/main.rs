@@ -14,6 +14,7 @@ mod pipeline;
 mod postgres_pool;
 mod rate_limit;
 mod reconfiguration;
+mod redis_pool;
 mod registration;
 mod registry;
 mod retry;

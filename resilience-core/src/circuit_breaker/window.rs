@@ -236,7 +236,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let (failed, slow) = (x % 7 == 0, x % 5 == 0);
+            let (failed, slow) = (x.is_multiple_of(7), x.is_multiple_of(5));
             if let Some(stats) = w.record(failed, slow) {
                 if i % 9_973 == 0 {
                     assert_eq!(stats.failures, count_ones(&w.failures), "failures after {i} calls");

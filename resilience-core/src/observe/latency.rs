@@ -80,7 +80,7 @@ fn bucket_limit(index: usize) -> Duration {
         return Duration::MAX;
     }
     let octave = index / 2;
-    let micros = if index % 2 == 0 { (1u64 << octave) * 3 / 2 } else { 1u64 << (octave + 1) };
+    let micros = if index.is_multiple_of(2) { (1u64 << octave) * 3 / 2 } else { 1u64 << (octave + 1) };
     Duration::from_micros(micros)
 }
 

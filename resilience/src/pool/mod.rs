@@ -1,4 +1,4 @@
-//! Connection pools and the pool manager (features `http` and `postgres`).
+//! Connection pools and the pool manager (features `http`, `redis` and `postgres`).
 //!
 //! A pool is a client of a dependency, under the dependency's name: every operation goes
 //! through that dependency's policies (breaker, retry, rate limiter, bulkhead, timeout),
@@ -25,6 +25,8 @@ mod health;
 mod http;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 mod settings;
 mod state;
 
@@ -39,6 +41,8 @@ pub(crate) use http::is_idempotent;
 pub use http::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresPool, PostgresPoolConfig, Row, ToSql, Transaction, TransactionError};
+#[cfg(feature = "redis")]
+pub use redis::{RedisPool, RedisPoolConfig};
 use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};
 pub use settings::pools_from_settings;
 
@@ -50,14 +54,17 @@ pub enum PoolType {
     Http,
     /// PostgreSQL connections (`PostgresPool`, feature `postgres`).
     Postgres,
+    /// Redis connections (`RedisPool`, feature `redis`).
+    Redis,
 }
 
 impl PoolType {
-    /// The lower-case name (`http`, `postgres`).
+    /// The lower-case name (`http`, `postgres`, `redis`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
             Self::Postgres => "postgres",
+            Self::Redis => "redis",
         }
     }
 }
@@ -90,6 +97,9 @@ pub enum PoolKind {
     /// A PostgreSQL pool.
     #[cfg(feature = "postgres")]
     Postgres(PostgresPoolConfig),
+    /// A Redis pool.
+    #[cfg(feature = "redis")]
+    Redis(RedisPoolConfig),
 }
 
 impl PoolConfig {
@@ -97,6 +107,12 @@ impl PoolConfig {
     #[cfg(feature = "http")]
     pub fn http(name: impl Into<String>, config: HttpPoolConfig) -> Self {
         Self { name: name.into(), dependency_type: None, kind: PoolKind::Http(config) }
+    }
+
+    /// A Redis pool named `name`.
+    #[cfg(feature = "redis")]
+    pub fn redis(name: impl Into<String>, config: RedisPoolConfig) -> Self {
+        Self { name: name.into(), dependency_type: None, kind: PoolKind::Redis(config) }
     }
 
     /// A PostgreSQL pool named `name`.
@@ -118,6 +134,8 @@ impl PoolConfig {
             PoolKind::Http(_) => PoolType::Http,
             #[cfg(feature = "postgres")]
             PoolKind::Postgres(_) => PoolType::Postgres,
+            #[cfg(feature = "redis")]
+            PoolKind::Redis(_) => PoolType::Redis,
         }
     }
 }
@@ -180,6 +198,15 @@ pub enum PoolError {
         /// What the database said (`as_db_error()` gives its SQLSTATE and message).
         error: std::sync::Arc<tokio_postgres::Error>,
     },
+    /// Redis refused a command (`WRONGTYPE`, a bad argument) or its answer did not
+    /// convert to the type asked for: the caller's error, not the server's failure.
+    #[cfg(feature = "redis")]
+    Redis {
+        /// The pool.
+        pool: String,
+        /// What redis-rs said.
+        error: std::sync::Arc<::redis::RedisError>,
+    },
     /// The pool exists but is of another kind.
     WrongKind {
         /// The pool.
@@ -210,6 +237,8 @@ impl PoolError {
             | Self::Duplicate { pool } => pool,
             #[cfg(feature = "postgres")]
             Self::Database { pool, .. } => pool,
+            #[cfg(feature = "redis")]
+            Self::Redis { pool, .. } => pool,
         }
     }
 
@@ -248,6 +277,8 @@ impl fmt::Display for PoolError {
                 ),
                 None => write!(f, "pool `{pool}`: {error}"),
             },
+            #[cfg(feature = "redis")]
+            Self::Redis { pool, error } => write!(f, "pool `{pool}`: redis refused the command: {error}"),
         }
     }
 }
@@ -258,6 +289,8 @@ impl std::error::Error for PoolError {
             Self::Rejected { error, .. } => Some(error),
             #[cfg(feature = "postgres")]
             Self::Database { error, .. } => Some(&**error),
+            #[cfg(feature = "redis")]
+            Self::Redis { error, .. } => Some(&**error),
             _ => None,
         }
     }
@@ -276,6 +309,8 @@ enum Pool {
     Http(HttpPool),
     #[cfg(feature = "postgres")]
     Postgres(PostgresPool),
+    #[cfg(feature = "redis")]
+    Redis(RedisPool),
 }
 
 /// Runs `$body` with `$p` bound to whichever pool `$pool` is.
@@ -286,6 +321,8 @@ macro_rules! each_pool {
             Pool::Http($p) => $body,
             #[cfg(feature = "postgres")]
             Pool::Postgres($p) => $body,
+            #[cfg(feature = "redis")]
+            Pool::Redis($p) => $body,
         }
     };
 }
@@ -297,6 +334,8 @@ impl Pool {
             Self::Http(_) => PoolType::Http,
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => PoolType::Postgres,
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => PoolType::Redis,
         }
     }
 
@@ -347,6 +386,20 @@ impl PoolManager {
             other => {
                 Err(PoolError::WrongKind { pool: name.to_owned(), expected: PoolType::Http, actual: other.pool_type() })
             }
+        }
+    }
+
+    /// The Redis pool `name`: a cheap handle to it.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self, name: &str) -> Result<RedisPool, PoolError> {
+        match self.get(name)? {
+            Pool::Redis(pool) => Ok(pool),
+            #[allow(unreachable_patterns)] // with only the `redis` feature, every pool is one
+            other => Err(PoolError::WrongKind {
+                pool: name.to_owned(),
+                expected: PoolType::Redis,
+                actual: other.pool_type(),
+            }),
         }
     }
 
@@ -419,6 +472,8 @@ pub async fn initialize_pools(configs: Vec<PoolConfig>) -> Result<(), PoolError>
             PoolKind::Postgres(pg) => {
                 Pool::Postgres(PostgresPool::new(&config.name, pg.clone(), config.dependency_type)?)
             }
+            #[cfg(feature = "redis")]
+            PoolKind::Redis(r) => Pool::Redis(RedisPool::new(&config.name, r.clone(), config.dependency_type)?),
         };
         built.push((config.name, pool));
     }

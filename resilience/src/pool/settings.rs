@@ -3,7 +3,7 @@
 //! ```yaml
 //! pools:
 //!   inventory:
-//!     type: http                       # or postgres
+//!     type: http                       # or redis, postgres
 //!     dependency_type: external_api    # optional: the preset of the pool's dependency
 //!     base_url: http://127.0.0.1:8080
 //!     max_connections: 100
@@ -15,7 +15,7 @@
 //!     health_check_interval: 60s
 //!     health_check_path: /health
 //!     gzip: true
-//!     root_certificates: [/etc/ssl/private-ca.pem]   # PEM files, read when the file is
+//!     root_certificates: [/etc/ssl/private-ca.pem]   # PEM files, read with the file
 //!   orders_db:
 //!     type: postgres
 //!     url: postgres://app@127.0.0.1:5432/orders
@@ -25,9 +25,21 @@
 //!     connect_timeout: 5s
 //!     recycle_check: true
 //!     health_check_interval: 30s
+//!   sessions:
+//!     type: redis
+//!     host: 127.0.0.1
+//!     port: 6379
+//!     db: 0
+//!     max_connections: 50
+//!     max_wait: 1s
+//!     cluster_mode: false              # or true, with cluster_nodes: [host:port, …]
+//!     sentinel_hosts: []               # or [host:port, …], with sentinel_master: name
+//!     connect_timeout: 2s
+//!     response_timeout: 2s
+//!     health_check_interval: 30s
 //! ```
 //!
-//! A pool type whose feature is off (`http`, `postgres`) is an error naming it.
+//! A pool type whose feature is off (`http`, `redis`, `postgres`) is an error naming it.
 //!
 //! Checked when the file is read, environment sections included, with the same errors
 //! as the rest of the file (key path and line).
@@ -36,7 +48,7 @@ use resilience_core::{ConfigError, DependencyType, SectionFn, SectionValue, Sett
 
 use super::PoolConfig;
 
-const TYPES: &[&str] = &["http", "postgres"];
+const TYPES: &[&str] = &["http", "postgres", "redis"];
 
 const HTTP_KEYS: &[&str] = &[
     "type",
@@ -52,6 +64,24 @@ const HTTP_KEYS: &[&str] = &[
     "health_check_path",
     "gzip",
     "root_certificates",
+];
+
+const REDIS_KEYS: &[&str] = &[
+    "type",
+    "dependency_type",
+    "host",
+    "port",
+    "db",
+    "password",
+    "max_connections",
+    "max_wait",
+    "cluster_mode",
+    "cluster_nodes",
+    "sentinel_hosts",
+    "sentinel_master",
+    "connect_timeout",
+    "response_timeout",
+    "health_check_interval",
 ];
 
 const POSTGRES_KEYS: &[&str] = &[
@@ -78,12 +108,13 @@ pub fn pools_from_settings(settings: &Settings) -> Result<Vec<PoolConfig>, Confi
 fn read(pools: &SectionValue<'_>) -> Result<Vec<PoolConfig>, ConfigError> {
     let mut out = Vec::new();
     for (name, entry) in pools.named_entries()? {
-        let all = entry.entries_of(&[HTTP_KEYS, POSTGRES_KEYS].concat())?;
+        let all = entry.entries_of(&[HTTP_KEYS, REDIS_KEYS, POSTGRES_KEYS].concat())?;
         let Some((_, kind)) = all.iter().find(|(k, _)| *k == "type") else {
-            return Err(entry.invalid("missing `type` (one of: http, postgres)"));
+            return Err(entry.invalid("missing `type` (one of: http, postgres, redis)"));
         };
         let pool = match kind.word(TYPES)?.as_str() {
             "http" => http(name, &entry.entries_of(HTTP_KEYS)?, kind)?,
+            "redis" => redis(name, &entry.entries_of(REDIS_KEYS)?, kind)?,
             _ => postgres(name, &entry.entries_of(POSTGRES_KEYS)?, kind)?,
         };
         let mut pool = pool;
@@ -135,6 +166,41 @@ fn http(name: &str, keys: &Keys<'_>, _kind: &SectionValue<'_>) -> Result<PoolCon
 #[cfg(not(feature = "http"))]
 fn http(_: &str, _: &Keys<'_>, kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
     Err(kind.invalid("`http` pools need the `http` feature of `resilience`"))
+}
+
+#[cfg(feature = "redis")]
+fn redis(name: &str, keys: &Keys<'_>, _kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    let mut config = super::RedisPoolConfig::default();
+    let strings = |value: &SectionValue<'_>| -> Result<Vec<String>, ConfigError> {
+        value.list()?.iter().map(SectionValue::string).collect()
+    };
+    for (key, value) in keys {
+        match *key {
+            "type" | "dependency_type" => {}
+            "host" => config.host = value.string()?,
+            "port" => {
+                let port = value.count(1)?;
+                config.port = u16::try_from(port).map_err(|_| value.invalid(format!("{port} is not a port")))?;
+            }
+            "db" => config.db = i64::from(u32::try_from(value.count(0)?).map_err(|_| value.invalid("too large"))?),
+            "password" => config.password = Some(value.string()?),
+            "max_connections" => config.max_connections = value.count_usize(1)?,
+            "max_wait" => config.max_wait = value.duration()?,
+            "cluster_mode" => config.cluster_mode = value.boolean()?,
+            "cluster_nodes" => config.cluster_nodes = strings(value)?,
+            "sentinel_hosts" => config.sentinel_hosts = strings(value)?,
+            "sentinel_master" => config.sentinel_master = Some(value.string()?),
+            "connect_timeout" => config.connect_timeout = value.positive_duration()?,
+            "response_timeout" => config.response_timeout = value.positive_duration()?,
+            _ => config.health_check_interval = value.positive_duration()?,
+        }
+    }
+    Ok(PoolConfig::redis(name, config))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(_: &str, _: &Keys<'_>, kind: &SectionValue<'_>) -> Result<PoolConfig, ConfigError> {
+    Err(kind.invalid("`redis` pools need the `redis` feature of `resilience`"))
 }
 
 #[cfg(feature = "postgres")]

@@ -1,0 +1,482 @@
+//! The Redis pool: redis-rs multiplexed connections (standalone with its reconnecting
+//! `ConnectionManager`, a cluster through `ClusterConnection`, or the master that the
+//! sentinels name), under the pool's limit of commands in flight and its dependency's
+//! policies (`Cache` preset).
+//!
+//! Why multiplexed connections rather than a pool of exclusive ones (deadpool-redis):
+//! Redis answers a connection's commands in order, so one connection carries many
+//! callers' commands at once, pipelined, with no checkout; `max_connections` is then the
+//! number of commands in flight at once (each waits up to `max_wait` for a slot, then
+//! fails with `BulkheadFull`), which is what bounds the server's load.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ToRedisArgs};
+use resilience_core::{
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, PoolHealth, ResilienceError, SemaphoreBulkhead,
+    SemaphoreBulkheadConfig,
+};
+
+use super::state::PoolState;
+use super::PoolError;
+
+/// A Redis pool's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisPoolConfig {
+    /// The server (standalone mode). Default `127.0.0.1`.
+    pub host: String,
+    /// Its port. Default 6379.
+    pub port: u16,
+    /// The database number (standalone and sentinel modes). Default 0.
+    pub db: i64,
+    /// The password (`AUTH`), if the server wants one.
+    pub password: Option<String>,
+    /// Commands in flight at most; callers beyond wait up to `max_wait`. Default 50.
+    pub max_connections: usize,
+    /// How long a command waits for a slot before `BulkheadFull`. Default 1 s.
+    pub max_wait: Duration,
+    /// Talk to a Redis Cluster through `cluster_nodes` (seed nodes, `host:port`).
+    pub cluster_mode: bool,
+    /// The cluster's seed nodes, `host:port` each.
+    pub cluster_nodes: Vec<String>,
+    /// Sentinels (`host:port` each): when set, the pool talks to the master they name
+    /// `sentinel_master`, and asks them again after a failover.
+    pub sentinel_hosts: Vec<String>,
+    /// The master's name known to the sentinels.
+    pub sentinel_master: Option<String>,
+    /// Making a connection gives up after this long. Default 2 s.
+    pub connect_timeout: Duration,
+    /// A command without an answer after this long fails (redis-rs's response timeout).
+    /// Default 2 s.
+    pub response_timeout: Duration,
+    /// Time between two health checks (`PING`). Default 30 s.
+    pub health_check_interval: Duration,
+}
+
+impl Default for RedisPoolConfig {
+    fn default() -> Self {
+        Self {
+            host: String::from("127.0.0.1"),
+            port: 6379,
+            db: 0,
+            password: None,
+            max_connections: 50,
+            max_wait: Duration::from_secs(1),
+            cluster_mode: false,
+            cluster_nodes: Vec::new(),
+            sentinel_hosts: Vec::new(),
+            sentinel_master: None,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the pool reaches Redis.
+enum Mode {
+    /// One server; the manager reconnects by itself.
+    Standalone(ConnectionManager),
+    /// A cluster; the connection follows slot moves and failovers.
+    Cluster(Box<(redis::cluster::ClusterClient, tokio::sync::Mutex<Option<ClusterConnection>>)>),
+    /// The master the sentinels name: asked again after an error, and followed at each
+    /// promotion the sentinels announce.
+    Sentinel(Box<SentinelMode>),
+}
+
+struct SentinelMode {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    cached: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    sentinels: Vec<redis::ConnectionInfo>,
+    master: String,
+    watching: std::sync::Once,
+}
+
+impl SentinelMode {
+    /// After `+promoted-slave slave <ip:port> <ip> <port> @ <name> <old ip> <old port>`
+    /// or `+switch-master <name> <old ip> <old port> <new ip> <new port>`: connects to
+    /// the new master the message names (sentinels asked now may not know it yet), or
+    /// drops the connection so that the next command asks them.
+    async fn switch(&self, channel: &str, message: &str, config: &RedisPoolConfig) {
+        let fields: Vec<&str> = message.split_whitespace().collect();
+        let (name, ip, port) = match channel {
+            "+promoted-slave" => (fields.get(5), fields.get(2), fields.get(3)),
+            _ => (fields.first(), fields.get(3), fields.get(4)),
+        };
+        if name != Some(&self.master.as_str()) {
+            return;
+        }
+        let mut cached = self.cached.lock().await;
+        *cached = None;
+        let (Some(ip), Some(port)) = (ip, port) else { return };
+        let Ok(info) = node("", &format!("{ip}:{port}"), config.db, config.password.as_deref()) else { return };
+        let Ok(client) = redis::Client::open(info) else { return };
+        let timeouts = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        if let Ok(connection) = client.get_multiplexed_async_connection_with_config(&timeouts).await {
+            *cached = Some(connection);
+        }
+    }
+}
+
+/// Listens to one sentinel's `+promoted-slave` and `+switch-master` (a task per
+/// sentinel: the one leading a failover announces the promotion first) and moves the
+/// pool's connection to the new master at once, so that no command goes to the old one
+/// once the sentinels name the new. Reconnects after 500 ms when the sentinel goes away;
+/// ends when the pool is gone.
+async fn watch_failovers(inner: std::sync::Weak<Inner>, sentinel: redis::ConnectionInfo) {
+    use futures_util::StreamExt;
+    loop {
+        if let Ok(client) = redis::Client::open(sentinel.clone()) {
+            if let Ok(mut pubsub) = client.get_async_pubsub().await {
+                if pubsub.subscribe(&["+promoted-slave", "+switch-master"]).await.is_ok() {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(inner) = inner.upgrade() else { return };
+                        if let Mode::Sentinel(mode) = &inner.mode {
+                            let text: String = message.get_payload().unwrap_or_default();
+                            mode.switch(message.get_channel_name(), &text, &inner.config).await;
+                        }
+                    }
+                }
+            }
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A connection of any mode, for one command.
+enum Conn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(MultiplexedConnection),
+}
+
+impl Conn {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        match self {
+            Self::Standalone(c) => cmd.query_async(c).await,
+            Self::Cluster(c) => cmd.query_async(c).await,
+            Self::Sentinel(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum AttemptError {
+    Policy(ResilienceError),
+    Redis(RedisError),
+}
+
+impl From<ResilienceError> for AttemptError {
+    fn from(error: ResilienceError) -> Self {
+        Self::Policy(error)
+    }
+}
+
+/// Errors that say the server (or the way to it) failed, rather than the command:
+/// the connection, a time-out, a server loading or read-only after a failover, a
+/// cluster that is down or moving, a sentinel that names no master.
+fn server_failure(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::TryAgain
+            ) | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Io
+        )
+}
+
+fn counts(error: &AttemptError) -> bool {
+    match error {
+        AttemptError::Policy(e) => !e.is_rejection(),
+        AttemptError::Redis(e) => server_failure(e),
+    }
+}
+
+struct Inner {
+    config: RedisPoolConfig,
+    mode: Mode,
+    slots: SemaphoreBulkhead,
+    dependency: &'static Dependency,
+    state: PoolState,
+}
+
+/// A Redis client whose every command goes through the policies of the dependency named
+/// like the pool (`Cache` preset unless configured otherwise). Cloning gives another
+/// handle to the same pool.
+///
+/// Failures of the server (the connection, a time-out, `LOADING`, `READONLY` after a
+/// failover, `CLUSTERDOWN`, `MASTERDOWN`, `TRYAGAIN`) count for the breaker and are
+/// retried; a command's own errors (`WRONGTYPE`, a bad argument, a value that does not
+/// convert) come back as [`PoolError::Redis`] and are neither.
+#[derive(Clone)]
+pub struct RedisPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("name", &self.inner.state.name)
+            .field("in_use", &self.in_use())
+            .field("max_connections", &self.inner.config.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(pool: &str, message: impl std::fmt::Display) -> PoolError {
+    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
+}
+
+/// `host:port` as a connection to database `db` with `password`.
+fn node(pool: &str, address: &str, db: i64, password: Option<&str>) -> Result<redis::ConnectionInfo, PoolError> {
+    let info = format!("redis://{address}/{db}")
+        .into_connection_info()
+        .map_err(|e| config_error(pool, format!("`{address}` is not host:port: {e}")))?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
+impl RedisPool {
+    /// Builds the pool `name` (connections are made on first use); its dependency is
+    /// looked up, never replaced.
+    pub(super) fn new(
+        name: &str,
+        config: RedisPoolConfig,
+        dependency_type: Option<DependencyType>,
+    ) -> Result<Self, PoolError> {
+        let max = NonZeroUsize::new(config.max_connections)
+            .ok_or_else(|| config_error(name, "`max_connections` must be at least 1"))?;
+        let password = config.password.as_deref();
+        let mode = match (config.cluster_mode, config.sentinel_hosts.is_empty()) {
+            (true, false) => return Err(config_error(name, "`cluster_mode` and `sentinel_hosts` cannot both be set")),
+            (true, true) => {
+                if config.cluster_nodes.is_empty() {
+                    return Err(config_error(name, "`cluster_mode` needs `cluster_nodes`"));
+                }
+                let nodes =
+                    config.cluster_nodes.iter().map(|n| node(name, n, 0, password)).collect::<Result<Vec<_>, _>>()?;
+                // Few retries inside redis-rs: the pool's own policies retry (and time
+                // out) the whole command.
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .retries(2)
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .build()
+                    .map_err(|e| config_error(name, e))?;
+                Mode::Cluster(Box::new((client, tokio::sync::Mutex::new(None))))
+            }
+            (false, false) => {
+                let master = config
+                    .sentinel_master
+                    .clone()
+                    .ok_or_else(|| config_error(name, "`sentinel_hosts` needs `sentinel_master`"))?;
+                let sentinels =
+                    config.sentinel_hosts.iter().map(|n| node(name, n, 0, None)).collect::<Result<Vec<_>, _>>()?;
+                let mut to_master = redis::RedisConnectionInfo::default();
+                to_master = to_master.set_db(config.db);
+                if let Some(p) = password {
+                    to_master = to_master.set_password(p);
+                }
+                let info = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(to_master);
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master,
+                    Some(info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| config_error(name, e))?;
+                Mode::Sentinel(Box::new(SentinelMode {
+                    client: tokio::sync::Mutex::new(client),
+                    cached: tokio::sync::Mutex::new(None),
+                    sentinels,
+                    master: config.sentinel_master.clone().unwrap_or_default(),
+                    watching: std::sync::Once::new(),
+                }))
+            }
+            (false, true) => {
+                let info = node(name, &format!("{}:{}", config.host, config.port), config.db, password)?;
+                let client = redis::Client::open(info).map_err(|e| config_error(name, e))?;
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| config_error(name, e))?;
+                Mode::Standalone(manager)
+            }
+        };
+        let slots =
+            SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.max_wait })
+                .map_err(|e| config_error(name, e))?;
+        let kind = DependencyKind::Type(dependency_type.unwrap_or(DependencyType::Cache));
+        let dependency = registry().resolve_as(name, kind, &Default::default());
+        let state = PoolState::new(name, "redis", config.max_connections, config.health_check_interval);
+        Ok(Self { inner: Arc::new(Inner { config, mode, slots, dependency, state }) })
+    }
+
+    /// The pool's name (also its dependency's).
+    pub fn name(&self) -> &str {
+        &self.inner.state.name
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &RedisPoolConfig {
+        &self.inner.config
+    }
+
+    /// Commands in flight now.
+    pub fn in_use(&self) -> usize {
+        self.inner.config.max_connections.saturating_sub(self.inner.slots.available())
+    }
+
+    /// The value of `key`, `None` if it has none.
+    pub async fn get<T: FromRedisValue>(&self, key: &str) -> Result<Option<T>, PoolError> {
+        self.cmd(redis::cmd("GET").arg(key).clone()).await
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn set<V: ToRedisArgs>(&self, key: &str, value: V) -> Result<(), PoolError> {
+        self.cmd(redis::cmd("SET").arg(key).arg(value).clone()).await
+    }
+
+    /// Sets `key` to `value`, expiring after `seconds`.
+    pub async fn set_ex<V: ToRedisArgs>(&self, key: &str, value: V, seconds: u64) -> Result<(), PoolError> {
+        self.cmd(redis::cmd("SET").arg(key).arg(value).arg("EX").arg(seconds).clone()).await
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub async fn del(&self, key: &str) -> Result<bool, PoolError> {
+        self.cmd::<u64>(redis::cmd("DEL").arg(key).clone()).await.map(|n| n > 0)
+    }
+
+    /// Adds 1 to the integer at `key` (0 when it has none); the new value.
+    pub async fn incr(&self, key: &str) -> Result<i64, PoolError> {
+        self.cmd(redis::cmd("INCR").arg(key).clone()).await
+    }
+
+    /// Any command, through the policies. Retried after failures of the server like the
+    /// others: give it only commands that may run twice.
+    pub async fn cmd<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, PoolError> {
+        let policy = ErrorPolicy { retry_if: counts, record_if: counts };
+        let inner = &*self.inner;
+        let outcome = inner
+            .dependency
+            .pipeline()
+            .call_with(&policy, || async {
+                let waited = (inner.slots.available() == 0).then(Instant::now);
+                let _slot = inner.slots.acquire().await?;
+                inner.state.started(waited);
+                let result = self.run::<T>(&cmd).await;
+                if let Err(e) = &result {
+                    if server_failure(e) {
+                        inner.state.failed();
+                    }
+                }
+                result.map_err(AttemptError::Redis)
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            AttemptError::Policy(error) => PoolError::Rejected { pool: self.name().to_owned(), error },
+            AttemptError::Redis(e) if server_failure(&e) => {
+                PoolError::Transport { pool: self.name().to_owned(), message: e.to_string() }
+            }
+            AttemptError::Redis(e) => PoolError::Redis { pool: self.name().to_owned(), error: Arc::new(e) },
+        })
+    }
+
+    /// Runs `cmd` on the mode's connection; a connection that failed is dropped so that
+    /// the next command makes (or, with sentinels, looks up) a new one.
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let mut conn = self.connection().await?;
+        let result = conn.query::<T>(cmd).await;
+        if let Err(e) = &result {
+            if server_failure(e) {
+                self.forget_connection().await;
+            }
+        }
+        result
+    }
+
+    async fn connection(&self) -> Result<Conn, RedisError> {
+        match &self.inner.mode {
+            Mode::Standalone(manager) => Ok(Conn::Standalone(manager.clone())),
+            Mode::Cluster(cluster) => {
+                let (client, cached) = &**cluster;
+                let mut cached = cached.lock().await;
+                if let Some(c) = &*cached {
+                    return Ok(Conn::Cluster(c.clone()));
+                }
+                let c = client.get_async_connection().await?;
+                *cached = Some(c.clone());
+                Ok(Conn::Cluster(c))
+            }
+            Mode::Sentinel(mode) => {
+                mode.watching.call_once(|| {
+                    for sentinel in &mode.sentinels {
+                        tokio::spawn(watch_failovers(Arc::downgrade(&self.inner), sentinel.clone()));
+                    }
+                });
+                let mut cached = mode.cached.lock().await;
+                if let Some(c) = &*cached {
+                    return Ok(Conn::Sentinel(c.clone()));
+                }
+                let c = mode.client.lock().await.get_async_connection().await?;
+                *cached = Some(c.clone());
+                Ok(Conn::Sentinel(c))
+            }
+        }
+    }
+
+    async fn forget_connection(&self) {
+        match &self.inner.mode {
+            Mode::Standalone(_) => {} // the manager reconnects by itself
+            Mode::Cluster(cluster) => *cluster.1.lock().await = None,
+            Mode::Sentinel(mode) => *mode.cached.lock().await = None,
+        }
+    }
+
+    /// One `PING`, outside the policies, within `connect_timeout` + `response_timeout`.
+    pub(super) async fn check(&self) -> Option<Result<(), String>> {
+        let limit = self.inner.config.connect_timeout + self.inner.config.response_timeout;
+        let ping = async { self.run::<String>(&redis::cmd("PING")).await.map(|_| ()).map_err(|e| e.to_string()) };
+        Some(tokio::time::timeout(limit, ping).await.unwrap_or_else(|_| Err(format!("no answer within {limit:?}"))))
+    }
+
+    pub(super) fn state(&self) -> &PoolState {
+        &self.inner.state
+    }
+
+    pub(super) fn refresh_gauges(&self) {
+        self.inner.state.refresh_gauges(self.in_use());
+    }
+
+    pub(super) fn health(&self) -> PoolHealth {
+        self.inner.state.health(self.in_use())
+    }
+}

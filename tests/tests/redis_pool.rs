@@ -1,0 +1,365 @@
+//! The Redis pool against real `redis-server`s on 127.0.0.1, each test on its own free
+//! ports: a standalone server, a 3-master cluster, and a master with a replica and 3
+//! sentinels, all processes of the test (stopped when it ends).
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use resilience::{
+    initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, HealthCheckConfig, PoolConfig,
+    PoolError, PoolHealthChecker, RedisPoolConfig, ResilienceError, RetryOverrides,
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("resilience-redis-{}-{}", std::process::id(), N.fetch_add(1, SeqCst)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A `redis-server` (or `redis-sentinel`) process of the test's own.
+struct Server {
+    program: &'static str,
+    args: Vec<String>,
+    port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl Server {
+    fn new(program: &'static str, port: u16, args: Vec<String>) -> Self {
+        let server = Self { program, args, port, child: Mutex::new(None) };
+        server.start();
+        server
+    }
+
+    fn standalone() -> Self {
+        let port = free_port();
+        Self::new("redis-server", port, server_args(port, &[]))
+    }
+
+    fn start(&self) {
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} (scripts/test installs redis-server and redis-sentinel): {e}", self.program)
+            });
+        *self.child.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cli(self.port, &["PING"]).as_deref() != Some("PONG") {
+            assert!(Instant::now() < deadline, "{} on port {} did not answer PING", self.program, self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn server_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `redis-cli -p port args…`, its trimmed output, `None` if it failed.
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output =
+        Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
+}
+
+/// Registers `name` (Cache type) with `retries` attempts and the given breaker, then
+/// makes the pool.
+async fn pool(name: &str, config: RedisPoolConfig, attempts: u32, breaker: BreakerOverrides) -> resilience::RedisPool {
+    let own = ConfigOverrides {
+        timeout: Some(Duration::from_secs(2)),
+        retry: RetryOverrides {
+            enabled: Some(attempts > 1),
+            max_attempts: NonZeroU32::new(attempts.max(1)),
+            base_delay: Some(Duration::from_millis(50)),
+            ..Default::default()
+        },
+        circuit_breaker: breaker,
+        ..Default::default()
+    };
+    resilience::registry().register(name, DependencyType::Cache, own).expect("valid");
+    initialize_pools(vec![PoolConfig::redis(name, config)]).await.expect("pool");
+    pool_manager().redis(name).expect("the pool")
+}
+
+fn breaker_state(name: &str) -> resilience::CircuitState {
+    resilience::registry().get(name).expect("registered").pipeline().circuit_breaker().expect("a breaker").state()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_and_a_command_s_own_errors_are_the_caller_s() {
+    let server = Server::standalone();
+    let config = RedisPoolConfig { port: server.port, ..Default::default() };
+    // The Cache preset has no breaker; this pool gets one, to show what it counts.
+    let redis = pool("redis_basic", config, 1, BreakerOverrides { enabled: Some(true), ..Default::default() }).await;
+    redis.set("greeting", "hello").await.expect("set");
+    assert_eq!(redis.get::<String>("greeting").await.expect("get").as_deref(), Some("hello"));
+    assert_eq!(redis.get::<String>("missing").await.expect("get"), None);
+    redis.set_ex("session", "s1", 3600).await.expect("set_ex");
+    let ttl: i64 = redis.cmd(redis::cmd("TTL").arg("session").clone()).await.expect("ttl");
+    assert!((3590..=3600).contains(&ttl), "{ttl}");
+    assert_eq!(redis.incr("hits").await.expect("incr"), 1);
+    assert_eq!(redis.incr("hits").await.expect("incr"), 2);
+    assert!(redis.del("hits").await.expect("del"));
+    assert!(!redis.del("hits").await.expect("del"), "already gone");
+    for _ in 0..10 {
+        let e = redis.incr("greeting").await.unwrap_err();
+        assert!(matches!(e, PoolError::Redis { .. }), "{e:?}");
+        assert!(e.to_string().contains("not an integer"), "{e}");
+    }
+    assert_eq!(breaker_state("redis_basic"), resilience::CircuitState::Closed, "a command's errors are the caller's");
+    let entry = resilience::health().pools.into_iter().find(|p| p.name == "redis_basic").expect("in health()");
+    assert_eq!((entry.kind, entry.max), ("redis", 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_back() {
+    let server = Server::standalone();
+    let name = "redis_fault";
+    let config = RedisPoolConfig {
+        port: server.port,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        health_check_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let breaker = BreakerOverrides {
+        failure_threshold: NonZeroU32::new(3),
+        recovery_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let redis = pool(name, config, 1, breaker).await;
+    let checker = PoolHealthChecker::new(HealthCheckConfig {
+        check_interval: Duration::from_millis(200),
+        error_rate_threshold: 1.1,
+        consecutive_failures_threshold: 3,
+    });
+    checker.start(pool_manager());
+    let healthy = |want: bool| {
+        let checker = checker.clone();
+        move || checker.summary().iter().any(|c| c.name == name && c.healthy == Some(want))
+    };
+    eventually("healthy at first", Duration::from_secs(3), healthy(true)).await;
+    redis.set("k", 1).await.expect("works");
+
+    server.stop();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert!(redis.get::<i64>("k").await.is_err(), "the server is down");
+        assert!(started.elapsed() < Duration::from_millis(2_500), "no call waits past its timeout");
+    }
+    assert_eq!(breaker_state(name), resilience::CircuitState::Open);
+    let started = Instant::now();
+    let refused = redis.get::<i64>("k").await.unwrap_err();
+    assert!(matches!(refused.resilience(), Some(ResilienceError::CircuitOpen { .. })), "{refused}");
+    assert!(started.elapsed() < Duration::from_millis(50), "refused fast: {:?}", started.elapsed());
+    eventually("unhealthy within 3 x 200 ms (and the checks' own time)", Duration::from_secs(3), healthy(false)).await;
+
+    server.start();
+    eventually("healthy again", Duration::from_secs(5), healthy(true)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = redis.set("k", 2).await.is_ok();
+        if ok && breaker_state(name) == resilience::CircuitState::Closed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commands work again and the breaker closes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    checker.stop();
+}
+
+async fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn redis_pools_come_from_the_settings_file_with_its_error_rules() {
+    let yaml = "pools:\n  cache:\n    type: redis\n    port: 6380\n    db: 2\n    cluster_mode: true\n    cluster_nodes: [127.0.0.1:7000, 127.0.0.1:7001]\n";
+    let pools = resilience::pools_from_settings(&resilience::Settings::from_yaml_str(yaml).unwrap()).unwrap();
+    let resilience::PoolKind::Redis(r) = &pools[0].kind else { panic!("redis") };
+    assert_eq!((r.port, r.db, r.cluster_mode, r.cluster_nodes.len()), (6380, 2, true, 2));
+    let err = |yaml: &str| resilience::Settings::from_yaml_str(yaml).unwrap_err().to_string();
+    assert_eq!(
+        err("pools:\n  p:\n    type: redis\n    port: 70000\n"),
+        "<string>:4: invalid `pools.p.port`: 70000 is not a port"
+    );
+    assert_eq!(err("pools:\n  p:\n    type: redis\n    url: x\n"), "<string>:4: unknown key `pools.p.url`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_clearly() {
+    let dir = scratch_dir();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let servers: Vec<Server> = ports
+        .iter()
+        .map(|&p| {
+            let nodes = dir.join(format!("nodes-{p}.conf")).to_string_lossy().into_owned();
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                nodes.as_str(),
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+                "--dir",
+                dir.to_str().expect("path"),
+            ];
+            Server::new("redis-server", p, server_args(p, &extra))
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let made = Command::new("redis-cli").args(&create).output().expect("redis-cli runs");
+    assert!(made.status.success(), "cluster create: {}", String::from_utf8_lossy(&made.stdout));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))) {
+        assert!(Instant::now() < deadline, "the cluster came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let config = RedisPoolConfig {
+        cluster_mode: true,
+        cluster_nodes: addresses.clone(),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let redis = pool("redis_cluster", config, 1, BreakerOverrides { enabled: Some(false), ..Default::default() }).await;
+    for i in 0..100i64 {
+        redis.set(&format!("key:{i}"), i).await.expect("set");
+    }
+    for i in 0..100i64 {
+        assert_eq!(redis.get::<i64>(&format!("key:{i}")).await.expect("get"), Some(i));
+    }
+    let sizes: Vec<u64> =
+        ports.iter().map(|p| cli(*p, &["DBSIZE"]).and_then(|n| n.parse().ok()).expect("DBSIZE")).collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 100);
+    assert!(sizes.iter().all(|&n| n >= 15), "keys spread over the masters: {sizes:?}");
+
+    // One master goes: its keys fail with a clear error, in bounded time; the others' work.
+    let lost: Vec<String> = cli(ports[2], &["KEYS", "*"]).expect("keys").lines().map(str::to_owned).collect();
+    servers[2].stop();
+    for i in 0..100i64 {
+        let key = format!("key:{i}");
+        let started = Instant::now();
+        let result = redis.get::<i64>(&key).await;
+        assert!(started.elapsed() < Duration::from_millis(2_600), "{key}: no call hangs ({:?})", started.elapsed());
+        match (lost.contains(&key), result) {
+            (false, Ok(value)) => assert_eq!(value, Some(i)),
+            (false, Err(e)) => panic!("{key} is on a live master, yet: {e}"),
+            (true, Ok(value)) => panic!("{key} was on the stopped master, yet answered {value:?}"),
+            (true, Err(e)) => {
+                let clear = matches!(e, PoolError::Transport { .. } | PoolError::Rejected { .. });
+                assert!(clear && e.to_string().starts_with("pool `redis_cluster`"), "{key}: {e:?}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() {
+    let dir = scratch_dir();
+    let master = Server::standalone();
+    let replica_port = free_port();
+    let master_port = master.port.to_string();
+    let replica = Server::new(
+        "redis-server",
+        replica_port,
+        server_args(replica_port, &["--replicaof", "127.0.0.1", &master_port]),
+    );
+    let sentinels: Vec<Server> = (0..3)
+        .map(|i| {
+            let port = free_port();
+            let conf = dir.join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
+                    master.port
+                ),
+            )
+            .expect("sentinel config");
+            Server::new("redis-sentinel", port, vec![conf.to_string_lossy().into_owned()])
+        })
+        .collect();
+    let known = |port: u16, what: &str| cli(port, &["SENTINEL", what, "mymaster"]).is_some_and(|o| !o.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sentinels.iter().all(|s| known(s.port, "replicas") && known(s.port, "sentinels")) {
+        assert!(Instant::now() < deadline, "the sentinels found the replica and each other");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let config = RedisPoolConfig {
+        sentinel_hosts: sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect(),
+        sentinel_master: Some(String::from("mymaster")),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let redis =
+        pool("redis_sentinel", config, 3, BreakerOverrides { enabled: Some(false), ..Default::default() }).await;
+    redis.set("before", 1).await.expect("set on the first master");
+
+    assert_eq!(cli(sentinels[0].port, &["SENTINEL", "FAILOVER", "mymaster"]).as_deref(), Some("OK"));
+    let new_master = replica_port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let addr = cli(sentinels[0].port, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).unwrap_or_default();
+        let promoted = cli(replica_port, &["ROLE"]).is_some_and(|r| r.starts_with("master"));
+        if addr.lines().nth(1) == Some(new_master.as_str()) && promoted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the failover happened: {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..50i64 {
+        let key = format!("after:{i}");
+        redis.set(&key, i).await.unwrap_or_else(|e| panic!("{key}: a call failed after the new master was known: {e}"));
+        assert_eq!(redis.get::<i64>(&key).await.expect("get"), Some(i));
+    }
+    assert_eq!(cli(replica_port, &["GET", "after:0"]).as_deref(), Some("0"), "written to the new master");
+    drop((replica, master));
+    let _ = std::fs::remove_dir_all(&dir);
+}
