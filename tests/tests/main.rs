@@ -18,6 +18,7 @@ mod redis_pool;
 mod registration;
 mod registry;
 mod retry;
+mod servers;
 mod settings;
 mod support;
 mod timeout;

@@ -1,119 +1,15 @@
 //! The PostgreSQL pool against real `postgres` servers on 127.0.0.1: a throwaway cluster
-//! per test (`initdb` into a temporary directory, `pg_ctl start` on a free port; as the
-//! `postgres` user when the tests run as root, since PostgreSQL refuses root), removed
-//! when the test ends.
+//! per test (see `servers.rs`), removed when the test ends.
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use crate::servers::PgServer;
 use resilience::{
     initialize_pools, pool_manager, BreakerOverrides, BulkheadOverrides, ConfigOverrides, DependencyType,
     HealthCheckConfig, PoolConfig, PoolError, PoolHealthChecker, PostgresPoolConfig, ResilienceError, RetryOverrides,
     TransactionError,
 };
-
-/// The directory of `initdb` and `pg_ctl`: `$RESILIENCE_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/*/bin` (Debian's `postgresql` package).
-fn bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("RESILIENCE_PG_BIN") {
-        return PathBuf::from(dir);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dirs| {
-            dirs.filter_map(|d| d.ok()).map(|d| d.path().join("bin")).filter(|b| b.join("initdb").exists()).collect()
-        })
-        .unwrap_or_default();
-    versions.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()?.parse::<u32>().ok()));
-    versions.pop().unwrap_or_else(|| {
-        panic!("no PostgreSQL: install Debian's `postgresql` (scripts/test does) or set RESILIENCE_PG_BIN")
-    })
-}
-
-/// Whether the tests run as root (`id -u`).
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
-/// Runs a PostgreSQL tool, as `postgres` when we are root.
-fn run_pg(tool: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
-    let bin = bin_dir().join(tool);
-    if is_root() {
-        Command::new("runuser").args(["-u", "postgres", "--"]).arg(&bin).args(args).output()
-    } else {
-        Command::new(&bin).args(args).output()
-    }
-}
-
-/// Runs a PostgreSQL tool; panics with its output when it fails.
-fn pg(tool: &str, args: &[&str]) {
-    let output = run_pg(tool, args).unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-    assert!(
-        output.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Makes `dir` the `postgres` user's when we are root.
-fn own(dir: &Path) {
-    if is_root() {
-        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().expect("chown");
-        assert!(status.success(), "chown {}", dir.display());
-    }
-}
-
-/// A PostgreSQL server of a test's own.
-struct PgServer {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PgServer {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("resilience-pg-{}-{}", std::process::id(), N.fetch_add(1, SeqCst)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        own(&dir);
-        pg("initdb", &["-D", dir.to_str().expect("path"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let server = Self { dir, port };
-        server.start();
-        server
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=40",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("server.log");
-        pg(
-            "pg_ctl",
-            &["-D", self.dir.to_str().expect("path"), "-o", &options, "-l", log.to_str().expect("path"), "-w", "start"],
-        );
-    }
-
-    fn stop(&self) {
-        pg("pg_ctl", &["-D", self.dir.to_str().expect("path"), "-m", "fast", "-w", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let _ = run_pg("pg_ctl", &["-D", self.dir.to_str().unwrap_or(""), "-m", "immediate", "-w", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Registers `name` with no retries, the given breaker, and a bulkhead that leaves the
 /// pool's own limit in charge; then makes the pool.

@@ -3,97 +3,14 @@
 //! sentinels, all processes of the test (stopped when it ends).
 
 use std::num::NonZeroU32;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::servers::{cli, free_port, scratch_dir, server_args, Server};
 use resilience::{
     initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, HealthCheckConfig, PoolConfig,
     PoolError, PoolHealthChecker, RedisPoolConfig, ResilienceError, RetryOverrides,
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-fn scratch_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("resilience-redis-{}-{}", std::process::id(), N.fetch_add(1, SeqCst)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// A `redis-server` (or `redis-sentinel`) process of the test's own.
-struct Server {
-    program: &'static str,
-    args: Vec<String>,
-    port: u16,
-    child: Mutex<Option<Child>>,
-}
-
-impl Server {
-    fn new(program: &'static str, port: u16, args: Vec<String>) -> Self {
-        let server = Self { program, args, port, child: Mutex::new(None) };
-        server.start();
-        server
-    }
-
-    fn standalone() -> Self {
-        let port = free_port();
-        Self::new("redis-server", port, server_args(port, &[]))
-    }
-
-    fn start(&self) {
-        let child = Command::new(self.program)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {} (scripts/test installs redis-server and redis-sentinel): {e}", self.program)
-            });
-        *self.child.lock().unwrap() = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while cli(self.port, &["PING"]).as_deref() != Some("PONG") {
-            assert!(Instant::now() < deadline, "{} on port {} did not answer PING", self.program, self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn server_args(port: u16, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> =
-        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-/// `redis-cli -p port args…`, its trimmed output, `None` if it failed.
-fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let output =
-        Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
-}
 
 /// Registers `name` (Cache type) with `retries` attempts and the given breaker, then
 /// makes the pool.
