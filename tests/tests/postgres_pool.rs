@@ -244,3 +244,18 @@ fn postgres_pools_come_from_the_settings_file_with_its_error_rules() {
         "<string>:5: unknown key `pools.p.base_url`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_while_idle_is_replaced_without_a_failed_call() {
+    let server = PgServer::new();
+    let config = PostgresPoolConfig { url: server.url(), max_connections: 1, ..Default::default() };
+    let pg = pool("pg_recycled", config, Default::default()).await;
+    let pid: i32 = pg.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let killed: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate").get(0);
+    assert!(killed);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again: i32 = pg.query_one("SELECT pg_backend_pid()", &[]).await.expect("no failed call").get(0);
+    assert_ne!(again, pid, "a new connection");
+}

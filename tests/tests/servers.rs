@@ -166,7 +166,7 @@ impl PgServer {
 
     pub fn start(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=40",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
             self.port,
             self.dir.display()
         );

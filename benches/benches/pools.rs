@@ -1,0 +1,189 @@
+//! The Redis and PostgreSQL pools against their raw clients, in one run, against the
+//! same local servers (started here: `redis-server` and a throwaway PostgreSQL cluster
+//! on free ports of 127.0.0.1, see `tests/tests/servers.rs`): a Redis `GET` through
+//! `RedisPool` (its dependency has the `Cache` preset) against a raw redis-rs
+//! `MultiplexedConnection`, and `SELECT 1` through `PostgresPool` (`Database` preset)
+//! against raw deadpool-postgres, at 1 and 32 concurrent callers. Each round runs ours,
+//! then the raw client, so that the machine's drift falls on both; latencies are each
+//! operation's, throughputs each round's.
+//!
+//! Run: `cargo bench -p resilience-benches --bench pools` (needs `redis-server` and
+//! PostgreSQL: `scripts/test` installs them).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "../../tests/tests/servers.rs"]
+mod servers;
+
+const ROUNDS: usize = 200;
+
+/// `callers` tasks each running `op` `each` times: every operation's latency, and the
+/// round's time.
+async fn round<F, Fut>(callers: usize, each: usize, op: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let op = Arc::clone(&op);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(each);
+                for _ in 0..each {
+                    let at = Instant::now();
+                    op().await;
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(callers * each);
+    for t in tasks {
+        all.extend(t.await.expect("joined"));
+    }
+    (all, started.elapsed())
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    throughputs: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, (latencies, took): (Vec<Duration>, Duration)) {
+        self.throughputs.push(latencies.len() as f64 / took.as_secs_f64());
+        self.latencies.extend(latencies);
+    }
+
+    fn p50(&mut self) -> Duration {
+        self.latencies.sort();
+        self.latencies[self.latencies.len() / 2]
+    }
+
+    fn throughput(&mut self) -> f64 {
+        self.throughputs.sort_by(f64::total_cmp);
+        self.throughputs[self.throughputs.len() / 2]
+    }
+}
+
+fn report(what: &str, callers: usize, ours: &mut Tally, raw: &mut Tally) {
+    let (p50_ours, p50_raw) = (ours.p50(), raw.p50());
+    let (t_ours, t_raw) = (ours.throughput(), raw.throughput());
+    println!(
+        "| {what} | {callers} | {:.1} µs | {:.1} µs | {:.3} | {:.0}/s | {:.0}/s | {:.3} |",
+        p50_ours.as_secs_f64() * 1e6,
+        p50_raw.as_secs_f64() * 1e6,
+        p50_ours.as_secs_f64() / p50_raw.as_secs_f64(),
+        t_ours,
+        t_raw,
+        t_ours / t_raw
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let redis_server = servers::Server::standalone();
+    let pg_server = servers::PgServer::new();
+    runtime.block_on(async {
+        // Both dependencies keep their presets, with a bulkhead wide enough for 32
+        // callers (the `Database` preset's is 10 at once, which would refuse the rest).
+        for name in ["bench_redis", "bench_pg"] {
+            let own = resilience::ConfigOverrides {
+                bulkhead: resilience::BulkheadOverrides {
+                    max_concurrent: std::num::NonZeroUsize::new(64),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let kind = if name == "bench_pg" { resilience::DependencyType::Database } else { resilience::DependencyType::Cache };
+            resilience::registry().register(name, kind, own).expect("registered");
+        }
+        let redis_config = resilience::RedisPoolConfig { port: redis_server.port, ..Default::default() };
+        let pg_config =
+            resilience::PostgresPoolConfig { url: pg_server.url(), max_connections: 32, ..Default::default() };
+        resilience::initialize_pools(vec![
+            resilience::PoolConfig::redis("bench_redis", redis_config),
+            resilience::PoolConfig::postgres("bench_pg", pg_config),
+        ])
+        .await
+        .expect("pools");
+        let ours_redis = resilience::pool_manager().redis("bench_redis").expect("redis pool");
+        ours_redis.set("k", "value").await.expect("set");
+        let ours_pg = resilience::pool_manager().postgres("bench_pg").expect("pg pool");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis_server.port)).expect("client");
+        let raw_redis = client.get_multiplexed_async_connection().await.expect("raw redis");
+        let raw_pg = {
+            let config: tokio_postgres::Config = pg_server.url().parse().expect("url");
+            let manager = deadpool_postgres::Manager::from_config(
+                config,
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+            );
+            deadpool_postgres::Pool::builder(manager).max_size(32).build().expect("raw pg")
+        };
+
+        println!("| operation | callers | p50 ours | p50 raw | p50 ratio | throughput ours | throughput raw | throughput ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (callers, each) in [(1, 20), (32, 10)] {
+            let (mut ours, mut raw) = (Tally::default(), Tally::default());
+            for _ in 0..ROUNDS {
+                let pool = ours_redis.clone();
+                ours.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            pool.get::<String>("k").await.expect("get");
+                        }
+                    })
+                    .await,
+                );
+                let conn = raw_redis.clone();
+                raw.add(
+                    round(callers, each, move || {
+                        let mut conn = conn.clone();
+                        async move {
+                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
+                        }
+                    })
+                    .await,
+                );
+            }
+            report("Redis GET", callers, &mut ours, &mut raw);
+        }
+        for (callers, each) in [(1, 20), (32, 10)] {
+            let (mut ours, mut raw) = (Tally::default(), Tally::default());
+            for _ in 0..ROUNDS {
+                let pool = ours_pg.clone();
+                ours.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            pool.query_one("SELECT 1", &[]).await.expect("select");
+                        }
+                    })
+                    .await,
+                );
+                let pool = raw_pg.clone();
+                raw.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
+                        }
+                    })
+                    .await,
+                );
+            }
+            report("PostgreSQL SELECT 1", callers, &mut ours, &mut raw);
+        }
+    });
+}
