@@ -377,7 +377,7 @@ fn pools_come_from_the_settings_file_with_its_error_rules() {
     );
     assert_eq!(
         err("pools:\n  p:\n    base_url: x\n"),
-        "<string>:2: invalid `pools.p`: missing `type` (one of: http, postgres)"
+        "<string>:2: invalid `pools.p`: missing `type` (one of: http, postgres, redis)"
     );
     assert_eq!(
         err("pools:\n  p:\n    type: http\n    max_connections: 0\n"),
