@@ -31,6 +31,31 @@ impl PoolMetrics {
     }
 }
 
+/// A counter that threads add to without contending: one cache line per stripe, each
+/// thread on its own stripe (of eight), read as the sum.
+#[derive(Default)]
+struct Striped([Stripe; 8]);
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Striped {
+    fn add(&self) {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % 8;
+        }
+        let i = STRIPE.with(|s| *s);
+        self.0[i].0.fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
 /// What the health checks found.
 #[derive(Debug, Default)]
 struct CheckState {
@@ -48,7 +73,7 @@ pub(super) struct PoolState {
     kind: &'static str,
     max: usize,
     health_check_interval: Duration,
-    operations: AtomicU64,
+    operations: Striped,
     errors: AtomicU64,
     /// Operations and errors when the health checker last looked, for its error rate.
     seen: Mutex<(u64, u64)>,
@@ -67,7 +92,7 @@ impl PoolState {
             kind,
             max,
             health_check_interval,
-            operations: AtomicU64::new(0),
+            operations: Striped::default(),
             errors: AtomicU64::new(0),
             seen: Mutex::new((0, 0)),
             check: Mutex::new(CheckState::default()),
@@ -78,7 +103,7 @@ impl PoolState {
     /// Counts an operation that got its connection after `waited` (`None`: no wait).
     pub(super) fn started(&self, waited: Option<Instant>) {
         self.metrics.acquire.record(waited.map_or(0.0, |at| at.elapsed().as_secs_f64()));
-        self.operations.fetch_add(1, Relaxed);
+        self.operations.add();
     }
 
     /// Counts a failed operation.
@@ -104,8 +129,8 @@ impl PoolState {
     pub(super) fn record_check(&self, outcome: Option<Result<(), String>>, threshold: u32, error_rate: f64) {
         let rate = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let (operations, errors) = (self.operations.load(Relaxed), self.errors.load(Relaxed));
-            let (o, e) = (operations - seen.0, errors - seen.1);
+            let (operations, errors) = (self.operations.sum(), self.errors.load(Relaxed));
+            let (o, e) = (operations.saturating_sub(seen.0), errors.saturating_sub(seen.1));
             *seen = (operations, errors);
             (o > 0).then(|| e as f64 / o as f64)
         };
@@ -142,7 +167,7 @@ impl PoolState {
     /// The pool's entry in [`health()`](crate::health), with `in_use` connections.
     pub(super) fn health(&self, in_use: usize) -> PoolHealth {
         let (healthy, consecutive_failures, _, _) = self.check_state();
-        let (operations, errors) = (self.operations.load(Relaxed), self.errors.load(Relaxed));
+        let (operations, errors) = (self.operations.sum(), self.errors.load(Relaxed));
         PoolHealth {
             name: self.name.to_string(),
             kind: self.kind,
