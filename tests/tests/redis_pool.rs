@@ -68,7 +68,7 @@ async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_b
     let config = RedisPoolConfig {
         port: server.port,
         connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
+        response_timeout: Some(Duration::from_millis(300)),
         health_check_interval: Duration::from_millis(100),
         ..Default::default()
     };
@@ -179,7 +179,7 @@ async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_c
         cluster_mode: true,
         cluster_nodes: addresses.clone(),
         connect_timeout: Duration::from_millis(500),
-        response_timeout: Duration::from_millis(500),
+        response_timeout: Some(Duration::from_millis(500)),
         ..Default::default()
     };
     let redis = pool("redis_cluster", config, 1, BreakerOverrides { enabled: Some(false), ..Default::default() }).await;
@@ -252,7 +252,7 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
         sentinel_hosts: sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect(),
         sentinel_master: Some(String::from("mymaster")),
         connect_timeout: Duration::from_millis(500),
-        response_timeout: Duration::from_millis(500),
+        response_timeout: Some(Duration::from_millis(500)),
         ..Default::default()
     };
     let redis =

@@ -50,9 +50,9 @@ pub struct RedisPoolConfig {
     pub sentinel_master: Option<String>,
     /// Making a connection gives up after this long. Default 2 s.
     pub connect_timeout: Duration,
-    /// A command without an answer after this long fails (redis-rs's response timeout).
-    /// Default 2 s.
-    pub response_timeout: Duration,
+    /// `None` (the default) leaves the limit of each command to the dependency's timeout
+    /// policy; `Some(d)` also has redis-rs give up on a command after `d`.
+    pub response_timeout: Option<Duration>,
     /// Time between two health checks (`PING`). Default 30 s.
     pub health_check_interval: Duration,
 }
@@ -71,7 +71,7 @@ impl Default for RedisPoolConfig {
             sentinel_hosts: Vec::new(),
             sentinel_master: None,
             connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
+            response_timeout: None,
             health_check_interval: Duration::from_secs(30),
         }
     }
@@ -117,7 +117,7 @@ impl SentinelMode {
         let Ok(client) = redis::Client::open(info) else { return };
         let timeouts = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
+            .set_response_timeout(config.response_timeout);
         if let Ok(connection) = client.get_multiplexed_async_connection_with_config(&timeouts).await {
             *cached = Some(connection);
         }
@@ -282,12 +282,13 @@ impl RedisPool {
                     config.cluster_nodes.iter().map(|n| node(name, n, 0, password)).collect::<Result<Vec<_>, _>>()?;
                 // Few retries inside redis-rs: the pool's own policies retry (and time
                 // out) the whole command.
-                let client = redis::cluster::ClusterClient::builder(nodes)
-                    .retries(2)
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .build()
-                    .map_err(|e| config_error(name, e))?;
+                let client =
+                    redis::cluster::ClusterClient::builder(nodes).retries(2).connection_timeout(config.connect_timeout);
+                let client = match config.response_timeout {
+                    Some(limit) => client.response_timeout(limit),
+                    None => client,
+                };
+                let client = client.build().map_err(|e| config_error(name, e))?;
                 Mode::Cluster(Box::new((client, tokio::sync::Mutex::new(None))))
             }
             (false, false) => {
@@ -323,7 +324,7 @@ impl RedisPool {
                 let client = redis::Client::open(info).map_err(|e| config_error(name, e))?;
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.response_timeout))
+                    .set_response_timeout(config.response_timeout)
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
                 let manager =
@@ -461,9 +462,11 @@ impl RedisPool {
         }
     }
 
-    /// One `PING`, outside the policies, within `connect_timeout` + `response_timeout`.
+    /// One `PING`, outside the policies, within `connect_timeout` and then
+    /// `response_timeout` (or `connect_timeout` again).
     pub(super) async fn check(&self) -> Option<Result<(), String>> {
-        let limit = self.inner.config.connect_timeout + self.inner.config.response_timeout;
+        let config = &self.inner.config;
+        let limit = config.connect_timeout + config.response_timeout.unwrap_or(config.connect_timeout);
         let ping = async { self.run::<String>(&redis::cmd("PING")).await.map(|_| ()).map_err(|e| e.to_string()) };
         Some(tokio::time::timeout(limit, ping).await.unwrap_or_else(|_| Err(format!("no answer within {limit:?}"))))
     }

@@ -35,7 +35,7 @@
 //!     cluster_mode: false              # or true, with cluster_nodes: [host:port, …]
 //!     sentinel_hosts: []               # or [host:port, …], with sentinel_master: name
 //!     connect_timeout: 2s
-//!     response_timeout: 2s
+//!     response_timeout: 2s             # optional: else the dependency's timeout
 //!     health_check_interval: 30s
 //! ```
 //!
@@ -191,7 +191,7 @@ fn redis(name: &str, keys: &Keys<'_>, _kind: &SectionValue<'_>) -> Result<PoolCo
             "sentinel_hosts" => config.sentinel_hosts = strings(value)?,
             "sentinel_master" => config.sentinel_master = Some(value.string()?),
             "connect_timeout" => config.connect_timeout = value.positive_duration()?,
-            "response_timeout" => config.response_timeout = value.positive_duration()?,
+            "response_timeout" => config.response_timeout = Some(value.positive_duration()?),
             _ => config.health_check_interval = value.positive_duration()?,
         }
     }
