@@ -12,16 +12,7 @@ use resilience::{
 };
 
 use crate::http_server::{answer, handler, TestCertificate, TestServer};
-use crate::support::nz;
-
-/// Polls `check` every 10 ms until it holds, failing with `what` after `limit`.
-async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use crate::support::{eventually, nz};
 
 /// Registers `name` with no retries (and `breaker`), so a test sees each attempt.
 fn register_once(name: &str, breaker: BreakerOverrides) {

@@ -5,10 +5,10 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::{Duration, Instant};
 
 use crate::servers::PgServer;
+use crate::support::{eventually, healthy, started_checker};
 use resilience::{
-    initialize_pools, pool_manager, BreakerOverrides, BulkheadOverrides, ConfigOverrides, DependencyType,
-    HealthCheckConfig, PoolConfig, PoolError, PoolHealthChecker, PostgresPoolConfig, ResilienceError, RetryOverrides,
-    TransactionError,
+    initialize_pools, pool_manager, BreakerOverrides, BulkheadOverrides, ConfigOverrides, DependencyType, PoolConfig,
+    PoolError, PostgresPoolConfig, ResilienceError, RetryOverrides, TransactionError,
 };
 
 /// Registers `name` with no retries, the given breaker, and a bulkhead that leaves the
@@ -161,17 +161,8 @@ async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_b
         ..Default::default()
     };
     let pg = pool(name, config, breaker).await;
-    let checker = PoolHealthChecker::new(HealthCheckConfig {
-        check_interval: Duration::from_millis(200),
-        error_rate_threshold: 1.1,
-        consecutive_failures_threshold: 3,
-    });
-    checker.start(pool_manager());
-    let healthy = |want: bool| {
-        let checker = checker.clone();
-        move || checker.summary().iter().any(|c| c.name == name && c.healthy == Some(want))
-    };
-    eventually("healthy at first", Duration::from_secs(3), healthy(true)).await;
+    let checker = started_checker(Duration::from_millis(200));
+    eventually(Duration::from_secs(3), "healthy at first", async || healthy(&checker, name) == Some(true)).await;
     pg.query("SELECT 1", &[]).await.expect("works");
 
     server.stop();
@@ -186,41 +177,18 @@ async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_b
     let refused = pg.query("SELECT 1", &[]).await.unwrap_err();
     assert!(matches!(refused.resilience(), Some(ResilienceError::CircuitOpen { .. })), "{refused}");
     assert!(started.elapsed() < Duration::from_millis(50), "refused fast: {:?}", started.elapsed());
-    eventually(
-        "unhealthy within 3 x 200 ms (and a check's own time)",
-        Duration::from_millis(600 + 3 * 500 + 500),
-        healthy(false),
-    )
-    .await;
+    let limit = Duration::from_millis(600 + 3 * 500 + 500);
+    let what = "unhealthy within 3 x 200 ms (and the checks' own time)";
+    eventually(limit, what, async || healthy(&checker, name) == Some(false)).await;
     assert!(stopped.elapsed() < Duration::from_secs(4));
 
     server.start();
-    eventually("healthy again", Duration::from_secs(5), healthy(true)).await;
-    let pg2 = pg.clone();
-    eventually_async("queries work again, the breaker closed", Duration::from_secs(5), move || {
-        let pg = pg2.clone();
-        async move {
-            pg.query("SELECT 1", &[]).await.is_ok() && pg_breaker(name).state() == resilience::CircuitState::Closed
-        }
+    eventually(Duration::from_secs(5), "healthy again", async || healthy(&checker, name) == Some(true)).await;
+    eventually(Duration::from_secs(5), "queries work again, the breaker closed", async || {
+        pg.query("SELECT 1", &[]).await.is_ok() && pg_breaker(name).state() == resilience::CircuitState::Closed
     })
     .await;
     checker.stop();
-}
-
-async fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, check: impl Fn() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[test]

@@ -7,9 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::servers::{cli, free_port, scratch_dir, server_args, Server};
+use crate::support::{eventually, healthy, started_checker};
 use resilience::{
-    initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, HealthCheckConfig, PoolConfig,
-    PoolError, PoolHealthChecker, RedisPoolConfig, ResilienceError, RetryOverrides,
+    initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, PoolConfig, PoolError,
+    RedisPoolConfig, ResilienceError, RetryOverrides,
 };
 
 /// Registers `name` (Cache type) with `retries` attempts and the given breaker, then
@@ -78,17 +79,8 @@ async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_b
         ..Default::default()
     };
     let redis = pool(name, config, 1, breaker).await;
-    let checker = PoolHealthChecker::new(HealthCheckConfig {
-        check_interval: Duration::from_millis(200),
-        error_rate_threshold: 1.1,
-        consecutive_failures_threshold: 3,
-    });
-    checker.start(pool_manager());
-    let healthy = |want: bool| {
-        let checker = checker.clone();
-        move || checker.summary().iter().any(|c| c.name == name && c.healthy == Some(want))
-    };
-    eventually("healthy at first", Duration::from_secs(3), healthy(true)).await;
+    let checker = started_checker(Duration::from_millis(200));
+    eventually(Duration::from_secs(3), "healthy at first", async || healthy(&checker, name) == Some(true)).await;
     redis.set("k", 1).await.expect("works");
 
     server.stop();
@@ -102,28 +94,18 @@ async fn a_stopped_server_opens_the_breaker_and_everything_recovers_when_it_is_b
     let refused = redis.get::<i64>("k").await.unwrap_err();
     assert!(matches!(refused.resilience(), Some(ResilienceError::CircuitOpen { .. })), "{refused}");
     assert!(started.elapsed() < Duration::from_millis(50), "refused fast: {:?}", started.elapsed());
-    eventually("unhealthy within 3 x 200 ms (and the checks' own time)", Duration::from_secs(3), healthy(false)).await;
+    eventually(Duration::from_secs(3), "unhealthy within 3 x 200 ms (and the checks' own time)", async || {
+        healthy(&checker, name) == Some(false)
+    })
+    .await;
 
     server.start();
-    eventually("healthy again", Duration::from_secs(5), healthy(true)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ok = redis.set("k", 2).await.is_ok();
-        if ok && breaker_state(name) == resilience::CircuitState::Closed {
-            break;
-        }
-        assert!(Instant::now() < deadline, "commands work again and the breaker closes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(5), "healthy again", async || healthy(&checker, name) == Some(true)).await;
+    eventually(Duration::from_secs(5), "commands work again and the breaker closes", async || {
+        redis.set("k", 2).await.is_ok() && breaker_state(name) == resilience::CircuitState::Closed
+    })
+    .await;
     checker.stop();
-}
-
-async fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]

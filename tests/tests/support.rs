@@ -78,3 +78,29 @@ pub async fn chromium(page: String, screenshot: Option<&'static str>) -> std::pr
     .await
     .expect("joined")
 }
+
+/// Polls `check` every 10 ms until it holds, failing with `what` after `limit`.
+pub async fn eventually(limit: std::time::Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A health checker of every pool, started: checks every `interval`, unhealthy after 3
+/// failed checks in a row (the error rate alone never makes a pool unhealthy).
+pub fn started_checker(interval: std::time::Duration) -> resilience::PoolHealthChecker {
+    let checker = resilience::PoolHealthChecker::new(resilience::HealthCheckConfig {
+        check_interval: interval,
+        error_rate_threshold: 1.1,
+        consecutive_failures_threshold: 3,
+    });
+    checker.start(resilience::pool_manager());
+    checker
+}
+
+/// What `checker` last said of pool `name`.
+pub fn healthy(checker: &resilience::PoolHealthChecker, name: &str) -> Option<bool> {
+    checker.summary().into_iter().find(|p| p.name == name).and_then(|p| p.healthy)
+}

@@ -1,21 +1,17 @@
 //! The PostgreSQL pool: deadpool-postgres connections (tokio-postgres, no TLS) behind the
 //! pool's connection limit, under its dependency's policies (`Database` preset).
 
-use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod};
-use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, OwnedBulkheadPermit, PoolHealth,
-    ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
-};
+use resilience_core::{DependencyType, ErrorPolicy, OwnedBulkheadPermit, PoolHealth, ResilienceError};
 pub use tokio_postgres::types::ToSql;
 pub use tokio_postgres::Row;
 
-use super::state::PoolState;
+use super::state::{PoolCore, PoolState};
 use super::PoolError;
 
 /// A PostgreSQL pool's settings.
@@ -130,9 +126,7 @@ struct Checkout {
 struct Inner {
     config: PostgresPoolConfig,
     pool: deadpool_postgres::Pool,
-    slots: SemaphoreBulkhead,
-    dependency: &'static Dependency,
-    state: PoolState,
+    core: PoolCore,
 }
 
 /// A pool of PostgreSQL connections whose every operation goes through the policies of
@@ -156,7 +150,7 @@ pub struct PostgresPool {
 impl std::fmt::Debug for PostgresPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresPool")
-            .field("name", &self.inner.state.name)
+            .field("name", &self.inner.core.state.name)
             .field("in_use", &self.in_use())
             .field("max_connections", &self.inner.config.max_connections)
             .finish_non_exhaustive()
@@ -304,8 +298,13 @@ impl PostgresPool {
         config: PostgresPoolConfig,
         dependency_type: Option<DependencyType>,
     ) -> Result<Self, PoolError> {
-        let max = NonZeroUsize::new(config.max_connections)
-            .ok_or_else(|| config_error(name, "`max_connections` must be at least 1"))?;
+        let core = PoolCore::new(
+            name,
+            ("postgres", DependencyType::Database),
+            dependency_type,
+            (config.max_connections, config.max_wait),
+            config.health_check_interval,
+        )?;
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| config_error(name, format!("`url` is not a PostgreSQL URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
@@ -320,24 +319,18 @@ impl PostgresPool {
         let manager =
             Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(max.get())
+            .max_size(config.max_connections)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| config_error(name, e))?;
-        let slots =
-            SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.max_wait })
-                .map_err(|e| config_error(name, e))?;
-        let kind = DependencyKind::Type(dependency_type.unwrap_or(DependencyType::Database));
-        let dependency = registry().resolve_as(name, kind, &Default::default());
-        let state = PoolState::new(name, "postgres", config.max_connections, config.health_check_interval);
-        Ok(Self { inner: Arc::new(Inner { config, pool, slots, dependency, state }) })
+        Ok(Self { inner: Arc::new(Inner { config, pool, core }) })
     }
 
     /// The pool's name (also its dependency's).
     pub fn name(&self) -> &str {
-        &self.inner.state.name
+        &self.inner.core.state.name
     }
 
     /// The pool's settings.
@@ -347,7 +340,7 @@ impl PostgresPool {
 
     /// Connections in use now.
     pub fn in_use(&self) -> usize {
-        self.inner.config.max_connections.saturating_sub(self.inner.slots.available())
+        self.inner.core.in_use()
     }
 
     /// Connections open now, in use or idle.
@@ -382,11 +375,11 @@ impl PostgresPool {
     /// A slot and a connection.
     async fn connection(&self) -> Result<Checkout, AttemptError> {
         let inner = &*self.inner;
-        let waited = (inner.slots.available() == 0).then(Instant::now);
-        let slot = inner.slots.acquire_owned().await?;
-        inner.state.started(waited);
+        let waited = (inner.core.slots.available() == 0).then(Instant::now);
+        let slot = inner.core.slots.acquire_owned().await?;
+        inner.core.state.started(waited);
         let fail = |e: deadpool_postgres::PoolError| {
-            inner.state.failed();
+            inner.core.state.failed();
             AttemptError::Connect(e.to_string())
         };
         let object = inner.pool.get().await.map_err(fail)?;
@@ -407,13 +400,14 @@ impl PostgresPool {
         let policy = ErrorPolicy { retry_if: if retry { counts } else { never }, record_if: counts };
         let inner = &*self.inner;
         let outcome = inner
+            .core
             .dependency
             .pipeline()
             .call_with(&policy, || async move {
                 let checkout = self.connection().await?;
                 run_op(&checkout.object, op).await.map_err(|e| {
                     if server_failure(&e) {
-                        inner.state.failed();
+                        inner.core.state.failed();
                     }
                     AttemptError::Database(e)
                 })
@@ -444,6 +438,7 @@ impl PostgresPool {
         let mut body = Some(body);
         let outcome = self
             .inner
+            .core
             .dependency
             .pipeline()
             .call_with(&policy, || {
@@ -454,7 +449,7 @@ impl PostgresPool {
                         inner: Arc::new(TxInner {
                             checkout: Some(checkout),
                             open: AtomicBool::new(false),
-                            pool: Arc::clone(&self.inner.state.name),
+                            pool: Arc::clone(&self.inner.core.state.name),
                         }),
                     };
                     let client = tx.client().map_err(|e| TxError::Attempt(AttemptError::Connect(e.to_string())))?;
@@ -504,14 +499,14 @@ impl PostgresPool {
     }
 
     pub(super) fn state(&self) -> &PoolState {
-        &self.inner.state
+        &self.inner.core.state
     }
 
     pub(super) fn refresh_gauges(&self) {
-        self.inner.state.refresh_gauges(self.in_use());
+        self.inner.core.state.refresh_gauges(self.in_use());
     }
 
     pub(super) fn health(&self) -> PoolHealth {
-        self.inner.state.health(self.in_use())
+        self.inner.core.state.health(self.in_use())
     }
 }

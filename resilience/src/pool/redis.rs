@@ -9,19 +9,15 @@
 //! number of commands in flight at once (each waits up to `max_wait` for a slot, then
 //! fails with `BulkheadFull`), which is what bounds the server's load.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ToRedisArgs};
-use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, PoolHealth, ResilienceError, SemaphoreBulkhead,
-    SemaphoreBulkheadConfig,
-};
+use resilience_core::{DependencyType, ErrorPolicy, PoolHealth, ResilienceError};
 
-use super::state::PoolState;
+use super::state::{PoolCore, PoolState};
 use super::PoolError;
 
 /// A Redis pool's settings.
@@ -215,9 +211,7 @@ fn counts(error: &AttemptError) -> bool {
 struct Inner {
     config: RedisPoolConfig,
     mode: Mode,
-    slots: SemaphoreBulkhead,
-    dependency: &'static Dependency,
-    state: PoolState,
+    core: PoolCore,
 }
 
 /// A Redis client whose every command goes through the policies of the dependency named
@@ -236,7 +230,7 @@ pub struct RedisPool {
 impl std::fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPool")
-            .field("name", &self.inner.state.name)
+            .field("name", &self.inner.core.state.name)
             .field("in_use", &self.in_use())
             .field("max_connections", &self.inner.config.max_connections)
             .finish_non_exhaustive()
@@ -269,8 +263,13 @@ impl RedisPool {
         config: RedisPoolConfig,
         dependency_type: Option<DependencyType>,
     ) -> Result<Self, PoolError> {
-        let max = NonZeroUsize::new(config.max_connections)
-            .ok_or_else(|| config_error(name, "`max_connections` must be at least 1"))?;
+        let core = PoolCore::new(
+            name,
+            ("redis", DependencyType::Cache),
+            dependency_type,
+            (config.max_connections, config.max_wait),
+            config.health_check_interval,
+        )?;
         let password = config.password.as_deref();
         let mode = match (config.cluster_mode, config.sentinel_hosts.is_empty()) {
             (true, false) => return Err(config_error(name, "`cluster_mode` and `sentinel_hosts` cannot both be set")),
@@ -332,18 +331,12 @@ impl RedisPool {
                 Mode::Standalone(manager)
             }
         };
-        let slots =
-            SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.max_wait })
-                .map_err(|e| config_error(name, e))?;
-        let kind = DependencyKind::Type(dependency_type.unwrap_or(DependencyType::Cache));
-        let dependency = registry().resolve_as(name, kind, &Default::default());
-        let state = PoolState::new(name, "redis", config.max_connections, config.health_check_interval);
-        Ok(Self { inner: Arc::new(Inner { config, mode, slots, dependency, state }) })
+        Ok(Self { inner: Arc::new(Inner { config, mode, core }) })
     }
 
     /// The pool's name (also its dependency's).
     pub fn name(&self) -> &str {
-        &self.inner.state.name
+        &self.inner.core.state.name
     }
 
     /// The pool's settings.
@@ -353,7 +346,7 @@ impl RedisPool {
 
     /// Commands in flight now.
     pub fn in_use(&self) -> usize {
-        self.inner.config.max_connections.saturating_sub(self.inner.slots.available())
+        self.inner.core.in_use()
     }
 
     /// The value of `key`, `None` if it has none.
@@ -387,16 +380,17 @@ impl RedisPool {
         let policy = ErrorPolicy { retry_if: counts, record_if: counts };
         let inner = &*self.inner;
         let outcome = inner
+            .core
             .dependency
             .pipeline()
             .call_with(&policy, || async {
-                let waited = (inner.slots.available() == 0).then(Instant::now);
-                let _slot = inner.slots.acquire().await?;
-                inner.state.started(waited);
+                let waited = (inner.core.slots.available() == 0).then(Instant::now);
+                let _slot = inner.core.slots.acquire().await?;
+                inner.core.state.started(waited);
                 let result = self.run::<T>(&cmd).await;
                 if let Err(e) = &result {
                     if server_failure(e) {
-                        inner.state.failed();
+                        inner.core.state.failed();
                     }
                 }
                 result.map_err(AttemptError::Redis)
@@ -472,14 +466,14 @@ impl RedisPool {
     }
 
     pub(super) fn state(&self) -> &PoolState {
-        &self.inner.state
+        &self.inner.core.state
     }
 
     pub(super) fn refresh_gauges(&self) {
-        self.inner.state.refresh_gauges(self.in_use());
+        self.inner.core.state.refresh_gauges(self.in_use());
     }
 
     pub(super) fn health(&self) -> PoolHealth {
-        self.inner.state.health(self.in_use())
+        self.inner.core.state.health(self.in_use())
     }
 }

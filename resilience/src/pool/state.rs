@@ -6,7 +6,49 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use resilience_core::{HealthStatus, PoolHealth};
+use resilience_core::{
+    registry, Dependency, DependencyKind, DependencyType, HealthStatus, PoolHealth, SemaphoreBulkhead,
+    SemaphoreBulkheadConfig,
+};
+
+use super::PoolError;
+
+/// What the Redis and PostgreSQL pools share: their slots (`max_connections`, waited
+/// for up to `max_wait`), their dependency and their state.
+pub(super) struct PoolCore {
+    pub(super) slots: SemaphoreBulkhead,
+    pub(super) dependency: &'static Dependency,
+    pub(super) state: PoolState,
+    max: usize,
+}
+
+impl PoolCore {
+    /// The core of pool `name` of `kind`; its dependency (created with
+    /// `dependency_type`'s preset, else `default_type`'s, if nothing registered it) is
+    /// looked up, never replaced.
+    pub(super) fn new(
+        name: &str,
+        (kind, default_type): (&'static str, DependencyType),
+        dependency_type: Option<DependencyType>,
+        (max, max_wait): (usize, Duration),
+        health_check_interval: Duration,
+    ) -> Result<Self, PoolError> {
+        let config_error = |message: String| PoolError::Config { pool: name.to_owned(), message };
+        let max_concurrent = std::num::NonZeroUsize::new(max)
+            .ok_or_else(|| config_error(String::from("`max_connections` must be at least 1")))?;
+        let slots = SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent, max_wait })
+            .map_err(|e| config_error(e.to_string()))?;
+        let kind_of = DependencyKind::Type(dependency_type.unwrap_or(default_type));
+        let dependency = registry().resolve_as(name, kind_of, &Default::default());
+        let state = PoolState::new(name, kind, max, health_check_interval);
+        Ok(Self { slots, dependency, state, max })
+    }
+
+    /// Slots in use now.
+    pub(super) fn in_use(&self) -> usize {
+        self.max.saturating_sub(self.slots.available())
+    }
+}
 
 /// A pool's metric handles (the pool metrics of the crate docs).
 pub(super) struct PoolMetrics {
