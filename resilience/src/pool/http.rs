@@ -19,7 +19,7 @@ use resilience_core::{
 };
 
 use super::state::PoolState;
-use super::PoolError;
+use super::{config_error, PoolError};
 
 /// An HTTP pool's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,10 +177,6 @@ impl std::fmt::Debug for HttpPool {
             .field("max_connections", &self.inner.config.max_connections)
             .finish_non_exhaustive()
     }
-}
-
-fn config_error(pool: &str, message: impl std::fmt::Display) -> PoolError {
-    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
 }
 
 fn positive(pool: &str, key: &str, n: usize) -> Result<NonZeroUsize, PoolError> {

@@ -296,6 +296,11 @@ impl std::error::Error for PoolError {
     }
 }
 
+/// A pool's configuration error.
+fn config_error(pool: &str, message: impl fmt::Display) -> PoolError {
+    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
+}
+
 impl From<ResilienceError> for PoolError {
     fn from(error: ResilienceError) -> Self {
         Self::Rejected { pool: error.name().to_owned(), error }

@@ -12,7 +12,7 @@ pub use tokio_postgres::types::ToSql;
 pub use tokio_postgres::Row;
 
 use super::state::{PoolCore, PoolState};
-use super::PoolError;
+use super::{config_error, PoolError};
 
 /// A PostgreSQL pool's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,10 +155,6 @@ impl std::fmt::Debug for PostgresPool {
             .field("max_connections", &self.inner.config.max_connections)
             .finish_non_exhaustive()
     }
-}
-
-fn config_error(pool: &str, message: impl std::fmt::Display) -> PoolError {
-    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
 }
 
 /// Why a transaction did not commit.

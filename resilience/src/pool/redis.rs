@@ -18,7 +18,7 @@ use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ToRedisArgs};
 use resilience_core::{DependencyType, ErrorPolicy, PoolHealth, ResilienceError};
 
 use super::state::{PoolCore, PoolState};
-use super::PoolError;
+use super::{config_error, PoolError};
 
 /// A Redis pool's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,10 +235,6 @@ impl std::fmt::Debug for RedisPool {
             .field("max_connections", &self.inner.config.max_connections)
             .finish_non_exhaustive()
     }
-}
-
-fn config_error(pool: &str, message: impl std::fmt::Display) -> PoolError {
-    PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
 }
 
 /// `host:port` as a connection to database `db` with `password`.

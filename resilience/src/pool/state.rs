@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+#[cfg(any(feature = "redis", feature = "postgres"))]
 use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, HealthStatus, PoolHealth, SemaphoreBulkhead,
-    SemaphoreBulkheadConfig,
+    registry, Dependency, DependencyKind, DependencyType, SemaphoreBulkhead, SemaphoreBulkheadConfig,
 };
+use resilience_core::{HealthStatus, PoolHealth};
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 use super::PoolError;
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// What the Redis and PostgreSQL pools share: their slots (`max_connections`, waited
 /// for up to `max_wait`), their dependency and their state.
 pub(super) struct PoolCore {
@@ -22,6 +25,7 @@ pub(super) struct PoolCore {
     max: usize,
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 impl PoolCore {
     /// The core of pool `name` of `kind`; its dependency (created with
     /// `dependency_type`'s preset, else `default_type`'s, if nothing registered it) is
