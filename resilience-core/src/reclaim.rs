@@ -552,23 +552,34 @@ mod tests {
         }
         let cell: &'static RcuCell<Value> = Box::leak(Box::new(RcuCell::new(Value { canary: AtomicU64::new(0xfeed) })));
         let stop = Arc::new(AtomicBool::new(false));
+        let reading = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let readers: Vec<_> = (0..3)
             .map(|_| {
-                let stop = Arc::clone(&stop);
+                let (stop, reading) = (Arc::clone(&stop), Arc::clone(&reading));
                 std::thread::spawn(move || {
                     let mut reads = 0u64;
-                    while !stop.load(Relaxed) {
+                    loop {
                         let guard = enter();
                         let value = cell.get(&guard);
                         for _ in 0..16 {
                             assert_eq!(value.canary.load(Relaxed), 0xfeed, "read a freed value");
                         }
+                        drop(guard);
                         reads += 1;
+                        if reads == 1 {
+                            reading.fetch_add(1, SeqCst);
+                        }
+                        if stop.load(Relaxed) {
+                            break reads;
+                        }
                     }
-                    reads
                 })
             })
             .collect();
+        // The replacements overlap the reads however the threads are scheduled.
+        while reading.load(SeqCst) < 3 {
+            std::thread::yield_now();
+        }
         for _ in 0..2_000 {
             cell.replace(Value { canary: AtomicU64::new(0xfeed) });
         }
