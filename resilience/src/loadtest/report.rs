@@ -232,7 +232,7 @@ fn breaker_chart(out: &mut String, id: &str, r: &LoadTestResults) {
     let run_end = x(r.duration.as_secs_f64());
     let _ = write!(
         out,
-        r##"<line x1="{run_end:.1}" x2="{run_end:.1}" y1="0" y2="{:.1}" stroke="#333" stroke-dasharray="4 3"/><text x="{run_end:.1}" y="{:.1}" text-anchor="middle" class="tick">end of the load ({:.0}s); recovery after</text>"##,
+        r##"<line x1="{run_end:.1}" x2="{run_end:.1}" y1="0" y2="{:.1}" stroke="#333" stroke-dasharray="4 3"/><text x="{run_end:.1}" y="{:.1}" text-anchor="end" class="tick">end of the load ({:.0}s); recovery after</text>"##,
         height - 20.0,
         height - 6.0,
         r.duration.as_secs_f64()

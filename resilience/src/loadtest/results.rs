@@ -94,7 +94,7 @@ pub struct Drift {
 /// What the target's `/resilience` said at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSample {
-    /// Seconds from the start of the run (negative before it).
+    /// Seconds from the start of the run (the first sample, 0, is taken just before it).
     pub at: f64,
     /// Each dependency with a breaker, and its state (`closed`, `open`, `half_open`, …).
     pub breakers: Vec<(String, String)>,

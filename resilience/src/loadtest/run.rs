@@ -170,7 +170,7 @@ impl LoadTester {
         let samples: Arc<Mutex<Vec<BreakerSample>>> = Arc::default();
         let started = Instant::now();
         if probing {
-            let first = probe::sample(&probes, &target.origin, -0.0).await;
+            let first = probe::sample(&probes, &target.origin, 0.0).await;
             samples.lock().unwrap_or_else(|p| p.into_inner()).push(
                 first.map_err(|e| LoadTestError::Unreachable {
                     url: format!("{}/resilience", target.origin),
