@@ -159,6 +159,42 @@ fn main() {
             }
             report("Redis GET", callers, &mut ours, &mut raw);
         }
+        // Why the pool multiplexes: deadpool-redis (a connection per caller at a time)
+        // against the raw multiplexed connection, same servers, same rounds.
+        let deadpool_redis = deadpool_redis::Config::from_url(format!("redis://127.0.0.1:{}/", redis_server.port))
+            .builder()
+            .expect("deadpool-redis config")
+            .max_size(32)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .expect("deadpool-redis");
+        for (callers, each) in [(1, 20), (32, 10)] {
+            let (mut pooled, mut raw) = (Tally::default(), Tally::default());
+            for _ in 0..ROUNDS {
+                let pool = deadpool_redis.clone();
+                pooled.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            let mut conn = pool.get().await.expect("connection");
+                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
+                        }
+                    })
+                    .await,
+                );
+                let conn = raw_redis.clone();
+                raw.add(
+                    round(callers, each, move || {
+                        let mut conn = conn.clone();
+                        async move {
+                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
+                        }
+                    })
+                    .await,
+                );
+            }
+            report("Redis GET: deadpool-redis / multiplexed", callers, &mut pooled, &mut raw);
+        }
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
             for _ in 0..ROUNDS {
