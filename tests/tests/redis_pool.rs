@@ -262,3 +262,83 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
     drop((replica, master));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_again() {
+    let dir = scratch_dir();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let servers: Vec<Server> = ports
+        .iter()
+        .map(|&p| {
+            let nodes = dir.join(format!("nodes-{p}.conf")).to_string_lossy().into_owned();
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                nodes.as_str(),
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                dir.to_str().expect("path"),
+            ];
+            Server::new("redis-server", p, server_args(p, &extra))
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+    let made = Command::new("redis-cli").args(&create).output().expect("redis-cli runs");
+    assert!(made.status.success(), "cluster create: {}", String::from_utf8_lossy(&made.stdout));
+    let replicas_up = |port: u16| {
+        cli(port, &["CLUSTER", "NODES"])
+            .is_some_and(|nodes| nodes.lines().filter(|l| l.contains("slave") && l.contains("connected")).count() == 3)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok")))
+        || !replicas_up(ports[0])
+    {
+        assert!(Instant::now() < deadline, "the cluster and its replicas came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let config = RedisPoolConfig {
+        cluster_mode: true,
+        cluster_nodes: addresses.clone(),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let breaker = BreakerOverrides { enabled: Some(false), ..Default::default() };
+    let redis = pool("redis_cluster_replicas", config, 1, breaker).await;
+    for i in 0..100i64 {
+        redis.set(&format!("key:{i}"), i).await.expect("set");
+    }
+    // The replicas have every write (WAIT: one replica acknowledged, within 2 s).
+    for p in &ports {
+        let _ = cli(*p, &["WAIT", "1", "2000"]);
+    }
+    let master = ports
+        .iter()
+        .position(|p| {
+            cli(*p, &["ROLE"]).is_some_and(|r| r.starts_with("master"))
+                && cli(*p, &["DBSIZE"]).is_some_and(|n| n != "0")
+        })
+        .expect("a master with keys");
+    servers[master].stop();
+    eventually(Duration::from_secs(20), "every key answers again after the failover", async || {
+        for i in 0..100i64 {
+            match redis.get::<i64>(&format!("key:{i}")).await {
+                Ok(value) => assert_eq!(value, Some(i), "key:{i} kept its value"),
+                Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await;
+    for i in 0..100i64 {
+        redis.set(&format!("key:{i}"), i + 1).await.expect("writes go to the new masters");
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+}
