@@ -221,5 +221,50 @@ fn main() {
             }
             report("PostgreSQL SELECT 1", callers, &mut ours, &mut raw);
         }
+        // The checkout alone (take a connection, give it back): ours (the pool's slot,
+        // then deadpool), deadpool-postgres, and bb8 (bb8-postgres), 32 connections each.
+        let bb8 = {
+            let config: tokio_postgres::Config = pg_server.url().parse().expect("url");
+            let manager = bb8_postgres::PostgresConnectionManager::new(config, tokio_postgres::NoTls);
+            bb8::Pool::builder().max_size(32).build(manager).await.expect("bb8")
+        };
+        for (callers, each) in [(1, 50), (32, 20)] {
+            let (mut ours, mut deadpool, mut bb8_tally) = (Tally::default(), Tally::default(), Tally::default());
+            for _ in 0..ROUNDS {
+                let pool = ours_pg.clone();
+                ours.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            drop(pool.connection().await.expect("checkout"));
+                        }
+                    })
+                    .await,
+                );
+                let pool = raw_pg.clone();
+                deadpool.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            drop(pool.get().await.expect("checkout"));
+                        }
+                    })
+                    .await,
+                );
+                let pool = bb8.clone();
+                bb8_tally.add(
+                    round(callers, each, move || {
+                        let pool = pool.clone();
+                        async move {
+                            drop(pool.get().await.expect("checkout"));
+                        }
+                    })
+                    .await,
+                );
+            }
+            let mut deadpool_again = Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };
+            report("PostgreSQL checkout: ours / deadpool", callers, &mut ours, &mut deadpool);
+            report("PostgreSQL checkout: bb8 / deadpool", callers, &mut bb8_tally, &mut deadpool_again);
+        }
     });
 }

@@ -85,7 +85,9 @@ pub use pool::{
 #[cfg(feature = "http")]
 pub use pool::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
 #[cfg(feature = "postgres")]
-pub use pool::{PostgresPool, PostgresPoolConfig, Row as PostgresRow, ToSql, Transaction, TransactionError};
+pub use pool::{
+    PostgresConnection, PostgresPool, PostgresPoolConfig, Row as PostgresRow, ToSql, Transaction, TransactionError,
+};
 #[cfg(feature = "redis")]
 pub use pool::{RedisPool, RedisPoolConfig};
 #[cfg(feature = "loadtest")]

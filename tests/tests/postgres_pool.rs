@@ -64,6 +64,13 @@ async fn statements_run_and_transactions_commit_or_roll_back() {
     assert_eq!(breaker.state(), resilience::CircuitState::Closed, "syntax errors say nothing about the server");
     let duplicate = pg.execute("INSERT INTO items VALUES (1, 'again')", &[]).await.unwrap_err();
     assert!(duplicate.to_string().contains("23505"), "{duplicate}");
+
+    // A connection of its own, under the pool's limit, back in the pool when dropped.
+    let connection = pg.connection().await.expect("a connection");
+    let n: i64 = connection.query_one("SELECT count(*) FROM items", &[]).await.expect("count").get(0);
+    assert_eq!((n, pg.in_use()), (3, 1));
+    drop(connection);
+    assert_eq!(pg.in_use(), 0);
 }
 
 fn pg_breaker(name: &str) -> resilience::CircuitBreaker {

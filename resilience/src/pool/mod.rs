@@ -40,7 +40,7 @@ pub(crate) use http::is_idempotent;
 #[cfg(feature = "http")]
 pub use http::{install_crypto_provider, HttpPool, HttpPoolConfig, HttpResponse};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresPool, PostgresPoolConfig, Row, ToSql, Transaction, TransactionError};
+pub use postgres::{PostgresConnection, PostgresPool, PostgresPoolConfig, Row, ToSql, Transaction, TransactionError};
 #[cfg(feature = "redis")]
 pub use redis::{RedisPool, RedisPoolConfig};
 use resilience_core::{DependencyType, PoolHealth, PoolReporter, ResilienceError};

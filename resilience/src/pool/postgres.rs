@@ -117,6 +117,26 @@ async fn run_op(client: &tokio_postgres::Client, op: Op<'_>) -> Result<Done, tok
     })
 }
 
+/// A connection of a [`PostgresPool`], from [`PostgresPool::connection`]: a
+/// `tokio_postgres::Client` (through `Deref`), returned to the pool when dropped.
+pub struct PostgresConnection {
+    checkout: Checkout,
+}
+
+impl std::ops::Deref for PostgresConnection {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.checkout.object
+    }
+}
+
+impl std::fmt::Debug for PostgresConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConnection").finish_non_exhaustive()
+    }
+}
+
 /// A connection taken from the pool, with its slot of the pool's limit.
 struct Checkout {
     object: Object,
@@ -368,8 +388,16 @@ impl PostgresPool {
         }
     }
 
+    /// A connection of the pool for what it does not wrap (`COPY`, `LISTEN`, prepared
+    /// statements kept across calls): under the pool's limit (waiting up to `max_wait`
+    /// for a slot) and checked like any other, but outside the dependency's policies.
+    /// It goes back to the pool when dropped.
+    pub async fn connection(&self) -> Result<PostgresConnection, PoolError> {
+        self.checkout().await.map(|checkout| PostgresConnection { checkout }).map_err(|e| self.error(e))
+    }
+
     /// A slot and a connection.
-    async fn connection(&self) -> Result<Checkout, AttemptError> {
+    async fn checkout(&self) -> Result<Checkout, AttemptError> {
         let inner = &*self.inner;
         let waited = (inner.core.slots.available() == 0).then(Instant::now);
         let slot = inner.core.slots.acquire_owned().await?;
@@ -400,7 +428,7 @@ impl PostgresPool {
             .dependency
             .pipeline()
             .call_with(&policy, || async move {
-                let checkout = self.connection().await?;
+                let checkout = self.checkout().await?;
                 run_op(&checkout.object, op).await.map_err(|e| {
                     if server_failure(&e) {
                         inner.core.state.failed();
@@ -440,7 +468,7 @@ impl PostgresPool {
             .call_with(&policy, || {
                 let body = body.take();
                 async move {
-                    let checkout = self.connection().await.map_err(TxError::Attempt)?;
+                    let checkout = self.checkout().await.map_err(TxError::Attempt)?;
                     let tx = Transaction {
                         inner: Arc::new(TxInner {
                             checkout: Some(checkout),
