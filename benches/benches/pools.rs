@@ -19,6 +19,9 @@ mod servers;
 
 const ROUNDS: usize = 200;
 
+/// `GET k`, made once.
+static GET: std::sync::LazyLock<redis::Cmd> = std::sync::LazyLock::new(|| redis::cmd("GET").arg("k").clone());
+
 /// `callers` tasks each running `op` `each` times: every operation's latency, and the
 /// round's time.
 async fn round<F, Fut>(callers: usize, each: usize, op: F) -> (Vec<Duration>, Duration)
@@ -47,6 +50,17 @@ where
         all.extend(t.await.expect("joined"));
     }
     (all, started.elapsed())
+}
+
+/// A round of `op` on a clone of `handle` per operation.
+async fn round_on<H, F, Fut>(callers: usize, each: usize, handle: &H, op: F) -> (Vec<Duration>, Duration)
+where
+    H: Clone + Send + Sync + 'static,
+    F: Fn(H) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let handle = handle.clone();
+    round(callers, each, move || op(handle.clone())).await
 }
 
 #[derive(Default)]
@@ -104,7 +118,8 @@ fn main() {
                 },
                 ..Default::default()
             };
-            let kind = if name == "bench_pg" { resilience::DependencyType::Database } else { resilience::DependencyType::Cache };
+            use resilience::DependencyType::{Cache, Database};
+            let kind = if name == "bench_pg" { Database } else { Cache };
             resilience::registry().register(name, kind, own).expect("registered");
         }
         let redis_config = resilience::RedisPoolConfig { port: redis_server.port, ..Default::default() };
@@ -131,28 +146,23 @@ fn main() {
             deadpool_postgres::Pool::builder(manager).max_size(32).build().expect("raw pg")
         };
 
-        println!("| operation | callers | p50 ours | p50 raw | p50 ratio | throughput ours | throughput raw | throughput ratio |");
+        println!(
+            "| operation | callers | p50 ours | p50 raw | p50 ratio | {} |",
+            "throughput ours | throughput raw | throughput ratio"
+        );
         println!("|---|---|---|---|---|---|---|---|");
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
             for _ in 0..ROUNDS {
-                let pool = ours_redis.clone();
                 ours.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            pool.get::<String>("k").await.expect("get");
-                        }
+                    round_on(callers, each, &ours_redis, |pool| async move {
+                        pool.get::<String>("k").await.expect("get");
                     })
                     .await,
                 );
-                let conn = raw_redis.clone();
                 raw.add(
-                    round(callers, each, move || {
-                        let mut conn = conn.clone();
-                        async move {
-                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
-                        }
+                    round_on(callers, each, &raw_redis, |mut conn| async move {
+                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
                     })
                     .await,
                 );
@@ -171,24 +181,16 @@ fn main() {
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut pooled, mut raw) = (Tally::default(), Tally::default());
             for _ in 0..ROUNDS {
-                let pool = deadpool_redis.clone();
                 pooled.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            let mut conn = pool.get().await.expect("connection");
-                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
-                        }
+                    round_on(callers, each, &deadpool_redis, |pool| async move {
+                        let mut conn = pool.get().await.expect("connection");
+                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
                     })
                     .await,
                 );
-                let conn = raw_redis.clone();
                 raw.add(
-                    round(callers, each, move || {
-                        let mut conn = conn.clone();
-                        async move {
-                            let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.expect("get");
-                        }
+                    round_on(callers, each, &raw_redis, |mut conn| async move {
+                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
                     })
                     .await,
                 );
@@ -198,23 +200,15 @@ fn main() {
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
             for _ in 0..ROUNDS {
-                let pool = ours_pg.clone();
                 ours.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            pool.query_one("SELECT 1", &[]).await.expect("select");
-                        }
+                    round_on(callers, each, &ours_pg, |pool| async move {
+                        pool.query_one("SELECT 1", &[]).await.expect("select");
                     })
                     .await,
                 );
-                let pool = raw_pg.clone();
                 raw.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
-                        }
+                    round_on(callers, each, &raw_pg, |pool| async move {
+                        pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
                     })
                     .await,
                 );
@@ -231,38 +225,27 @@ fn main() {
         for (callers, each) in [(1, 50), (32, 20)] {
             let (mut ours, mut deadpool, mut bb8_tally) = (Tally::default(), Tally::default(), Tally::default());
             for _ in 0..ROUNDS {
-                let pool = ours_pg.clone();
                 ours.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            drop(pool.connection().await.expect("checkout"));
-                        }
+                    round_on(callers, each, &ours_pg, |pool| async move {
+                        drop(pool.connection().await.expect("checkout"));
                     })
                     .await,
                 );
-                let pool = raw_pg.clone();
                 deadpool.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            drop(pool.get().await.expect("checkout"));
-                        }
+                    round_on(callers, each, &raw_pg, |pool| async move {
+                        drop(pool.get().await.expect("checkout"));
                     })
                     .await,
                 );
-                let pool = bb8.clone();
                 bb8_tally.add(
-                    round(callers, each, move || {
-                        let pool = pool.clone();
-                        async move {
-                            drop(pool.get().await.expect("checkout"));
-                        }
+                    round_on(callers, each, &bb8, |pool| async move {
+                        drop(pool.get().await.expect("checkout"));
                     })
                     .await,
                 );
             }
-            let mut deadpool_again = Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };
+            let mut deadpool_again =
+                Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };
             report("PostgreSQL checkout: ours / deadpool", callers, &mut ours, &mut deadpool);
             report("PostgreSQL checkout: bb8 / deadpool", callers, &mut bb8_tally, &mut deadpool_again);
         }

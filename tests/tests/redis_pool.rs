@@ -3,10 +3,9 @@
 //! sentinels, all processes of the test (stopped when it ends).
 
 use std::num::NonZeroU32;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::servers::{cli, free_port, scratch_dir, server_args, Server};
+use crate::servers::{cli, free_port, scratch_dir, server_args, RedisCluster, Server};
 use crate::support::{eventually, healthy, started_checker};
 use resilience::{
     initialize_pools, pool_manager, BreakerOverrides, ConfigOverrides, DependencyType, PoolConfig, PoolError,
@@ -124,39 +123,8 @@ fn redis_pools_come_from_the_settings_file_with_its_error_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_clearly() {
-    let dir = scratch_dir();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let servers: Vec<Server> = ports
-        .iter()
-        .map(|&p| {
-            let nodes = dir.join(format!("nodes-{p}.conf")).to_string_lossy().into_owned();
-            let extra = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                nodes.as_str(),
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-require-full-coverage",
-                "no",
-                "--dir",
-                dir.to_str().expect("path"),
-            ];
-            Server::new("redis-server", p, server_args(p, &extra))
-        })
-        .collect();
-    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut create = vec!["--cluster", "create"];
-    create.extend(addresses.iter().map(String::as_str));
-    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-    let made = Command::new("redis-cli").args(&create).output().expect("redis-cli runs");
-    assert!(made.status.success(), "cluster create: {}", String::from_utf8_lossy(&made.stdout));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))) {
-        assert!(Instant::now() < deadline, "the cluster came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
+    let cluster = RedisCluster::start(3, 0);
+    let (ports, addresses) = (cluster.ports.clone(), cluster.addresses());
     let config = RedisPoolConfig {
         cluster_mode: true,
         cluster_nodes: addresses.clone(),
@@ -178,7 +146,7 @@ async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_c
 
     // One master goes: its keys fail with a clear error, in bounded time; the others' work.
     let lost: Vec<String> = cli(ports[2], &["KEYS", "*"]).expect("keys").lines().map(str::to_owned).collect();
-    servers[2].stop();
+    cluster.servers[2].stop();
     for i in 0..100i64 {
         let key = format!("key:{i}");
         let started = Instant::now();
@@ -194,7 +162,6 @@ async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_c
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +191,7 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
         })
         .collect();
     let known = |port: u16, what: &str| cli(port, &["SENTINEL", what, "mymaster"]).is_some_and(|o| !o.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while !sentinels.iter().all(|s| known(s.port, "replicas") && known(s.port, "sentinels")) {
         assert!(Instant::now() < deadline, "the sentinels found the replica and each other");
         std::thread::sleep(Duration::from_millis(100));
@@ -243,7 +210,7 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
 
     assert_eq!(cli(sentinels[0].port, &["SENTINEL", "FAILOVER", "mymaster"]).as_deref(), Some("OK"));
     let new_master = replica_port.to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let addr = cli(sentinels[0].port, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).unwrap_or_default();
         let promoted = cli(replica_port, &["ROLE"]).is_some_and(|r| r.starts_with("master"));
@@ -265,43 +232,8 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_again() {
-    let dir = scratch_dir();
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-    let servers: Vec<Server> = ports
-        .iter()
-        .map(|&p| {
-            let nodes = dir.join(format!("nodes-{p}.conf")).to_string_lossy().into_owned();
-            let extra = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                nodes.as_str(),
-                "--cluster-node-timeout",
-                "1000",
-                "--dir",
-                dir.to_str().expect("path"),
-            ];
-            Server::new("redis-server", p, server_args(p, &extra))
-        })
-        .collect();
-    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut create = vec!["--cluster", "create"];
-    create.extend(addresses.iter().map(String::as_str));
-    create.extend(["--cluster-replicas", "1", "--cluster-yes"]);
-    let made = Command::new("redis-cli").args(&create).output().expect("redis-cli runs");
-    assert!(made.status.success(), "cluster create: {}", String::from_utf8_lossy(&made.stdout));
-    let replicas_up = |port: u16| {
-        cli(port, &["CLUSTER", "NODES"])
-            .is_some_and(|nodes| nodes.lines().filter(|l| l.contains("slave") && l.contains("connected")).count() == 3)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok")))
-        || !replicas_up(ports[0])
-    {
-        assert!(Instant::now() < deadline, "the cluster and its replicas came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
+    let cluster = RedisCluster::start(3, 1);
+    let (ports, addresses) = (cluster.ports.clone(), cluster.addresses());
     let config = RedisPoolConfig {
         cluster_mode: true,
         cluster_nodes: addresses.clone(),
@@ -325,8 +257,8 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
                 && cli(*p, &["DBSIZE"]).is_some_and(|n| n != "0")
         })
         .expect("a master with keys");
-    servers[master].stop();
-    eventually(Duration::from_secs(20), "every key answers again after the failover", async || {
+    cluster.servers[master].stop();
+    eventually(Duration::from_secs(40), "every key answers again after the failover", async || {
         for i in 0..100i64 {
             match redis.get::<i64>(&format!("key:{i}")).await {
                 Ok(value) => assert_eq!(value, Some(i), "key:{i} kept its value"),
@@ -339,6 +271,4 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
     for i in 0..100i64 {
         redis.set(&format!("key:{i}"), i + 1).await.expect("writes go to the new masters");
     }
-    drop(servers);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,7 +54,7 @@ impl Server {
                 panic!("cannot start {} (scripts/test installs redis-server and redis-sentinel): {e}", self.program)
             });
         *self.child.lock().unwrap() = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while cli(self.port, &["PING"]).as_deref() != Some("PONG") {
             assert!(Instant::now() < deadline, "{} on port {} did not answer PING", self.program, self.port);
             std::thread::sleep(Duration::from_millis(20));
@@ -189,6 +189,78 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let _ = run_pg("pg_ctl", &["-D", self.dir.to_str().unwrap_or(""), "-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `masters` masters with `replicas` replicas each, up and `ok`
+/// (and every replica connected), in a scratch directory removed when dropped.
+pub struct RedisCluster {
+    pub servers: Vec<Server>,
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let dir = scratch_dir();
+        let ports: Vec<u16> = (0..masters * (1 + replicas)).map(|_| free_port()).collect();
+        let servers = ports
+            .iter()
+            .map(|&p| {
+                let nodes = dir.join(format!("nodes-{p}.conf")).to_string_lossy().into_owned();
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    nodes.as_str(),
+                    "--cluster-node-timeout",
+                    "1000",
+                    // Without replicas, the slots of a lost master fail alone.
+                    "--cluster-require-full-coverage",
+                    if replicas == 0 { "no" } else { "yes" },
+                    "--dir",
+                    dir.to_str().expect("path"),
+                ];
+                Server::new("redis-server", p, server_args(p, &extra))
+            })
+            .collect();
+        let cluster = Self { servers, ports, dir };
+        let addresses = cluster.addresses();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addresses.iter().map(String::as_str));
+        let replicas_arg = replicas.to_string();
+        create.extend(["--cluster-replicas", replicas_arg.as_str(), "--cluster-yes"]);
+        let made = Command::new("redis-cli").args(&create).output().expect("redis-cli runs");
+        assert!(made.status.success(), "cluster create: {}", String::from_utf8_lossy(&made.stdout));
+        let connected = |port: u16| {
+            cli(port, &["CLUSTER", "NODES"]).is_some_and(|nodes| {
+                nodes.lines().filter(|l| l.contains("slave") && l.contains("connected")).count() == masters * replicas
+            })
+        };
+        // A bound, not an expectation: on two loaded cores six nodes can take a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cluster
+            .ports
+            .iter()
+            .all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok")))
+            || !connected(cluster.ports[0])
+        {
+            assert!(Instant::now() < deadline, "the cluster came up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `127.0.0.1:port` of every node.
+    pub fn addresses(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.servers.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
