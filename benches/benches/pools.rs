@@ -147,8 +147,8 @@ fn main() {
         };
 
         println!(
-            "| operation | callers | p50 ours | p50 raw | p50 ratio | {} |",
-            "throughput ours | throughput raw | throughput ratio"
+            "| operation | callers | p50 ours | p50 raw | p50 ratio | \
+             throughput ours | throughput raw | throughput ratio |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         for (callers, each) in [(1, 20), (32, 10)] {
