@@ -121,21 +121,28 @@ fn redis_pools_come_from_the_settings_file_with_its_error_rules() {
     assert_eq!(err("pools:\n  p:\n    type: redis\n    url: x\n"), "<string>:4: unknown key `pools.p.url`");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_clearly() {
-    let cluster = RedisCluster::start(3, 0);
-    let (ports, addresses) = (cluster.ports.clone(), cluster.addresses());
+/// A pool `name` on `cluster` (no breaker, no retries), with `key:0` … `key:99` set to
+/// 0 … 99.
+async fn cluster_pool_with_keys(name: &str, cluster: &RedisCluster) -> resilience::RedisPool {
     let config = RedisPoolConfig {
         cluster_mode: true,
-        cluster_nodes: addresses.clone(),
+        cluster_nodes: cluster.addresses(),
         connect_timeout: Duration::from_millis(500),
         response_timeout: Some(Duration::from_millis(500)),
         ..Default::default()
     };
-    let redis = pool("redis_cluster", config, 1, BreakerOverrides { enabled: Some(false), ..Default::default() }).await;
+    let redis = pool(name, config, 1, BreakerOverrides { enabled: Some(false), ..Default::default() }).await;
     for i in 0..100i64 {
         redis.set(&format!("key:{i}"), i).await.expect("set");
     }
+    redis
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_spreads_keys_over_its_masters_and_a_lost_master_is_reported_clearly() {
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.ports.clone();
+    let redis = cluster_pool_with_keys("redis_cluster", &cluster).await;
     for i in 0..100i64 {
         assert_eq!(redis.get::<i64>(&format!("key:{i}")).await.expect("get"), Some(i));
     }
@@ -233,19 +240,8 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_again() {
     let cluster = RedisCluster::start(3, 1);
-    let (ports, addresses) = (cluster.ports.clone(), cluster.addresses());
-    let config = RedisPoolConfig {
-        cluster_mode: true,
-        cluster_nodes: addresses.clone(),
-        connect_timeout: Duration::from_millis(500),
-        response_timeout: Some(Duration::from_millis(500)),
-        ..Default::default()
-    };
-    let breaker = BreakerOverrides { enabled: Some(false), ..Default::default() };
-    let redis = pool("redis_cluster_replicas", config, 1, breaker).await;
-    for i in 0..100i64 {
-        redis.set(&format!("key:{i}"), i).await.expect("set");
-    }
+    let ports = cluster.ports.clone();
+    let redis = cluster_pool_with_keys("redis_cluster_replicas", &cluster).await;
     // The replicas have every write (WAIT: one replica acknowledged, within 2 s).
     for p in &ports {
         let _ = cli(*p, &["WAIT", "1", "2000"]);

@@ -153,13 +153,7 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as Io;
-            return match io.kind() {
-                Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => ErrorKind::Reset,
-                Io::ConnectionRefused | Io::NotConnected | Io::AddrNotAvailable => ErrorKind::Connect,
-                Io::TimedOut => ErrorKind::Timeout,
-                _ => ErrorKind::Other,
-            };
+            return ErrorKind::of_io(io);
         }
         source = e.source();
     }

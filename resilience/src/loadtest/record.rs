@@ -23,6 +23,17 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind of an I/O error of a connection.
+    pub(crate) fn of_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
+        match e.kind() {
+            Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => Self::Reset,
+            Io::ConnectionRefused | Io::NotConnected | Io::AddrNotAvailable => Self::Connect,
+            Io::TimedOut => Self::Timeout,
+            _ => Self::Other,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",

@@ -3,8 +3,6 @@
 //! keeping them (content length, chunked, or until close). One connection per user,
 //! kept alive until the server closes it or an error.
 
-use std::io;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,20 +47,6 @@ impl WireRequest {
         bytes.extend_from_slice(b"\r\n");
         bytes.extend_from_slice(body);
         Self { bytes, head: *method == http::Method::HEAD }
-    }
-}
-
-fn io_kind(e: &io::Error) -> ErrorKind {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::UnexpectedEof => ErrorKind::Reset,
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected | io::ErrorKind::AddrNotAvailable => {
-            ErrorKind::Connect
-        }
-        io::ErrorKind::TimedOut => ErrorKind::Timeout,
-        _ => ErrorKind::Other,
     }
 }
 
@@ -117,7 +101,7 @@ impl WireConnection {
         }
         let stream = self.stream.as_mut().ok_or(ErrorKind::Other)?;
         if let Err(e) = stream.write_all(&request.bytes).await {
-            return Err(io_kind(&e));
+            return Err(ErrorKind::of_io(&e));
         }
         loop {
             let (status, framing, close, used) = self.read_head(request.head).await?;
@@ -143,7 +127,7 @@ impl WireConnection {
         match stream.read_buf(&mut self.buffer).await {
             Ok(0) => Err(ErrorKind::Reset),
             Ok(n) => Ok(n),
-            Err(e) => Err(io_kind(&e)),
+            Err(e) => Err(ErrorKind::of_io(&e)),
         }
     }
 

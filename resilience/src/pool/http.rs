@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, PoolHealth, ResilienceError, SemaphoreBulkhead,
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, ResilienceError, SemaphoreBulkhead,
     SemaphoreBulkheadConfig, Timeout,
 };
 
@@ -410,17 +410,6 @@ impl HttpPool {
             Ok(Ok(response)) => Err(format!("answered {}", response.status())),
         };
         Some(outcome)
-    }
-
-    /// Sets the gauge of connections in use (exporters call this before they render,
-    /// through [`PoolManager::refresh_gauges`](super::PoolManager::refresh_gauges), so
-    /// requests never have to).
-    pub(super) fn refresh_gauges(&self) {
-        self.inner.state.refresh_gauges(self.in_use());
-    }
-
-    pub(super) fn health(&self) -> PoolHealth {
-        self.inner.state.health(self.in_use())
     }
 }
 

@@ -344,16 +344,24 @@ impl Pool {
         }
     }
 
+    /// Connections (Redis: commands) in use now.
+    fn in_use(&self) -> usize {
+        each_pool!(self, p => p.in_use())
+    }
+
+    /// The pool's entry in [`health()`](crate::health).
     fn health(&self) -> PoolHealth {
-        each_pool!(self, p => p.health())
+        self.state().health(self.in_use())
     }
 
     fn state(&self) -> &state::PoolState {
         each_pool!(self, p => p.state())
     }
 
+    /// Sets the gauge of connections in use (exporters call this before they render,
+    /// through [`PoolManager::refresh_gauges`], so operations never have to).
     fn refresh_gauges(&self) {
-        each_pool!(self, p => p.refresh_gauges())
+        self.state().refresh_gauges(self.in_use());
     }
 
     /// One health check, outside the pool's policies; `None` when there is nothing to

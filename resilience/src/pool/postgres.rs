@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod};
-use resilience_core::{DependencyType, ErrorPolicy, OwnedBulkheadPermit, PoolHealth, ResilienceError};
+use resilience_core::{DependencyType, ErrorPolicy, OwnedBulkheadPermit, ResilienceError};
 pub use tokio_postgres::types::ToSql;
 pub use tokio_postgres::Row;
 
@@ -524,13 +524,5 @@ impl PostgresPool {
 
     pub(super) fn state(&self) -> &PoolState {
         &self.inner.core.state
-    }
-
-    pub(super) fn refresh_gauges(&self) {
-        self.inner.core.state.refresh_gauges(self.in_use());
-    }
-
-    pub(super) fn health(&self) -> PoolHealth {
-        self.inner.core.state.health(self.in_use())
     }
 }

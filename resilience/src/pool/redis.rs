@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ToRedisArgs};
-use resilience_core::{DependencyType, ErrorPolicy, PoolHealth, ResilienceError};
+use resilience_core::{DependencyType, ErrorPolicy, ResilienceError};
 
 use super::state::{PoolCore, PoolState};
 use super::{config_error, PoolError};
@@ -147,6 +147,13 @@ async fn watch_failovers(inner: std::sync::Weak<Inner>, sentinel: redis::Connect
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `name key`, built in place (no copy of a builder).
+fn command(name: &str, key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(key);
+    cmd
 }
 
 /// A connection of any mode, for one command.
@@ -347,27 +354,31 @@ impl RedisPool {
 
     /// The value of `key`, `None` if it has none.
     pub async fn get<T: FromRedisValue>(&self, key: &str) -> Result<Option<T>, PoolError> {
-        self.cmd(redis::cmd("GET").arg(key).clone()).await
+        self.cmd(command("GET", key)).await
     }
 
     /// Sets `key` to `value`.
     pub async fn set<V: ToRedisArgs>(&self, key: &str, value: V) -> Result<(), PoolError> {
-        self.cmd(redis::cmd("SET").arg(key).arg(value).clone()).await
+        let mut cmd = command("SET", key);
+        cmd.arg(value);
+        self.cmd(cmd).await
     }
 
     /// Sets `key` to `value`, expiring after `seconds`.
     pub async fn set_ex<V: ToRedisArgs>(&self, key: &str, value: V, seconds: u64) -> Result<(), PoolError> {
-        self.cmd(redis::cmd("SET").arg(key).arg(value).arg("EX").arg(seconds).clone()).await
+        let mut cmd = command("SET", key);
+        cmd.arg(value).arg("EX").arg(seconds);
+        self.cmd(cmd).await
     }
 
     /// Deletes `key`; whether it existed.
     pub async fn del(&self, key: &str) -> Result<bool, PoolError> {
-        self.cmd::<u64>(redis::cmd("DEL").arg(key).clone()).await.map(|n| n > 0)
+        self.cmd::<u64>(command("DEL", key)).await.map(|n| n > 0)
     }
 
     /// Adds 1 to the integer at `key` (0 when it has none); the new value.
     pub async fn incr(&self, key: &str) -> Result<i64, PoolError> {
-        self.cmd(redis::cmd("INCR").arg(key).clone()).await
+        self.cmd(command("INCR", key)).await
     }
 
     /// Any command, through the policies. Retried after failures of the server like the
@@ -463,13 +474,5 @@ impl RedisPool {
 
     pub(super) fn state(&self) -> &PoolState {
         &self.inner.core.state
-    }
-
-    pub(super) fn refresh_gauges(&self) {
-        self.inner.core.state.refresh_gauges(self.in_use());
-    }
-
-    pub(super) fn health(&self) -> PoolHealth {
-        self.inner.core.state.health(self.in_use())
     }
 }
