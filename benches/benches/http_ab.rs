@@ -1,11 +1,13 @@
 //! The HTTP pool against raw reqwest, interleaved: each round runs the same `concurrency`
-//! GETs through the pool, then through the raw client with the same timeout, then
-//! through the raw client alone, so that drift of the machine (the first benchmark of a
+//! GETs through the pool, through the raw client with the same timeout, and through the
+//! raw client alone (in an order that turns each round), so that drift of the machine (the first benchmark of a
 //! divan run measures slower) falls on all three alike. Medians over `ROUNDS` rounds.
 //!
 //! Run: `cargo bench -p resilience-benches --bench http_ab`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use resilience::{initialize_pools, pool_manager, HttpPoolConfig, PoolConfig};
@@ -14,6 +16,62 @@ use resilience::{initialize_pools, pool_manager, HttpPoolConfig, PoolConfig};
 mod hello;
 
 const ROUNDS: usize = 3_000;
+
+/// The six orders of the three variants, one per round in turn: each variant runs first,
+/// second and third, after each of the others, equally often.
+const ORDERS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+
+/// The system allocator, counting allocations while `COUNTING` is set (one relaxed load
+/// otherwise), for the allocations-per-request line.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations per call of `get` (client and server together), over 1,000 calls one
+/// after another.
+async fn allocations<F, Fut>(get: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = usize> + Send + 'static,
+{
+    const CALLS: u64 = 1_000;
+    for _ in 0..100 {
+        tokio::spawn(get()).await.expect("joined");
+    }
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for _ in 0..CALLS {
+        tokio::spawn(get()).await.expect("joined");
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    ALLOCATIONS.load(Ordering::Relaxed) as f64 / CALLS as f64
+}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
@@ -24,29 +82,61 @@ fn main() {
         initialize_pools(vec![PoolConfig::http("bench_http_ab", config)]).await.expect("pool");
         let pool = pool_manager().http("bench_http_ab").expect("pool");
         let client = pool.client().clone();
+        {
+            let (c, u) = (client.clone(), url.clone());
+            let raw = async move { c.get(u).send().await.expect("answered").bytes().await.expect("body").len() };
+            let pool_get = pool.get(url.clone());
+            let sizes = (std::mem::size_of_val(&pool_get), std::mem::size_of_val(&raw));
+            println!("future size: pool.get {} bytes, raw {} bytes", sizes.0, sizes.1);
+        }
+        let pool_allocations = allocations(|| {
+            let (pool, url) = (pool.clone(), url.clone());
+            async move { pool.get(url).await.expect("answered").bytes().await.expect("body").len() }
+        })
+        .await;
+        let raw_allocations = allocations(|| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(url).send().await.expect("answered").bytes().await.expect("body").len() }
+        })
+        .await;
+        println!("allocations per request (client and server): pool {pool_allocations:.1}  raw {raw_allocations:.1}");
         for concurrency in [1usize, 32] {
             let mut times: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
             for round in 0..ROUNDS + 100 {
-                let t = [
-                    timed(concurrency, || {
-                        let (pool, url) = (pool.clone(), url.clone());
-                        async move { pool.get(url).await.expect("answered").bytes().await.expect("body").len() }
-                    })
-                    .await,
-                    timed(concurrency, || {
-                        let (client, url) = (client.clone(), url.clone());
-                        async move {
-                            let r = client.get(url).timeout(Duration::from_secs(15)).send().await.expect("answered");
-                            r.bytes().await.expect("body").len()
+                // Each variant goes first, second and third in turn: whichever runs first
+                // in a round finds the connections as the previous round left them.
+                let mut t = [Duration::ZERO; 3];
+                for variant in ORDERS[round % ORDERS.len()] {
+                    t[variant] = match variant {
+                        0 => {
+                            timed(concurrency, || {
+                                let (pool, url) = (pool.clone(), url.clone());
+                                async move { pool.get(url).await.expect("answered").bytes().await.expect("body").len() }
+                            })
+                            .await
                         }
-                    })
-                    .await,
-                    timed(concurrency, || {
-                        let (client, url) = (client.clone(), url.clone());
-                        async move { client.get(url).send().await.expect("answered").bytes().await.expect("body").len() }
-                    })
-                    .await,
-                ];
+                        1 => {
+                            timed(concurrency, || {
+                                let (client, url) = (client.clone(), url.clone());
+                                async move {
+                                    let r =
+                                        client.get(url).timeout(Duration::from_secs(15)).send().await.expect("answered");
+                                    r.bytes().await.expect("body").len()
+                                }
+                            })
+                            .await
+                        }
+                        _ => {
+                            timed(concurrency, || {
+                                let (client, url) = (client.clone(), url.clone());
+                                async move {
+                                    client.get(url).send().await.expect("answered").bytes().await.expect("body").len()
+                                }
+                            })
+                            .await
+                        }
+                    };
+                }
                 if round >= 100 {
                     for (i, d) in t.into_iter().enumerate() {
                         times[i].push(d);

@@ -302,7 +302,7 @@ impl HttpPool {
             .inner
             .dependency
             .pipeline()
-            .call_with(&policy, || self.attempt(method.clone(), url.clone(), headers.clone(), body.clone()))
+            .call_with(&policy, || self.attempt(&method, &url, &headers, &body))
             .await;
         match outcome {
             Ok(response) => Ok(response),
@@ -346,15 +346,17 @@ impl HttpPool {
         SemaphoreBulkhead::new(Arc::clone(&self.inner.name), config).unwrap_or_else(|_| self.inner.total.clone())
     }
 
+    /// One attempt; it borrows the request's parts (copied into the request it sends,
+    /// before its first wait) so that the call's future holds them once.
     async fn attempt(
         &self,
-        method: Method,
-        url: reqwest::Url,
-        headers: HeaderMap,
-        body: Bytes,
+        method: &Method,
+        url: &reqwest::Url,
+        headers: &HeaderMap,
+        body: &Bytes,
     ) -> Result<HttpResponse, AttemptError> {
         let inner = &*self.inner;
-        let host = self.host(&url);
+        let host = self.host(url);
         // The clock is read only when a slot may have to be waited for.
         let waited = (inner.total.available() == 0 || host.available() == 0).then(Instant::now);
         let _total = inner.total.acquire().await?;
@@ -363,9 +365,9 @@ impl HttpPool {
         let exchange = async {
             let mut response = inner
                 .client
-                .request(method, url)
-                .headers(headers)
-                .body(body)
+                .request(method.clone(), url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
                 .send()
                 .await
                 .map_err(|e| AttemptError::Transport(describe(&e)))?;
