@@ -9,11 +9,11 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use crate::bulkhead::{SemaphoreBulkheadConfig, ThreadPoolBulkheadConfig};
+use crate::bulkhead::{AdaptiveBulkheadConfig, SemaphoreBulkheadConfig, ThreadPoolBulkheadConfig};
 use crate::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
 use crate::error::ConfigError;
 use crate::rate_limit::RateLimiterConfig;
-use crate::retry::{Jitter, RetryConfig};
+use crate::retry::{Jitter, RetryBudgetConfig, RetryConfig};
 
 /// Which kind of bulkhead isolates a dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -23,6 +23,8 @@ pub enum BulkheadKind {
     Semaphore,
     /// Dedicated worker threads and a bounded queue.
     ThreadPool,
+    /// A concurrency cap on the caller's task or thread, learned from latency.
+    Adaptive,
 }
 
 impl BulkheadKind {
@@ -31,6 +33,7 @@ impl BulkheadKind {
         match self {
             Self::Semaphore => "semaphore",
             Self::ThreadPool => "thread_pool",
+            Self::Adaptive => "adaptive",
         }
     }
 }
@@ -48,6 +51,10 @@ pub struct BulkheadSettings {
     pub max_wait: Duration,
     /// Calls that may queue for a worker (thread pool). Default 100.
     pub queue_capacity: usize,
+    /// The lowest limit an adaptive bulkhead may learn. Default 1.
+    pub min_limit: NonZeroUsize,
+    /// The highest limit an adaptive bulkhead may learn. Default 200.
+    pub max_limit: NonZeroUsize,
 }
 
 impl Default for BulkheadSettings {
@@ -58,6 +65,8 @@ impl Default for BulkheadSettings {
             max_concurrent: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
             max_wait: Duration::ZERO,
             queue_capacity: 100,
+            min_limit: NonZeroUsize::new(resilience_rules::DEFAULT_MIN_LIMIT).unwrap_or(NonZeroUsize::MIN),
+            max_limit: NonZeroUsize::new(resilience_rules::DEFAULT_MAX_LIMIT).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -69,6 +78,15 @@ impl BulkheadSettings {
 
     pub(crate) fn thread_pool(&self) -> ThreadPoolBulkheadConfig {
         ThreadPoolBulkheadConfig { max_concurrent: self.max_concurrent, queue_capacity: self.queue_capacity }
+    }
+
+    pub(crate) fn adaptive(&self) -> AdaptiveBulkheadConfig {
+        AdaptiveBulkheadConfig {
+            initial_limit: self.max_concurrent,
+            min_limit: self.min_limit,
+            max_limit: self.max_limit,
+            max_wait: self.max_wait,
+        }
     }
 }
 
@@ -85,6 +103,8 @@ pub struct ResilienceConfig {
     pub bulkhead: BulkheadSettings,
     /// Rate limit. Default none.
     pub rate_limit: Option<RateLimiterConfig>,
+    /// Retry budget, shared by every call of the dependency. Default none.
+    pub retry_budget: Option<RetryBudgetConfig>,
 }
 
 impl Default for ResilienceConfig {
@@ -96,6 +116,7 @@ impl Default for ResilienceConfig {
             circuit_breaker: CircuitBreakerConfig::default(),
             bulkhead: BulkheadSettings::default(),
             rate_limit: None,
+            retry_budget: None,
         }
     }
 }
@@ -116,10 +137,14 @@ impl ResilienceConfig {
             match self.bulkhead.kind {
                 BulkheadKind::Semaphore => self.bulkhead.semaphore().validate()?,
                 BulkheadKind::ThreadPool => self.bulkhead.thread_pool().validate()?,
+                BulkheadKind::Adaptive => self.bulkhead.adaptive().validate()?,
             }
         }
         if let Some(r) = &self.rate_limit {
             r.validate()?;
+        }
+        if let Some(b) = &self.retry_budget {
+            b.validate()?;
         }
         Ok(())
     }
@@ -170,6 +195,19 @@ pub struct RetryOverrides {
     pub max_delay: Option<Duration>,
     pub jitter: Option<Jitter>,
     pub max_elapsed: Option<Duration>,
+    /// `budget(...)`: a retry budget shared by the dependency (a shared key, unlike the
+    /// others of the group, which apply per call).
+    pub budget: Option<BudgetOverrides>,
+}
+
+/// Optional retry-budget keys; giving the group at all switches the budget on, with the
+/// defaults for the keys left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `RetryBudgetConfig`, documented there
+pub struct BudgetOverrides {
+    pub ratio: Option<f64>,
+    pub min_per_second: Option<u32>,
+    pub window: Option<Duration>,
 }
 
 /// Optional bulkhead keys; `None` leaves the value below in force.
@@ -182,6 +220,8 @@ pub struct BulkheadOverrides {
     pub max_concurrent: Option<NonZeroUsize>,
     pub max_wait: Option<Duration>,
     pub queue_capacity: Option<usize>,
+    pub min_limit: Option<NonZeroUsize>,
+    pub max_limit: Option<NonZeroUsize>,
 }
 
 /// Optional rate-limit keys; setting `rate` switches rate limiting on.
@@ -236,13 +276,21 @@ impl RetryOverrides {
         max_delay: None,
         jitter: None,
         max_elapsed: None,
+        budget: None,
     };
 }
 
 impl BulkheadOverrides {
     /// No key set (a `const` form of `Default`).
-    pub const EMPTY: Self =
-        Self { enabled: None, kind: None, max_concurrent: None, max_wait: None, queue_capacity: None };
+    pub const EMPTY: Self = Self {
+        enabled: None,
+        kind: None,
+        max_concurrent: None,
+        max_wait: None,
+        queue_capacity: None,
+        min_limit: None,
+        max_limit: None,
+    };
 }
 
 impl RateLimitOverrides {
@@ -265,9 +313,10 @@ impl ConfigOverrides {
             || r.max_elapsed.is_some()
     }
 
-    /// This layer without the per-call keys: what may shape shared instances.
+    /// This layer without the per-call keys: what may shape shared instances (the retry
+    /// budget among them).
     pub const fn shared_keys(&self) -> Self {
-        Self { timeout: None, retry: RetryOverrides::EMPTY, ..*self }
+        Self { timeout: None, retry: RetryOverrides { budget: self.retry.budget, ..RetryOverrides::EMPTY }, ..*self }
     }
 
     /// No key set (a `const` form of `Default`, for `static` call sites).
@@ -341,14 +390,26 @@ impl ConfigOverrides {
         if r.max_elapsed.is_some() {
             c.max_elapsed = r.max_elapsed;
         }
+        if let Some(b) = r.budget {
+            let budget = config.retry_budget.get_or_insert_with(RetryBudgetConfig::default);
+            set(&mut budget.ratio, b.ratio);
+            set(&mut budget.min_per_second, b.min_per_second);
+            set(&mut budget.window, b.window);
+        }
 
         let (k, c) = (&self.bulkhead, &mut config.bulkhead);
         if k.max_concurrent.is_some() {
             c.enabled = true;
         }
         set(&mut c.enabled, k.enabled);
+        if k.kind == Some(BulkheadKind::Adaptive) && c.kind != BulkheadKind::Adaptive && k.max_concurrent.is_none() {
+            // Switching to an adaptive bulkhead without a starting limit: its own default.
+            c.max_concurrent = NonZeroUsize::new(resilience_rules::DEFAULT_ADAPTIVE_LIMIT).unwrap_or(NonZeroUsize::MIN);
+        }
         set(&mut c.kind, k.kind);
         set(&mut c.max_concurrent, k.max_concurrent);
+        set(&mut c.min_limit, k.min_limit);
+        set(&mut c.max_limit, k.max_limit);
         set(&mut c.max_wait, k.max_wait);
         set(&mut c.queue_capacity, k.queue_capacity);
 

@@ -10,6 +10,7 @@
 //! | timeout | [`Timeout`] | [`ResilienceError::Timeout`] |
 //! | semaphore bulkhead | [`SemaphoreBulkhead`] | [`ResilienceError::BulkheadFull`] |
 //! | thread-pool bulkhead | [`ThreadPoolBulkhead`] | [`ResilienceError::BulkheadFull`] |
+//! | adaptive bulkhead (limit learned from latency) | [`AdaptiveBulkhead`] | [`ResilienceError::BulkheadFull`] |
 //! | rate limiter | [`RateLimiter`], [`KeyedRateLimiter`] | [`ResilienceError::RateLimited`] |
 //! | fallback | [`Fallback`] | (the fallback's result) |
 //!
@@ -39,16 +40,16 @@ mod sync;
 mod timeout;
 
 pub use bulkhead::{
-    Bulkhead, BulkheadPermit, OwnedBulkheadPermit, SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead,
-    ThreadPoolBulkheadConfig,
+    AdaptiveBulkhead, AdaptiveBulkheadConfig, AdaptiveState, Bulkhead, BulkheadPermit, OwnedBulkheadPermit,
+    SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
 };
 pub use circuit_breaker::{
     BreakerCall, CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
     StateTransition, TransitionReason,
 };
 pub use config::{
-    BreakerOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ConfigOverrides, RateLimitOverrides,
-    ResilienceConfig, RetryOverrides,
+    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ConfigOverrides,
+    RateLimitOverrides, ResilienceConfig, RetryOverrides,
 };
 pub use error::{ConfigError, ResilienceError};
 pub use fallback::Fallback;
@@ -67,7 +68,7 @@ pub use rate_limit::{KeyedRateLimiter, Quota, RateLimiter, RateLimiterConfig};
 pub use registry::{
     health, registry, set_registry, Defaults, Dependency, DependencyKind, DependencySnapshot, Registry,
 };
-pub use retry::{Backoff, Jitter, Retry, RetryConfig};
+pub use retry::{Backoff, Jitter, Retry, RetryBudget, RetryBudgetConfig, RetryConfig};
 pub use settings::{
     init, reload, SectionFn, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX,
     SETTINGS_SECTIONS,

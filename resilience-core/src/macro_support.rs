@@ -453,6 +453,7 @@ impl<E> Call<E> {
         #[allow(unsafe_code)]
         let (pipeline, retry_config) =
             unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
+        pipeline.call_begins();
         Self {
             pipeline,
             from,
@@ -593,6 +594,9 @@ where
         let call: &mut Call<E> = this.call;
         let span = call.span.take();
         let entered = span.as_deref().map(tracing::Span::enter);
+        if call.retry_config.is_some() {
+            crate::retry::budget::attempt_starts();
+        }
         let poll = match this.body.as_mut().as_pin_mut() {
             Some(body) => body.poll(cx),
             None => panic!("`Attempt` polled after it completed"),

@@ -14,7 +14,8 @@ use tokio::time::Sleep;
 use tokio::time::Instant;
 
 use crate::bulkhead::{
-    Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, Slot, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
+    AdaptiveBulkhead, AdaptiveBulkheadConfig, Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, Slot,
+    ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
 };
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
@@ -22,7 +23,8 @@ use crate::observe::latency::{self, LatencyStats};
 use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
 use crate::reclaim::{self, Guard, RcuCell};
-use crate::retry::{call_start, RetryConfig, RetryState};
+use crate::retry::budget::{attempt_starts, mark_refused, refused_inside};
+use crate::retry::{call_start, RetryBudget, RetryBudgetConfig, RetryConfig, RetryState};
 use crate::timeout::{self, run_detached, Elapsed, Limited};
 
 /// Which errors of a call site's error type are retried and which count as breaker
@@ -78,6 +80,7 @@ pub struct Pipeline {
     breaker: Option<CircuitBreaker>,
     rate_limiter: Option<RateLimiter>,
     bulkhead: Option<Bulkhead>,
+    budget: Option<RetryBudget>,
     metrics: Arc<PipelineMetrics>,
     latency: Arc<LatencyStats>,
 }
@@ -92,6 +95,7 @@ pub struct PipelineBuilder {
     breaker: Option<Policy<CircuitBreakerConfig, CircuitBreaker>>,
     rate_limiter: Option<Policy<RateLimiterConfig, RateLimiter>>,
     bulkhead: Option<Policy<BulkheadConfig, Bulkhead>>,
+    budget: Option<Policy<RetryBudgetConfig, RetryBudget>>,
     /// Metric handles and latency samples to keep (a rebuilt pipeline of the same name).
     stats: Option<(Arc<PipelineMetrics>, Arc<LatencyStats>)>,
 }
@@ -106,6 +110,7 @@ enum Policy<C, I> {
 enum BulkheadConfig {
     Semaphore(SemaphoreBulkheadConfig),
     ThreadPool(ThreadPoolBulkheadConfig),
+    Adaptive(AdaptiveBulkheadConfig),
 }
 
 impl PipelineBuilder {
@@ -118,6 +123,18 @@ impl PipelineBuilder {
     /// Retries with this configuration.
     pub fn retry(mut self, config: RetryConfig) -> Self {
         self.retry = Some(config);
+        self
+    }
+
+    /// A new retry budget with this configuration, shared by every call of the pipeline.
+    pub fn retry_budget(mut self, config: RetryBudgetConfig) -> Self {
+        self.budget = Some(Policy::Config(config));
+        self
+    }
+
+    /// An existing retry budget, shared with its other users.
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(Policy::Instance(budget));
         self
     }
 
@@ -157,6 +174,12 @@ impl PipelineBuilder {
         self
     }
 
+    /// A new adaptive bulkhead with this configuration.
+    pub fn adaptive_bulkhead(mut self, config: AdaptiveBulkheadConfig) -> Self {
+        self.bulkhead = Some(Policy::Config(BulkheadConfig::Adaptive(config)));
+        self
+    }
+
     /// An existing bulkhead, shared with its other users.
     pub fn with_bulkhead(mut self, bulkhead: Bulkhead) -> Self {
         self.bulkhead = Some(Policy::Instance(bulkhead));
@@ -191,6 +214,14 @@ impl PipelineBuilder {
             Some(Policy::Config(BulkheadConfig::ThreadPool(c))) => {
                 Some(Bulkhead::ThreadPool(ThreadPoolBulkhead::new(Arc::clone(&name), c)?))
             }
+            Some(Policy::Config(BulkheadConfig::Adaptive(c))) => {
+                Some(Bulkhead::Adaptive(AdaptiveBulkhead::new(Arc::clone(&name), c)?))
+            }
+        };
+        let budget = match self.budget {
+            None => None,
+            Some(Policy::Instance(b)) => Some(b),
+            Some(Policy::Config(c)) => Some(RetryBudget::new(&name, c)?),
         };
         let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
         let (metrics, latency) = match self.stats {
@@ -205,6 +236,7 @@ impl PipelineBuilder {
             breaker,
             rate_limiter,
             bulkhead,
+            budget,
             metrics,
             latency,
             name,
@@ -245,6 +277,12 @@ impl Pipeline {
                 _ => builder.circuit_breaker(config.circuit_breaker),
             };
         }
+        if let Some(budget) = config.retry_budget {
+            builder = match previous.and_then(|p| p.budget.as_ref()) {
+                Some(b) if *b.config() == budget => builder.with_retry_budget(b.clone()),
+                _ => builder.retry_budget(budget),
+            };
+        }
         if let Some(limit) = config.rate_limit {
             builder = match previous.and_then(|p| p.rate_limiter.as_ref()) {
                 Some(r) if r.config() == &limit => builder.with_rate_limiter(r.clone()),
@@ -256,6 +294,12 @@ impl Pipeline {
             let reused = match (settings.kind, previous.and_then(|p| p.bulkhead.as_ref())) {
                 (BulkheadKind::Semaphore, Some(b @ Bulkhead::Semaphore(_)))
                 | (BulkheadKind::ThreadPool, Some(b @ Bulkhead::ThreadPool(_))) => Some(b.clone()),
+                // An adaptive bulkhead keeps what it learned unless its bounds change.
+                (BulkheadKind::Adaptive, Some(b @ Bulkhead::Adaptive(a)))
+                    if adaptive_bounds(a.config()) == adaptive_bounds(&settings.adaptive()) =>
+                {
+                    Some(b.clone())
+                }
                 _ => None,
             };
             if reused.is_some() {
@@ -263,12 +307,14 @@ impl Pipeline {
                 match settings.kind {
                     BulkheadKind::Semaphore => settings.semaphore().validate()?,
                     BulkheadKind::ThreadPool => settings.thread_pool().validate()?,
+                    BulkheadKind::Adaptive => settings.adaptive().validate()?,
                 }
             }
             builder = match (reused, settings.kind) {
                 (Some(b), _) => builder.with_bulkhead(b),
                 (None, BulkheadKind::Semaphore) => builder.bulkhead(settings.semaphore()),
                 (None, BulkheadKind::ThreadPool) => builder.thread_pool(settings.thread_pool()),
+                (None, BulkheadKind::Adaptive) => builder.adaptive_bulkhead(settings.adaptive()),
             };
         }
         if let Some(previous) = previous {
@@ -293,6 +339,10 @@ impl Pipeline {
                 }
                 Ok(())
             }
+            Some(Bulkhead::Adaptive(a)) if settings.enabled => {
+                a.set_max_wait(settings.max_wait);
+                Ok(())
+            }
             Some(Bulkhead::ThreadPool(p))
                 if settings.enabled
                     && (p.max_concurrent() != settings.max_concurrent.get()
@@ -310,6 +360,11 @@ impl Pipeline {
     pub fn id(&self) -> u64 {
         self.id
     }
+}
+
+/// What decides whether a reconfigured adaptive bulkhead can keep its learned limit.
+fn adaptive_bounds(c: &AdaptiveBulkheadConfig) -> (usize, usize, usize) {
+    (c.initial_limit.get(), c.min_limit.get(), c.max_limit.get())
 }
 
 /// How one attempt ended.
@@ -335,6 +390,7 @@ impl Pipeline {
             breaker: None,
             rate_limiter: None,
             bulkhead: None,
+            budget: None,
             stats: None,
         }
     }
@@ -352,6 +408,7 @@ impl Pipeline {
             breaker: None,
             rate_limiter: None,
             bulkhead: None,
+            budget: None,
         }
     }
 
@@ -387,6 +444,19 @@ impl Pipeline {
         self.bulkhead.as_ref()
     }
 
+    /// The retry budget shared by the pipeline's calls.
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_ref()
+    }
+
+    /// A new call begins: it deposits into the retry budget.
+    #[inline(always)]
+    pub(crate) fn call_begins(&self) {
+        if let Some(b) = &self.budget {
+            b.deposit();
+        }
+    }
+
     /// `timeout` as the attempt's timer takes it (nanoseconds, 0 for none).
     #[inline]
     pub(crate) fn timeout_nanos(&self) -> u64 {
@@ -396,6 +466,12 @@ impl Pipeline {
     /// The sampled latency of calls through this pipeline.
     pub(crate) fn latency(&self) -> &LatencyStats {
         &self.latency
+    }
+
+    /// The adaptive bulkhead, if the bulkhead is one.
+    #[inline(always)]
+    pub(crate) fn adaptive(&self) -> Option<&AdaptiveBulkhead> {
+        self.bulkhead.as_ref().and_then(Bulkhead::adaptive)
     }
 
     /// Breaker and rate limiter, the checks made before a bulkhead slot is taken.
@@ -488,8 +564,21 @@ impl Pipeline {
 
     /// After a failed attempt worth retrying: the delay before the next attempt (logged
     /// as a retry event), or `None` when `retry` allows no more.
+    ///
+    /// A retry the budget refuses (or that a budget inside the failed attempt refused,
+    /// on this thread) is not made, and enclosing calls are told not to make it either.
     pub(crate) fn retry_delay(&self, retry: &mut RetryState<'_>) -> Option<Duration> {
+        if refused_inside() {
+            return None;
+        }
         let delay = retry.next_delay()?;
+        if let Some(budget) = &self.budget {
+            if !budget.try_withdraw() {
+                retry.refused();
+                mark_refused();
+                return None;
+            }
+        }
         retry_event(&self.name, retry, delay);
         Some(delay)
     }
@@ -562,6 +651,7 @@ impl Pipeline {
             backoff: None,
             retry: None,
             started: None,
+            attempt_started: None,
             guard: None,
         }
     }
@@ -607,9 +697,14 @@ impl Pipeline {
         self.blocking_loop(policy, from, retry, |last| {
             let permit = self.admit()?;
             let _slot = self.bulkhead.as_ref().map(Bulkhead::slot_blocking).transpose()?;
-            let start = timeout.map(|_| Instant::now());
+            let adaptive = self.adaptive();
+            let start = (timeout.is_some() || adaptive.is_some()).then(Instant::now);
             let result = f(last);
-            Ok(self.settle(policy, permit, timeout, start, Some(result)))
+            let settled = self.settle(policy, permit, timeout, start, Some(result));
+            if let (Some(a), Some(start)) = (adaptive, start) {
+                a.record(start, !matches!(settled, Attempt::Done(_)));
+            }
+            Ok(settled)
         })
     }
 
@@ -661,6 +756,7 @@ impl Pipeline {
         self.blocking_loop(policy, from, retry, |last| {
             let permit = self.admit()?;
             let job = attempts(last);
+            let start = self.adaptive().map(|_| Instant::now());
             let result = match &self.bulkhead {
                 Some(Bulkhead::ThreadPool(pool)) => match pool.execute_blocking(job, timeout) {
                     Ok(result) => Some(result),
@@ -677,8 +773,21 @@ impl Pipeline {
                         timeout,
                     )
                 }
+                Some(Bulkhead::Adaptive(a)) => {
+                    let slot = a.semaphore().acquire_owned_blocking()?;
+                    run_detached(
+                        move || {
+                            let _slot = slot;
+                            job()
+                        },
+                        timeout,
+                    )
+                }
                 None => run_detached(job, timeout),
             };
+            if let (Some(a), Some(start)) = (self.adaptive(), start) {
+                a.record(start, result.is_none());
+            }
             Ok(self.settle(policy, permit, timeout, None, result))
         })
     }
@@ -726,8 +835,12 @@ impl Pipeline {
         mut attempt: impl FnMut(bool) -> Result<Attempt<T, E>, ResilienceError>,
     ) -> Result<T, E> {
         let mut retry = retry.map(RetryState::new);
+        self.call_begins();
         loop {
             let last = retry.as_ref().is_none_or(|r| !r.attempts_left());
+            if retry.is_some() {
+                attempt_starts();
+            }
             let error = match self.classify(policy, attempt(last).unwrap_or_else(Attempt::Rejected), from) {
                 Ok(result) => {
                     self.finished(retry.as_ref().map(|r| r.config()), retry.as_ref(), result.is_ok(), 0);
@@ -865,6 +978,8 @@ pin_project! {
         retry: Option<Box<RetryState<'a>>>,
         // When the first attempt started, for `max_elapsed` (read only when it is set).
         started: Option<Instant>,
+        // When the running attempt first waited, for an adaptive bulkhead's sample.
+        attempt_started: Option<Instant>,
         // Last, so it drops after everything above that borrows the pipeline: for a
         // dependency's pipeline, what keeps it from being freed while the call runs.
         guard: Option<Guard>,
@@ -989,8 +1104,16 @@ where
         loop {
             let (outcome, permit) = if let Some(body) = this.body.as_mut().as_pin_mut() {
                 // A body that was pending before.
+                if this.retry_config.is_some() {
+                    attempt_starts();
+                }
                 let outcome = ready!(body.poll(cx));
                 this.body.set(None);
+                if let Some(started) = this.attempt_started.take() {
+                    if let Some(adaptive) = pipeline.adaptive() {
+                        adaptive.record(started, outcome.is_err());
+                    }
+                }
                 *this.slot = None;
                 (outcome, this.permit.take())
             } else {
@@ -1025,6 +1148,10 @@ where
                     };
                     (permit, slot)
                 };
+                if this.retry.is_none() {
+                    // The first attempt (a later one has retry bookkeeping).
+                    pipeline.call_begins();
+                }
                 let last = match *this.retry_config {
                     None => true,
                     Some(config) => match this.retry.as_deref() {
@@ -1039,6 +1166,9 @@ where
                 // Poll the new body at once, keeping permit and slot in locals: a body
                 // that is ready never stores them in the future (and a panic in it still
                 // drops them, which records the failure and frees the slot).
+                if this.retry_config.is_some() {
+                    attempt_starts();
+                }
                 let polled = match this.body.as_mut().as_pin_mut() {
                     Some(body) => body.poll(cx),
                     None => Poll::Pending,
@@ -1052,11 +1182,16 @@ where
                     Poll::Pending => {
                         *this.permit = permit;
                         *this.slot = slot;
-                        if *this.sampled_at == 0 {
+                        if *this.sampled_at == 0 || pipeline.adaptive().is_some() {
                             // Only calls that wait are timed (see `observe::latency`); the
                             // timer just read the clock, so that reading is the start.
                             let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
-                            *this.sampled_at = latency::start_stamp(started);
+                            if *this.sampled_at == 0 {
+                                *this.sampled_at = latency::start_stamp(started);
+                            }
+                            if pipeline.adaptive().is_some() {
+                                *this.attempt_started = Some(started.unwrap_or_else(Instant::now));
+                            }
                         }
                         return Poll::Pending;
                     }

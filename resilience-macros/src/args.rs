@@ -100,14 +100,18 @@ impl FromMeta for JitterArg {
     }
 }
 
-/// `kind = semaphore | thread_pool`.
+/// `kind = semaphore | thread_pool | adaptive`.
 #[derive(Debug, Clone)]
 pub(crate) struct KindArg(syn::Ident);
 
 impl FromMeta for KindArg {
     fn from_expr(expr: &Expr) -> darling::Result<Self> {
-        let i = word(expr, "bulkhead kind", &["semaphore", "thread_pool"])?;
-        let variant = if i == "thread_pool" { "ThreadPool" } else { "Semaphore" };
+        let i = word(expr, "bulkhead kind", &["semaphore", "thread_pool", "adaptive"])?;
+        let variant = match i.to_string().as_str() {
+            "thread_pool" => "ThreadPool",
+            "adaptive" => "Adaptive",
+            _ => "Semaphore",
+        };
         Ok(Self(syn::Ident::new(variant, i.span())))
     }
 }
@@ -138,6 +142,16 @@ pub(crate) struct RetryArgs {
     max_delay: Option<DurationArg>,
     jitter: Option<JitterArg>,
     max_elapsed: Option<DurationArg>,
+    budget: Option<BudgetArgs>,
+}
+
+/// `retry(budget(ratio, min_per_second, window))`; `budget()` takes the defaults.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct BudgetArgs {
+    ratio: Option<Number>,
+    min_per_second: Option<Number>,
+    window: Option<DurationArg>,
 }
 
 #[derive(Debug, Default, FromMeta)]
@@ -148,6 +162,8 @@ pub(crate) struct BulkheadArgs {
     max_concurrent: Option<Positive>,
     max_wait: Option<DurationArg>,
     queue_capacity: Option<Number>,
+    min_limit: Option<Positive>,
+    max_limit: Option<Positive>,
 }
 
 #[derive(Debug, Default, FromMeta)]
@@ -337,6 +353,19 @@ impl RetryArgs {
             let max = self.max_delay.map_or(resilience_rules::DEFAULT_MAX_DELAY, |d| d.duration());
             rule(errors, "base_delay", base.span, resilience_rules::delays(base.duration(), max));
         }
+        if let Some(b) = &self.budget {
+            if let Some(r) = b.ratio {
+                rule(errors, "ratio", r.1, resilience_rules::budget_ratio(r.0));
+            }
+            if let Some(n) = b.min_per_second {
+                let whole = n.0 >= 0.0 && n.0.fract() == 0.0 && n.0 <= f64::from(u32::MAX);
+                let verdict = if whole { Ok(()) } else { Err(format!("{} is not a whole number of retries", n.0)) };
+                rule(errors, "min_per_second", n.1, verdict);
+            }
+            if let Some(w) = b.window {
+                rule(errors, "window", w.span, resilience_rules::budget_window(w.duration()));
+            }
+        }
     }
 }
 
@@ -386,6 +415,19 @@ impl RetryArgs {
             quote!(::resilience::__private::Jitter::#v)
         });
         let max_elapsed = opt(&self.max_elapsed, dur);
+        let budget = opt(&self.budget, |b| {
+            let ratio = opt(&b.ratio, |n| float(n.0));
+            let min_per_second = opt(&b.min_per_second, |n| {
+                let v = n.0 as u32;
+                quote!(#v)
+            });
+            let window = opt(&b.window, dur);
+            quote!(::resilience::__private::BudgetOverrides {
+                ratio: #ratio,
+                min_per_second: #min_per_second,
+                window: #window,
+            })
+        });
         quote!(::resilience::__private::RetryOverrides {
             enabled: #enabled,
             max_attempts: #max_attempts,
@@ -394,6 +436,7 @@ impl RetryArgs {
             max_delay: #max_delay,
             jitter: #jitter,
             max_elapsed: #max_elapsed,
+            budget: #budget,
         })
     }
 }
@@ -404,6 +447,7 @@ fn bulkhead_tokens(
     max_concurrent: Option<Positive>,
     max_wait: Option<DurationArg>,
     queue_capacity: Option<Number>,
+    limits: (Option<Positive>, Option<Positive>),
 ) -> TokenStream {
     let enabled = opt(&enabled, |b| quote!(#b));
     let kind = opt(&kind, |k| {
@@ -416,12 +460,16 @@ fn bulkhead_tokens(
         let v = n.0 as usize;
         quote!(#v)
     });
+    let min_limit = opt(&limits.0, |p| p.usize_tokens());
+    let max_limit = opt(&limits.1, |p| p.usize_tokens());
     quote!(::resilience::__private::BulkheadOverrides {
         enabled: #enabled,
         kind: #kind,
         max_concurrent: #max_concurrent,
         max_wait: #max_wait,
         queue_capacity: #queue_capacity,
+        min_limit: #min_limit,
+        max_limit: #max_limit,
     })
 }
 
@@ -464,6 +512,38 @@ impl ConfigArgs {
             };
             rule(&mut errors, "max_concurrent", n.span, limit);
         }
+        let adaptive = matches!(
+            group.and_then(|g| g.kind.as_ref()).or(self.kind.as_ref()),
+            Some(k) if k.0 == "Adaptive"
+        );
+        if adaptive {
+            // The keys not given take the adaptive bulkhead's defaults.
+            let start = group.and_then(|g| g.max_concurrent).or(self.max_concurrent);
+            let (min, max) = (group.and_then(|g| g.min_limit), group.and_then(|g| g.max_limit));
+            let value = |p: Option<Positive>, default: usize| p.map_or(default, |p| p.value as usize);
+            if let Err((key, message)) = resilience_rules::adaptive_limits(
+                value(min, resilience_rules::DEFAULT_MIN_LIMIT),
+                value(start, resilience_rules::DEFAULT_ADAPTIVE_LIMIT),
+                value(max, resilience_rules::DEFAULT_MAX_LIMIT),
+            ) {
+                let span = match key {
+                    "min_limit" => min.map(|p| p.span),
+                    "max_limit" => max.map(|p| p.span),
+                    _ => start.map(|p| p.span),
+                };
+                let span = span.or(min.map(|p| p.span)).or(max.map(|p| p.span)).or(start.map(|p| p.span));
+                if let Some(span) = span {
+                    rule(&mut errors, key, span, Err(message));
+                }
+            }
+        } else if let Some(p) = group.and_then(|g| g.min_limit.or(g.max_limit)) {
+            if group.and_then(|g| g.kind.as_ref()).or(self.kind.as_ref()).is_some() {
+                errors.push(
+                    darling::Error::custom("`min_limit` and `max_limit` bound an adaptive bulkhead: `kind = adaptive`")
+                        .with_span(&p.span),
+                );
+            }
+        }
         if let Some(t) = self.timeout {
             if t.is_zero() {
                 errors.push(darling::Error::custom("`timeout` must be greater than zero").with_span(&t.span));
@@ -494,6 +574,7 @@ impl ConfigArgs {
             group.and_then(|g| g.max_concurrent).or(self.max_concurrent),
             group.and_then(|g| g.max_wait).or(self.max_wait),
             group.and_then(|g| g.queue_capacity).or(self.queue_capacity),
+            (group.and_then(|g| g.min_limit), group.and_then(|g| g.max_limit)),
         );
         let rate_limit = match &self.rate_limit {
             None => quote!(::resilience::__private::RateLimitOverrides::EMPTY),

@@ -29,10 +29,16 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
             "success_threshold",
         ],
     ),
-    ("retry", &["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed"]),
-    ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity"]),
+    (
+        "retry",
+        &["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed", "budget"],
+    ),
+    ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"]),
     ("rate_limit", &["rate", "burst", "max_keys", "key"]),
 ];
+
+/// Keys of `retry(budget(...))`.
+const BUDGET: &[&str] = &["ratio", "min_per_second", "window"];
 
 /// Keys every attribute takes besides the configuration.
 pub(crate) const HANDLERS: &[&str] = &["fallback", "retry_if", "record_if"];
@@ -142,11 +148,26 @@ fn check_group(
             errors.push(spanned(meta.path(), format!("duplicate key `{key}` in `{group}(...)`")));
             continue;
         }
-        if let Meta::List(_) = meta {
-            errors.push(spanned(meta, format!("`{key}` takes a value: write `{key} = ...`")));
-            continue;
+        match (meta, group == "retry" && key == "budget") {
+            (Meta::List(list), true) => match NestedMeta::parse_meta_list(list.tokens.clone()) {
+                Ok(inner) => {
+                    let inner = check_group(inner, "budget", BUDGET, errors);
+                    let tokens = inner.iter().map(|m| quote::quote!(#m));
+                    let mut list = list.clone();
+                    list.tokens = quote::quote!(#(#tokens),*);
+                    kept.push(NestedMeta::Meta(Meta::List(list)));
+                }
+                Err(e) => errors.push(e.into()),
+            },
+            (_, true) => errors.push(spanned(
+                meta,
+                String::from(
+                    "`budget` is a group of keys: write `budget()` for the defaults, or `budget(ratio = 0.2, ...)`",
+                ),
+            )),
+            (Meta::List(_), false) => errors.push(spanned(meta, format!("`{key}` takes a value: write `{key} = ...`"))),
+            _ => kept.push(item),
         }
-        kept.push(item);
     }
     kept
 }

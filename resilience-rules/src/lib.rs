@@ -184,9 +184,75 @@ pub fn workers(n: usize) -> Verdict {
     Ok(())
 }
 
+/// The starting limit of an adaptive bulkhead that gives none.
+pub const DEFAULT_ADAPTIVE_LIMIT: usize = 20;
+/// The lowest limit an adaptive bulkhead may learn, unless set.
+pub const DEFAULT_MIN_LIMIT: usize = 1;
+/// The highest limit an adaptive bulkhead may learn, unless set.
+pub const DEFAULT_MAX_LIMIT: usize = 200;
+
+/// An adaptive bulkhead's `min_limit`, starting limit (`max_concurrent`) and
+/// `max_limit`: `min_limit <= max_concurrent <= max_limit <= MAX_PERMITS`; the key at
+/// fault is named in the message.
+pub fn adaptive_limits(min: usize, start: usize, max: usize) -> Result<(), (&'static str, String)> {
+    if max > MAX_PERMITS {
+        return Err(("max_limit", format!("{max} is more than the maximum of {MAX_PERMITS}")));
+    }
+    if min > max {
+        return Err(("min_limit", format!("{min} is larger than `max_limit` ({max})")));
+    }
+    if start < min || start > max {
+        return Err((
+            "max_concurrent",
+            format!("the starting limit {start} is outside `min_limit`..=`max_limit` ({min}..={max})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The default share of a retry budget: retries may add a fifth to the calls.
+pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
+/// Retries a budget allows per second whatever the calls, unless set.
+pub const DEFAULT_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// The window over which a budget counts, unless set.
+pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// The shortest budget window.
+pub const MIN_BUDGET_WINDOW: Duration = Duration::from_millis(100);
+/// The longest budget window.
+pub const MAX_BUDGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// `retry.budget.ratio`: a fraction in (0, 1].
+pub fn budget_ratio(ratio: f64) -> Verdict {
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        return refuse(format!("{ratio} is not a fraction in (0, 1]"));
+    }
+    Ok(())
+}
+
+/// `retry.budget.window`: from [`MIN_BUDGET_WINDOW`] to [`MAX_BUDGET_WINDOW`].
+pub fn budget_window(window: Duration) -> Verdict {
+    if window < MIN_BUDGET_WINDOW || window > MAX_BUDGET_WINDOW {
+        return refuse(format!("{window:?} is not between 100ms and 24h"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_and_budget_limits() {
+        assert!(adaptive_limits(1, 20, 200).is_ok() && adaptive_limits(5, 5, 5).is_ok());
+        assert_eq!(adaptive_limits(10, 5, 20).map_err(|e| e.0), Err("max_concurrent"));
+        assert_eq!(adaptive_limits(30, 30, 20).map_err(|e| e.0), Err("min_limit"));
+        assert_eq!(adaptive_limits(1, 1, MAX_PERMITS + 1).map_err(|e| e.0), Err("max_limit"));
+        assert!(budget_ratio(1.0).is_ok() && budget_ratio(0.01).is_ok());
+        for bad in [0.0, -0.5, 1.01, f64::NAN] {
+            assert!(budget_ratio(bad).is_err(), "{bad}");
+        }
+        assert!(budget_window(Duration::from_secs(10)).is_ok() && budget_window(Duration::from_millis(10)).is_err());
+    }
 
     #[test]
     fn limits_are_inclusive() {

@@ -106,8 +106,8 @@ pub use web::{ClientKey, MiddlewareConfig, MiddlewareConfigError, RateLimitConfi
 pub mod __private {
     pub use resilience_core::macro_support::*;
     pub use resilience_core::{
-        BreakerOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, DependencyKind, ErrorPolicy, Jitter,
-        RateLimitOverrides, ResilienceError, RetryOverrides,
+        BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, DependencyKind,
+        ErrorPolicy, Jitter, RateLimitOverrides, ResilienceError, RetryOverrides,
     };
     pub use std::time::Duration;
 }

@@ -1,5 +1,6 @@
 //! Behaviour tests of `resilience`, through the facade only. One binary for the crate.
 
+mod adaptive;
 mod attributes;
 mod breaker;
 mod breaker_model;

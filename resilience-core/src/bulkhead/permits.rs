@@ -85,6 +85,13 @@ impl Permits {
         usize::try_from(available_of(self.word.load(Relaxed))).unwrap_or(0)
     }
 
+    /// Permits held now (the limit minus the free ones; more than the limit just after
+    /// it was lowered).
+    pub(crate) fn in_use(&self) -> usize {
+        let held = self.limit() as i64 - available_of(self.word.load(Relaxed));
+        usize::try_from(held).unwrap_or(0)
+    }
+
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         let mut word = self.word.load(Relaxed);

@@ -1,8 +1,10 @@
 //! Retries with exponential backoff and jitter.
 
 mod backoff;
+pub(crate) mod budget;
 
 pub use backoff::{Backoff, Jitter};
+pub use budget::{RetryBudget, RetryBudgetConfig};
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -107,6 +109,12 @@ impl<'a> RetryState<'a> {
     /// Attempts made so far, including the one running.
     pub(crate) fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Takes back the attempt [`next_delay`](Self::next_delay) counted, when a budget
+    /// refuses it.
+    pub(crate) fn refused(&mut self) {
+        self.attempt -= 1;
     }
 
     /// The delay before the next attempt, or `None` when no attempt is left.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::tree::{Node, Origin, Value};
 use super::Model;
 use crate::config::{
-    BreakerOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, RateLimitOverrides, RetryOverrides,
+    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, RateLimitOverrides,
+    RetryOverrides,
 };
 use crate::error::ConfigError;
 use crate::preset::{DependencyType, ResilienceStrategy};
@@ -28,18 +29,22 @@ const BREAKER_KEYS: [&str; 11] = [
     "half_open_max_calls",
     "success_threshold",
 ];
-const RETRY_KEYS: [&str; 7] =
-    ["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed"];
-const BULKHEAD_KEYS: [&str; 5] = ["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity"];
+const RETRY_KEYS: [&str; 8] =
+    ["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed", "budget"];
+const BUDGET_KEYS: [&str; 3] = ["ratio", "min_per_second", "window"];
+const BULKHEAD_KEYS: [&str; 7] =
+    ["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"];
 const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "max_keys"];
 const STRATEGY_KEYS: [&str; 5] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit"];
-const DEPENDENCY_KEYS: [&str; 10] = [
+const DEPENDENCY_KEYS: [&str; 12] = [
     "type",
     "timeout",
     "max_concurrent",
     "max_wait",
     "queue_capacity",
     "kind",
+    "min_limit",
+    "max_limit",
     "circuit_breaker",
     "retry",
     "bulkhead",
@@ -282,23 +287,53 @@ impl Reader<'_> {
                         _ => Jitter::None,
                     })
                 }
+                "budget" => r.budget = Some(self.budget(&k, v)?),
                 _ => r.max_elapsed = Some(self.duration(&k, v)?),
             }
         }
         Ok(r)
     }
 
+    /// `budget: { ratio, min_per_second, window }` (`budget: {}` for the defaults).
+    fn budget(&self, path: &str, node: &Node) -> Result<BudgetOverrides, ConfigError> {
+        let mut b = BudgetOverrides::default();
+        for (key, v) in entries(self.file, path, node, &BUDGET_KEYS)? {
+            let k = join(path, key);
+            match key.as_str() {
+                "ratio" => {
+                    let ratio = self.number(&k, v)?;
+                    resilience_rules::budget_ratio(ratio).map_err(|m| invalid(self.file, &k, v, m))?;
+                    b.ratio = Some(ratio);
+                }
+                "min_per_second" => {
+                    let n = self.count(&k, v)?;
+                    b.min_per_second =
+                        Some(u32::try_from(n).map_err(|_| invalid(self.file, &k, v, format!("{n} is too large")))?);
+                }
+                _ => {
+                    let window = self.duration(&k, v)?;
+                    resilience_rules::budget_window(window).map_err(|m| invalid(self.file, &k, v, m))?;
+                    b.window = Some(window);
+                }
+            }
+        }
+        Ok(b)
+    }
+
     fn bulkhead_key(&self, b: &mut BulkheadOverrides, key: &str, k: &str, v: &Node) -> Result<(), ConfigError> {
         match key {
             "enabled" => b.enabled = Some(self.boolean(k, v)?),
             "kind" => {
-                b.kind = Some(match self.word(k, v, &["semaphore", "thread_pool"])? {
+                b.kind = Some(match self.word(k, v, &["semaphore", "thread_pool", "adaptive"])? {
                     "thread_pool" => BulkheadKind::ThreadPool,
+                    "adaptive" => BulkheadKind::Adaptive,
                     _ => BulkheadKind::Semaphore,
                 })
             }
             "max_concurrent" => b.max_concurrent = Some(self.positive_usize(k, v)?),
             "max_wait" => b.max_wait = Some(self.duration(k, v)?),
+            "min_limit" => b.min_limit = Some(self.positive_usize(k, v)?),
+            "max_limit" => b.max_limit = Some(self.positive_usize(k, v)?),
             _ => b.queue_capacity = Some(self.count(k, v)?),
         }
         Ok(())
@@ -363,6 +398,8 @@ fn merge_bulkhead(low: BulkheadOverrides, high: BulkheadOverrides) -> BulkheadOv
         max_concurrent: high.max_concurrent.or(low.max_concurrent),
         max_wait: high.max_wait.or(low.max_wait),
         queue_capacity: high.queue_capacity.or(low.queue_capacity),
+        min_limit: high.min_limit.or(low.min_limit),
+        max_limit: high.max_limit.or(low.max_limit),
     }
 }
 

@@ -298,12 +298,8 @@ impl HttpPool {
         retry: bool,
     ) -> Result<HttpResponse, PoolError> {
         let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
-        let outcome = self
-            .inner
-            .dependency
-            .pipeline()
-            .call_with(&policy, || self.attempt(&method, &url, &headers, &body))
-            .await;
+        let outcome =
+            self.inner.dependency.pipeline().call_with(&policy, || self.attempt(&method, &url, &headers, &body)).await;
         match outcome {
             Ok(response) => Ok(response),
             Err(AttemptError::Status(response)) => Ok(*response),
