@@ -566,12 +566,19 @@ impl Pipeline {
     /// as a retry event), or `None` when `retry` allows no more.
     ///
     /// A retry the budget refuses (or that a budget inside the failed attempt refused,
-    /// on this thread) is not made, and enclosing calls are told not to make it either.
+    /// on this thread) is not made, and enclosing calls are told not to make it either;
+    /// so are they when a budgeted call's attempts run out (its budget saw them).
     pub(crate) fn retry_delay(&self, retry: &mut RetryState<'_>) -> Option<Duration> {
         if refused_inside() {
             return None;
         }
-        let delay = retry.next_delay()?;
+        let Some(delay) = retry.next_delay() else {
+            if self.budget.is_some() {
+                // The budget saw these attempts: an enclosing call does not start more.
+                mark_refused();
+            }
+            return None;
+        };
         if let Some(budget) = &self.budget {
             if !budget.try_withdraw() {
                 retry.refused();

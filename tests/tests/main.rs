@@ -19,6 +19,7 @@ mod redis_pool;
 mod registration;
 mod registry;
 mod retry;
+mod retry_budget;
 mod servers;
 mod settings;
 mod support;

@@ -10,8 +10,8 @@
 //! window really slides: deposits are counted as a running total, read at points in
 //! time (every 256th deposit and every withdrawal attempt), and the total at the
 //! window's start is interpolated between the two points around it; withdrawals are
-//! kept with their times (runs of those within 1/1000 of the window are merged and
-//! expire with their latest). A deposit is one atomic add on the call's path; the rest
+//! kept with their times (those within 1/1000 of the window of the first of a run are
+//! merged into it, and the run expires with its latest). A deposit is one atomic add on the call's path; the rest
 //! happens when a retry is asked for.
 //!
 //! (tower's budget keeps ten slots and moves to the next one on any call after a slot's
@@ -82,8 +82,8 @@ struct Inner {
 struct Ledger {
     /// `(time, deposits so far)`, oldest first; the first is at or before the window.
     readings: VecDeque<(u64, u64)>,
-    /// `(latest time, count)` of runs of withdrawals, oldest first.
-    withdrawals: VecDeque<(u64, u64)>,
+    /// `(first time, latest time, count)` of runs of withdrawals, oldest first.
+    withdrawals: VecDeque<(u64, u64, u64)>,
     withdrawn: u64,
 }
 
@@ -144,11 +144,11 @@ impl RetryBudget {
         if allowed {
             let merge = (self.inner.window / 1000).max(1);
             match ledger.withdrawals.back_mut() {
-                Some((at, n)) if now.saturating_sub(*at) < merge => {
-                    *at = now;
+                Some((first, latest, n)) if now.saturating_sub(*first) < merge => {
+                    *latest = now;
                     *n += 1;
                 }
-                _ => ledger.withdrawals.push_back((now, 1)),
+                _ => ledger.withdrawals.push_back((now, now, 1)),
             }
             ledger.withdrawn += 1;
         } else {
@@ -168,8 +168,12 @@ impl RetryBudget {
     /// `ratio × deposits in the window + reserve − withdrawals in the window`.
     fn balance(&self, ledger: &mut Ledger, now: u64) -> f64 {
         let total = self.prune(ledger, now);
-        let start = now.saturating_sub(self.inner.window);
-        let deposited = total as f64 - deposits_at(&ledger.readings, start, now, total);
+        // Before a whole window has passed, everything since the start counts.
+        let before = match now.checked_sub(self.inner.window) {
+            Some(start) => deposits_at(&ledger.readings, start, now, total),
+            None => 0.0,
+        };
+        let deposited = total as f64 - before;
         let c = &self.inner.config;
         let reserve = f64::from(c.min_per_second) * c.window.as_secs_f64();
         c.ratio * deposited + reserve - ledger.withdrawn as f64
@@ -183,12 +187,12 @@ impl RetryBudget {
         if ledger.readings.back().is_none_or(|(at, _)| now.saturating_sub(*at) >= spacing) {
             ledger.readings.push_back((now, total));
         }
-        let start = now.saturating_sub(self.inner.window);
+        let Some(start) = now.checked_sub(self.inner.window) else { return total };
         while ledger.readings.len() > 1 && ledger.readings[1].0 <= start {
             ledger.readings.pop_front();
         }
-        while let Some(&(at, n)) = ledger.withdrawals.front() {
-            if at > start {
+        while let Some(&(_, latest, n)) = ledger.withdrawals.front() {
+            if latest > start {
                 break;
             }
             ledger.withdrawals.pop_front();
@@ -236,7 +240,8 @@ pub(crate) fn refused_inside() -> bool {
     REFUSED.with(std::cell::Cell::get)
 }
 
-/// A budget refused a retry: enclosing calls on this thread do not retry it either.
+/// A budget refused a retry, or a budgeted call's attempts ran out: enclosing calls on
+/// this thread do not retry the failure.
 pub(crate) fn mark_refused() {
     REFUSED.with(|r| r.set(true));
 }
