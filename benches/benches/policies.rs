@@ -249,6 +249,49 @@ fn ours_pipeline(bencher: Bencher, yields: u8) {
     bench_async(bencher, yields, |y| PIPELINE.call(move || body(y)));
 }
 
+/// `PIPELINE` with an adaptive bulkhead in place of the fixed one (issue 14), starting
+/// and bounded at the same limit so that its probes never refuse a call.
+static PIPELINE_ADAPTIVE: LazyLock<Pipeline> = LazyLock::new(|| {
+    let limit = NonZeroUsize::new(LIMIT).expect("non-zero");
+    Pipeline::builder("bench_adaptive")
+        .timeout(TIMEOUT)
+        .retry(RetryConfig::default())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .adaptive_bulkhead(resilience::AdaptiveBulkheadConfig {
+            initial_limit: limit,
+            min_limit: limit,
+            max_limit: limit,
+            max_wait: Duration::ZERO,
+        })
+        .build()
+        .expect("valid")
+});
+
+#[divan::bench(args = YIELDS, threads = [1, 2])]
+fn ours_pipeline_adaptive(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| PIPELINE_ADAPTIVE.call(move || body(y)));
+}
+
+/// `PIPELINE` with a retry budget (issue 14): every call deposits.
+static PIPELINE_BUDGET: LazyLock<Pipeline> = LazyLock::new(|| {
+    Pipeline::builder("bench_budget")
+        .timeout(TIMEOUT)
+        .retry(RetryConfig::default())
+        .retry_budget(resilience::RetryBudgetConfig::default())
+        .circuit_breaker(CircuitBreakerConfig::default())
+        .bulkhead(SemaphoreBulkheadConfig {
+            max_concurrent: NonZeroUsize::new(LIMIT).expect("non-zero"),
+            max_wait: Duration::ZERO,
+        })
+        .build()
+        .expect("valid")
+});
+
+#[divan::bench(args = YIELDS, threads = [1, 2])]
+fn ours_pipeline_budget(bencher: Bencher, yields: u8) {
+    bench_async(bencher, yields, |y| PIPELINE_BUDGET.call(move || body(y)));
+}
+
 static MANAGER: LazyLock<resilience::ResilienceManager> = LazyLock::new(|| {
     let manager = resilience::ResilienceManager::default();
     // The same policies as `PIPELINE`, as a registered dependency.
