@@ -524,6 +524,7 @@ impl<E> Call<E> {
         Attempt {
             body: Some(Limited::new(body, limit)),
             first_poll: true,
+            started: None,
             permit: admission.permit,
             slot: admission.slot,
             call: self,
@@ -571,6 +572,8 @@ pin_project! {
         #[pin]
         body: Option<Limited<Fut>>,
         first_poll: bool,
+        // When the body first waited, if an adaptive bulkhead times this attempt.
+        started: Option<tokio::time::Instant>,
         permit: Option<CallPermit<'static>>,
         slot: Option<Slot<'static>>,
         call: &'a mut Call<E>,
@@ -604,14 +607,22 @@ where
         let settled = match poll {
             Poll::Ready(outcome) => {
                 this.body.set(None);
+                if let (Some(started), Some(adaptive)) = (this.started.take(), call.pipeline.adaptive()) {
+                    adaptive.record(started, outcome.is_err());
+                }
                 *this.slot = None;
                 Poll::Ready(call.settle(this.permit.take(), outcome))
             }
             Poll::Pending => {
-                if std::mem::take(this.first_poll) && call.sampled_at == 0 {
-                    // Only calls that wait are timed (see `observe::latency`).
+                if std::mem::take(this.first_poll) {
                     let started = this.body.as_ref().as_pin_ref().and_then(|b| b.get_ref().started());
-                    call.sampled_at = latency::start_stamp(started);
+                    if call.sampled_at == 0 {
+                        // Only calls that wait are timed (see `observe::latency`).
+                        call.sampled_at = latency::start_stamp(started);
+                    }
+                    if call.pipeline.adaptive().is_some_and(crate::bulkhead::AdaptiveBulkhead::sampled) {
+                        *this.started = Some(started.unwrap_or_else(tokio::time::Instant::now));
+                    }
                 }
                 Poll::Pending
             }

@@ -1196,7 +1196,7 @@ where
                             if *this.sampled_at == 0 {
                                 *this.sampled_at = latency::start_stamp(started);
                             }
-                            if pipeline.adaptive().is_some() {
+                            if pipeline.adaptive().is_some_and(AdaptiveBulkhead::sampled) {
                                 *this.attempt_started = Some(started.unwrap_or_else(Instant::now));
                             }
                         }

@@ -147,3 +147,51 @@ async fn an_unsaturated_service_does_not_inflate_the_limit() {
     assert!(max <= bound, "limit reached {max}, past 2 x peak in flight ({}) + 10", run.peak_in_flight);
     eprintln!("unsaturated: max limit {max}, peak in flight {}", run.peak_in_flight);
 }
+
+struct Client {
+    calls: u32,
+}
+
+impl Client {
+    /// Through the loop of attempts that `&mut self` methods expand to.
+    #[resilience::resilient(name = "adaptive_mut_self", bulkhead(kind = adaptive, max_concurrent = 4))]
+    async fn fetch(&mut self) -> Result<u32, ResilienceError> {
+        self.calls += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(self.calls)
+    }
+}
+
+#[resilience::resilient(name = "adaptive_fn", bulkhead(kind = adaptive, max_concurrent = 4))]
+async fn fetch(work: Duration) -> Result<(), ResilienceError> {
+    tokio::time::sleep(work).await;
+    Ok(())
+}
+
+fn adaptive_state(name: &str) -> resilience::AdaptiveState {
+    let dependency = resilience::registry().resolve(name, resilience::ResilienceStrategy::InternalService);
+    match dependency.pipeline().bulkhead() {
+        Some(Bulkhead::Adaptive(a)) => a.state(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attributed_calls_measure_their_baseline() {
+    let mut client = Client { calls: 0 };
+    for _ in 0..12 {
+        client.fetch().await.unwrap();
+        fetch(Duration::from_millis(20)).await.unwrap();
+    }
+    for (name, work) in [("adaptive_mut_self", 10), ("adaptive_fn", 20)] {
+        let state = adaptive_state(name);
+        assert_eq!(state.limit, 4, "{name}: the starting limit, learned limit unchanged by the probe");
+        assert!(!state.probing, "{name}: the first probe ended after its samples");
+        let baseline = state.baseline.expect("measured");
+        assert!(
+            baseline >= Duration::from_millis(work) && baseline < Duration::from_millis(work + 2),
+            "{name}: baseline {baseline:?}"
+        );
+        assert_eq!(state.in_flight, 0);
+    }
+}

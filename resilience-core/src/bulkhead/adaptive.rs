@@ -21,7 +21,9 @@
 //!   back), and always stays within `min_limit..=max_limit`.
 //!
 //! Samples are the attempts' round trips from the moment the body first waited to its
-//! end, taken where the bulkhead sits (inside the retry, so backoff is never latency).
+//! end, taken where the bulkhead sits (inside the retry, so backoff is never latency);
+//! when a window sees more than [`SAMPLES_PER_WINDOW`] calls, one waiting call in so
+//! many (per thread) is timed, so that a busy dependency pays for few clock reads.
 //! Rejected calls and dropped (cancelled) calls give no sample; nor do attempts that
 //! finish on their first poll, which hold their slot for no time at all.
 
@@ -46,6 +48,8 @@ pub const PROBE_SAMPLES: u64 = 10;
 pub const PROBE_MAX: Duration = Duration::from_secs(5);
 /// How often the baseline is measured again (jittered by a fifth either way).
 pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// Samples a window aims at: beyond that, calls are timed one in so many.
+pub const SAMPLES_PER_WINDOW: u64 = 64;
 /// Finished calls a window needs before the limit is updated.
 pub const WINDOW_SAMPLES: u64 = 10;
 /// The shortest window.
@@ -131,6 +135,9 @@ struct Control {
     learned: AtomicUsize,
     baseline: AtomicU64,
     probing: AtomicBool,
+    /// One waiting call in this many (per thread) is timed: about [`SAMPLES_PER_WINDOW`]
+    /// samples a window, so a busy dependency pays for few clock reads.
+    sample_every: AtomicU64,
     state: Mutex<State>,
     limit_gauge: Gauge,
     baseline_gauge: Gauge,
@@ -178,6 +185,7 @@ impl AdaptiveBulkhead {
             learned: AtomicUsize::new(config.initial_limit.get()),
             baseline: AtomicU64::new(0),
             probing: AtomicBool::new(true),
+            sample_every: AtomicU64::new(1),
             state: Mutex::new(State {
                 limit: config.initial_limit.get() as f64,
                 baseline: None,
@@ -233,6 +241,18 @@ impl AdaptiveBulkhead {
     /// Changes how long later calls wait for a slot.
     pub(crate) fn set_max_wait(&self, max_wait: Duration) {
         self.semaphore.set_max_wait(max_wait);
+    }
+
+    /// Whether the attempt that just started to wait is timed (see `sample_every`).
+    #[inline]
+    pub(crate) fn sampled(&self) -> bool {
+        let every = self.control.sample_every.load(Relaxed);
+        every == 1
+            || TICK.with(|t| {
+                let n = t.get().wrapping_add(1);
+                t.set(n);
+                n % every == 0
+            })
     }
 
     /// Records an attempt that held a slot from `started` until now: a round trip, or
@@ -291,6 +311,9 @@ impl AdaptiveBulkhead {
             return;
         }
         let (samples, sum, drops, peak) = take(c);
+        // Calls seen in the window, estimated from the timed ones.
+        let seen = (samples + drops).saturating_mul(c.sample_every.load(Relaxed));
+        c.sample_every.store((seen / SAMPLES_PER_WINDOW).clamp(1, 1024), Relaxed);
         let (min, max) = (c.config.min_limit.get() as f64, c.config.max_limit.get() as f64);
         let limit = s.limit;
         let next = if drops > 0 {
@@ -311,6 +334,8 @@ impl AdaptiveBulkhead {
         if now >= s.next_probe {
             s.probe = Some(now);
             c.counting_from.store(now, Relaxed);
+            // A probe admits few calls: time all of them.
+            c.sample_every.store(1, Relaxed);
         }
         self.publish(&s, now);
     }
@@ -356,6 +381,10 @@ fn probe_limit(config: &AdaptiveBulkheadConfig, limit: f64) -> usize {
 /// Takes the open window's samples: (samples, sum of round trips, drops, peak in flight).
 fn take(c: &Control) -> (u64, u64, u64, usize) {
     (c.samples.swap(0, Relaxed), c.rtt_sum.swap(0, Relaxed), c.drops.swap(0, Relaxed), c.peak.swap(0, Relaxed))
+}
+
+thread_local! {
+    static TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Uniform in [0, 1), from xorshift64*.
