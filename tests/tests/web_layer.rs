@@ -343,8 +343,24 @@ async fn the_observability_routes_answer() {
     assert_eq!(health.headers()["content-type"], "application/json");
     let body = health.text().await.unwrap();
     assert!(body.contains("\"dependencies\"") && body.contains("\"pools\"") && body.contains("\"alerts\""), "{body}");
+    // An adaptive bulkhead and a retry budget (issue 14), made after the recorder.
+    let own = resilience::ConfigOverrides {
+        bulkhead: resilience::BulkheadOverrides {
+            kind: Some(resilience::BulkheadKind::Adaptive),
+            ..Default::default()
+        },
+        retry: resilience::RetryOverrides { budget: Some(Default::default()), ..Default::default() },
+        ..Default::default()
+    };
+    resilience::registry().register("observed_adaptive", resilience::DependencyType::Cache, own).expect("valid");
     let report = c.get(format!("{url}/resilience")).send().await.unwrap().text().await.unwrap();
     assert!(report.starts_with("{\"status\":"), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let adaptive =
+        report["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "observed_adaptive").unwrap();
+    assert_eq!(adaptive["bulkhead_max_concurrent"], 20, "the adaptive default start: {adaptive}");
+    assert_eq!(adaptive["adaptive_live_limit"], 3, "pinned by the first probe: {adaptive}");
+    assert_eq!(adaptive["retry_budget_remaining"], 100, "the reserve, 10/s over 10 s: {adaptive}");
     let metrics = c.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
@@ -357,6 +373,8 @@ async fn the_observability_routes_answer() {
         "{text}"
     );
     assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
+    assert!(text.contains("resilience_adaptive_limit{name=\"observed_adaptive\"} 20"), "{text}");
+    assert!(text.contains("resilience_retry_budget_remaining{name=\"observed_adaptive\"} 100"), "{text}");
     let page = c.get(format!("{url}/resilience/dashboard")).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let page = page.text().await.unwrap();

@@ -78,6 +78,15 @@ impl Bulkhead {
         }
     }
 
+    /// Calls holding a slot now.
+    pub fn in_use(&self) -> usize {
+        match self {
+            Self::Semaphore(b) => b.permits().in_use(),
+            Self::Adaptive(b) => b.semaphore().permits().in_use(),
+            Self::ThreadPool(b) => b.max_concurrent().saturating_sub(b.available()),
+        }
+    }
+
     /// Sets the available-slots gauge to the current count.
     pub(crate) fn refresh_gauges(&self) {
         match self {

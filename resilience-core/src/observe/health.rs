@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::bulkhead::Bulkhead;
 use crate::circuit_breaker::CircuitState;
 use crate::registry::Registry;
 
@@ -83,8 +84,15 @@ pub struct DependencyHealth {
     pub p95_seconds: Option<f64>,
     /// Bulkhead slots in use.
     pub bulkhead_in_use: Option<usize>,
-    /// The bulkhead's limit.
+    /// The bulkhead's limit (an adaptive bulkhead's learned limit).
     pub bulkhead_max_concurrent: Option<usize>,
+    /// An adaptive bulkhead's limit right now (lower than the learned one while a
+    /// baseline probe runs).
+    pub adaptive_live_limit: Option<usize>,
+    /// An adaptive bulkhead's estimate of the unloaded round trip, in seconds.
+    pub adaptive_baseline_seconds: Option<f64>,
+    /// Retries the dependency's retry budget allows now.
+    pub retry_budget_remaining: Option<u64>,
 }
 
 /// One connection pool in a [`HealthReport`], as its integration reports it (see
@@ -179,6 +187,9 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
             p95_seconds: None,
             bulkhead_in_use: None,
             bulkhead_max_concurrent: None,
+            adaptive_live_limit: None,
+            adaptive_baseline_seconds: None,
+            retry_budget_remaining: None,
         };
         if let Some(breaker) = pipeline.circuit_breaker() {
             let m = breaker.metrics();
@@ -218,9 +229,14 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
         }
         if let Some(bulkhead) = pipeline.bulkhead() {
             let max = bulkhead.max_concurrent();
-            let in_use = max.saturating_sub(bulkhead.available());
+            let in_use = bulkhead.in_use();
             health.bulkhead_in_use = Some(in_use);
             health.bulkhead_max_concurrent = Some(max);
+            if let Bulkhead::Adaptive(a) = bulkhead {
+                let state = a.state();
+                health.adaptive_live_limit = Some(state.live_limit);
+                health.adaptive_baseline_seconds = state.baseline.map(|b| b.as_secs_f64());
+            }
             let used = in_use as f64 * 100.0 / max.max(1) as f64;
             if let Some(severity) = level(used, 95.0, 80.0) {
                 alert(
@@ -230,6 +246,7 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
                 );
             }
         }
+        health.retry_budget_remaining = pipeline.retry_budget().map(crate::retry::RetryBudget::remaining);
         if health.status == HealthStatus::Up && alerts.iter().any(|a| a.dependency == name) {
             health.status = HealthStatus::Degraded;
         }
