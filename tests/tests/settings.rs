@@ -285,3 +285,48 @@ fn per_key_is_gone_and_says_what_replaced_it() {
     let (_, _, own) = s.dependencies().next().unwrap();
     assert_eq!(own.rate_limit.max_keys, std::num::NonZeroUsize::new(50));
 }
+
+#[test]
+fn adaptive_bulkheads_and_retry_budgets_from_the_file() {
+    let text = "external_dependencies:
+  search:
+    type: external_api
+    bulkhead: { kind: adaptive, max_concurrent: 8, min_limit: 2, max_limit: 64 }
+    retry: { max_attempts: 4, budget: { ratio: 0.1, min_per_second: 5, window: 30s } }
+  feed:
+    type: cache
+    kind: adaptive
+    retry: { budget: {} }
+";
+    let registry = Registry::new();
+    Settings::from_yaml_str(text).unwrap().apply_to(&registry).unwrap();
+    let search = registry.get("search").unwrap().config();
+    assert_eq!(search.bulkhead.kind, BulkheadKind::Adaptive);
+    assert_eq!(
+        (search.bulkhead.max_concurrent.get(), search.bulkhead.min_limit.get(), search.bulkhead.max_limit.get()),
+        (8, 2, 64)
+    );
+    let budget = search.retry_budget.unwrap();
+    assert_eq!((budget.ratio, budget.min_per_second, budget.window), (0.1, 5, Duration::from_secs(30)));
+    let feed = registry.get("feed").unwrap().config();
+    assert_eq!(feed.bulkhead.max_concurrent.get(), 20, "an adaptive bulkhead's default start");
+    assert_eq!(feed.retry_budget, Some(resilience::RetryBudgetConfig::default()), "`budget: {{}}`: the defaults");
+}
+
+#[test]
+fn bad_adaptive_bounds_and_budgets_name_their_key_and_line() {
+    let e = err("external_dependencies:\n  db:\n    type: database\n    retry:\n      budget: { ratio: 1.5 }\n");
+    assert_eq!(e, "<string>:5: invalid `external_dependencies.db.retry.budget.ratio`: 1.5 is not a fraction in (0, 1]");
+    let e = err("external_dependencies:\n  db:\n    type: database\n    retry:\n      budget: { ratoi: 0.5 }\n");
+    assert!(e.contains("external_dependencies.db.retry.budget.ratoi") && e.contains("ratio"), "{e}");
+    let text =
+        "external_dependencies:\n  db:\n    type: database\n    bulkhead:\n      kind: adaptive\n      min_limit: 50\n";
+    let registry = Registry::new();
+    let e = Settings::from_yaml_str(text).and_then(|s| s.apply_to(&registry)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "<string>:2: invalid `external_dependencies.db.bulkhead.max_concurrent`: the starting limit 20 is outside \
+         `min_limit`..=`max_limit` (50..=200)"
+    );
+    assert!(registry.get("db").is_none(), "nothing was registered");
+}
