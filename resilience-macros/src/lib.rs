@@ -42,10 +42,10 @@ macro_rules! doc_attribute {
         /// | `max_concurrent` | count | preset's | bulkhead size (switches the bulkhead on) |
         /// | `max_wait` | duration | `"0ms"` (fail fast) | how long a call waits for a bulkhead slot |
         /// | `queue_capacity` | number | 100 | calls queued for a thread-pool bulkhead |
-        /// | `kind` | `semaphore` \| `thread_pool` | `semaphore` | bulkhead kind |
+        /// | `kind` | `semaphore` \| `thread_pool` \| `adaptive` | `semaphore` | bulkhead kind (`adaptive`: a limit learned from latency, starting at `max_concurrent`, 20 unless given) |
         /// | `circuit_breaker(...)` | group | preset's | `enabled`, `failure_threshold`, `failure_rate` (%), `minimum_calls`, `window_size`, `window_duration`, `slow_call_duration`, `slow_call_rate` (%), `recovery_timeout`, `half_open_max_calls`, `success_threshold` |
-        /// | `retry(...)` | group | preset's | `enabled`, `max_attempts` (counts the first call), `base_delay`, `exponential_base`, `max_delay`, `jitter` (`none` \| `full` \| `equal` \| `decorrelated`), `max_elapsed` |
-        /// | `bulkhead(...)` | group | preset's | `enabled`, `kind`, `max_concurrent`, `max_wait`, `queue_capacity` (wins over the flat keys) |
+        /// | `retry(...)` | group | preset's | `enabled`, `max_attempts` (counts the first call), `base_delay`, `exponential_base`, `max_delay`, `jitter` (`none` \| `full` \| `equal` \| `decorrelated`), `max_elapsed`, `budget(ratio, min_per_second, window)`: a retry budget shared by every call of the dependency (`budget()` for the defaults 0.2 / 10 / `"10s"`; `ratio` in (0, 1], `window` from 100 ms to 24 h); a retry it refuses returns the attempt's error, and enclosing attributed calls on the task do not retry it |
+        /// | `bulkhead(...)` | group | preset's | `enabled`, `kind`, `max_concurrent`, `max_wait`, `queue_capacity`, and for `kind = adaptive` `min_limit` (1) and `max_limit` (200), with `min_limit <= max_concurrent <= max_limit` (wins over the flat keys) |
         /// | `rate_limit(...)` | group | none | `rate` (calls per second, from `0.000001` to `1e9`), `burst`, `max_keys`; on attributes also `key = <argument>`: one limit per value of that argument (any `Hash` type, such as a tenant or user id; at most `max_keys`, default 10,000, tracked; checked once per call, before the first attempt) |
             ///
             /// # Handlers
