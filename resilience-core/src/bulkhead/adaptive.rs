@@ -150,6 +150,8 @@ struct State {
     probe: Option<u64>,
     next_probe: u64,
     rng: u64,
+    /// When the open window (or probe) began, for the rate of calls.
+    window_start: u64,
 }
 
 impl fmt::Debug for AdaptiveBulkhead {
@@ -192,6 +194,7 @@ impl AdaptiveBulkhead {
                 probe: Some(0),
                 next_probe: 0,
                 rng: seed | 1,
+                window_start: 0,
             }),
             limit_gauge: gauge!("resilience_adaptive_limit", "name" => name.to_string()),
             baseline_gauge: gauge!("resilience_adaptive_baseline_seconds", "name" => name.to_string()),
@@ -291,6 +294,7 @@ impl AdaptiveBulkhead {
                 return;
             }
             let (samples, sum, drops, _) = take(c);
+            self.set_sampling(&mut s, samples + drops, now);
             if let Some(mean) = sum.checked_div(samples) {
                 s.baseline = Some(mean.max(1));
             } else if drops > 0 {
@@ -311,9 +315,7 @@ impl AdaptiveBulkhead {
             return;
         }
         let (samples, sum, drops, peak) = take(c);
-        // Calls seen in the window, estimated from the timed ones.
-        let seen = (samples + drops).saturating_mul(c.sample_every.load(Relaxed));
-        c.sample_every.store((seen / SAMPLES_PER_WINDOW).clamp(1, 1024), Relaxed);
+        self.set_sampling(&mut s, samples + drops, now);
         let (min, max) = (c.config.min_limit.get() as f64, c.config.max_limit.get() as f64);
         let limit = s.limit;
         let next = if drops > 0 {
@@ -333,11 +335,25 @@ impl AdaptiveBulkhead {
         s.limit = next.clamp(min, max);
         if now >= s.next_probe {
             s.probe = Some(now);
+            s.window_start = now;
             c.counting_from.store(now, Relaxed);
             // A probe admits few calls: time all of them.
             c.sample_every.store(1, Relaxed);
         }
         self.publish(&s, now);
+    }
+
+    /// Times one waiting call in so many that a window gets about
+    /// [`SAMPLES_PER_WINDOW`] samples, from the rate of the `timed` calls since the
+    /// window began; starts the next window's clock.
+    fn set_sampling(&self, s: &mut State, timed: u64, now: u64) {
+        let c = &*self.control;
+        let elapsed = now.saturating_sub(s.window_start).max(1) as u128;
+        let calls = u128::from(timed) * u128::from(c.sample_every.load(Relaxed));
+        let per_window = calls * u128::from(window_length(s.baseline)) / elapsed;
+        let every = (per_window / u128::from(SAMPLES_PER_WINDOW)).clamp(1, 1024) as u64;
+        c.sample_every.store(every, Relaxed);
+        s.window_start = now;
     }
 
     /// Makes the state's limit, baseline and next window visible.
@@ -393,4 +409,33 @@ fn unit(rng: &mut u64) -> f64 {
     *rng ^= *rng << 25;
     *rng ^= *rng >> 27;
     (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(all(test, not(resilience_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_bulkhead_times_few_calls() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let limit = nz(1000);
+            let b = AdaptiveBulkhead::new(
+                "busy",
+                AdaptiveBulkheadConfig { initial_limit: limit, min_limit: limit, max_limit: limit, max_wait: Duration::ZERO },
+            )
+            .unwrap();
+            let started = std::time::Instant::now();
+            let mut timed = 0u64;
+            while started.elapsed() < Duration::from_millis(500) {
+                if b.sampled() {
+                    timed += 1;
+                    b.record(Instant::now(), false);
+                }
+            }
+            let every = b.control.sample_every.load(Relaxed);
+            assert!(every > 100, "{every}");
+            assert!(timed < 200_000, "{timed} calls timed: the rate sets the sampling from the first probe on");
+        });
+    }
 }
