@@ -55,6 +55,11 @@
 //! | `resilience_timelimiter_calls_total` | `kind` = `successful`, `failed`, `timeout` | attempts under a timeout |
 //! | `resilience_ratelimiter_calls_total` | `kind` = `permitted`, `rejected` | rate-limit checks |
 //! | `resilience_call_duration_seconds` | | sampled durations of calls that waited |
+//! | `resilience_adaptive_limit` | | an adaptive bulkhead's learned limit |
+//! | `resilience_adaptive_in_flight` | | calls holding a slot of an adaptive bulkhead |
+//! | `resilience_adaptive_baseline_seconds` | | an adaptive bulkhead's estimate of the unloaded round trip |
+//! | `resilience_retry_budget_remaining` | | retries a retry budget allows now (set at each retry asked for) |
+//! | `resilience_retry_budget_exhausted_total` | | retries a retry budget refused |
 //!
 //! Gauges that follow a value (breaker state and failure rate, free slots) are set by
 //! [`Registry::refresh_gauges`], which an exporter calls before it renders.

@@ -195,3 +195,69 @@ async fn attributed_calls_measure_their_baseline() {
         assert_eq!(state.in_flight, 0);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn rejected_and_cancelled_calls_give_no_sample() {
+    let config = AdaptiveBulkheadConfig { initial_limit: nzu(10), ..Default::default() };
+    let pipeline = Arc::new(Pipeline::builder("adaptive_no_samples").adaptive_bulkhead(config).build().unwrap());
+    let state = || match pipeline.bulkhead() {
+        Some(Bulkhead::Adaptive(a)) => a.state(),
+        _ => unreachable!(),
+    };
+    assert!(state().probing && state().live_limit == 3, "the first probe pins the limit: {:?}", state());
+    // Ten at once: three admitted under the pin, seven rejected.
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let pipeline = Arc::clone(&pipeline);
+            tokio::spawn(async move {
+                pipeline
+                    .call(|| async {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Ok::<_, ResilienceError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut rejected = 0;
+    for c in calls {
+        if let Err(ResilienceError::BulkheadFull { .. }) = c.await.unwrap() {
+            rejected += 1;
+        }
+    }
+    assert_eq!(rejected, 7);
+    // Three cancelled while they wait.
+    let cancelled: Vec<_> = (0..3)
+        .map(|_| {
+            let pipeline = Arc::clone(&pipeline);
+            tokio::spawn(async move {
+                pipeline
+                    .call(|| async {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok::<_, ResilienceError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(state().in_flight, 3);
+    for c in cancelled {
+        c.abort();
+        assert!(c.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(state().in_flight, 0, "cancelled calls gave their slots back");
+    // Four more that finish: 7 samples if only finished calls count, 10 (the probe's
+    // number, which would end it) if the rejected or cancelled ones did too.
+    for _ in 0..4 {
+        let done: Result<(), ResilienceError> = pipeline
+            .call(|| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(())
+            })
+            .await;
+        done.unwrap();
+    }
+    let after = state();
+    assert!(after.probing && after.baseline.is_none(), "7 samples of 10: {after:?}");
+}

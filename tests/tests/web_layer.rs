@@ -374,6 +374,7 @@ async fn the_observability_routes_answer() {
     );
     assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
     assert!(text.contains("resilience_adaptive_limit{name=\"observed_adaptive\"} 20"), "{text}");
+    assert!(text.contains("resilience_adaptive_in_flight{name=\"observed_adaptive\"} 0"), "{text}");
     assert!(text.contains("resilience_retry_budget_remaining{name=\"observed_adaptive\"} 100"), "{text}");
     let page = c.get(format!("{url}/resilience/dashboard")).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");

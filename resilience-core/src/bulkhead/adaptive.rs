@@ -141,6 +141,7 @@ struct Control {
     state: Mutex<State>,
     limit_gauge: Gauge,
     baseline_gauge: Gauge,
+    in_flight_gauge: Gauge,
 }
 
 struct State {
@@ -198,6 +199,7 @@ impl AdaptiveBulkhead {
             }),
             limit_gauge: gauge!("resilience_adaptive_limit", "name" => name.to_string()),
             baseline_gauge: gauge!("resilience_adaptive_baseline_seconds", "name" => name.to_string()),
+            in_flight_gauge: gauge!("resilience_adaptive_in_flight", "name" => name.to_string()),
         };
         control.limit_gauge.set(config.initial_limit.get() as f64);
         Ok(Self { semaphore, control: Arc::new(control) })
@@ -234,6 +236,12 @@ impl AdaptiveBulkhead {
             baseline: (baseline != 0).then(|| Duration::from_nanos(baseline)),
             probing: self.control.probing.load(Relaxed),
         }
+    }
+
+    /// Sets the gauges that follow a value continuously (free slots, calls in flight).
+    pub(crate) fn refresh_gauges(&self) {
+        self.semaphore.refresh_gauges();
+        self.control.in_flight_gauge.set(self.semaphore.permits().in_use() as f64);
     }
 
     /// The semaphore that admits calls.
@@ -422,7 +430,12 @@ mod tests {
             let limit = nz(1000);
             let b = AdaptiveBulkhead::new(
                 "busy",
-                AdaptiveBulkheadConfig { initial_limit: limit, min_limit: limit, max_limit: limit, max_wait: Duration::ZERO },
+                AdaptiveBulkheadConfig {
+                    initial_limit: limit,
+                    min_limit: limit,
+                    max_limit: limit,
+                    max_wait: Duration::ZERO,
+                },
             )
             .unwrap();
             let started = std::time::Instant::now();

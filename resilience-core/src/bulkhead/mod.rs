@@ -92,7 +92,7 @@ impl Bulkhead {
         match self {
             Self::Semaphore(b) => b.refresh_gauges(),
             Self::ThreadPool(b) => b.refresh_gauges(),
-            Self::Adaptive(b) => b.semaphore().refresh_gauges(),
+            Self::Adaptive(b) => b.refresh_gauges(),
         }
     }
 
