@@ -285,7 +285,8 @@ impl Registry {
     }
 
     /// Sets every gauge that follows a value continuously (breaker state and failure
-    /// rate, free bulkhead slots) for every dependency. Exporters call this before they
+    /// rate, free bulkhead slots, calls in flight, retry budgets' balances) for every
+    /// dependency. Exporters call this before they
     /// render, so the hot path never has to.
     pub fn refresh_gauges(&self) {
         for d in self.read().values() {
@@ -294,6 +295,9 @@ impl Registry {
                 b.refresh_gauges();
             }
             if let Some(b) = pipeline.bulkhead() {
+                b.refresh_gauges();
+            }
+            if let Some(b) = pipeline.retry_budget() {
                 b.refresh_gauges();
             }
         }

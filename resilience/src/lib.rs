@@ -58,7 +58,7 @@
 //! | `resilience_adaptive_limit` | | an adaptive bulkhead's learned limit |
 //! | `resilience_adaptive_in_flight` | | calls holding a slot of an adaptive bulkhead |
 //! | `resilience_adaptive_baseline_seconds` | | an adaptive bulkhead's estimate of the unloaded round trip |
-//! | `resilience_retry_budget_remaining` | | retries a retry budget allows now (set at each retry asked for) |
+//! | `resilience_retry_budget_remaining` | | retries a retry budget allows now |
 //! | `resilience_retry_budget_exhausted_total` | | retries a retry budget refused |
 //!
 //! Gauges that follow a value (breaker state and failure rate, free slots) are set by

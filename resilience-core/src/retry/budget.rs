@@ -197,6 +197,11 @@ impl RetryBudget {
         allowed
     }
 
+    /// Sets the remaining-retries gauge to the current balance.
+    pub(crate) fn refresh_gauges(&self) {
+        self.inner.remaining.set(self.remaining() as f64);
+    }
+
     /// Retries the budget allows now.
     pub fn remaining(&self) -> u64 {
         let now = self.inner.epoch.nanos();
