@@ -203,3 +203,84 @@ async fn budgets_and_adaptive_limits_come_from_registrations_and_attributes() {
     assert!(budgeted_site(&count).await.is_err());
     assert_eq!(count.load(SeqCst), 3, "the Internal preset's 3 attempts, within the reserve");
 }
+
+/// One step of the model test: time passes, calls deposit, retries are asked for.
+#[derive(Debug, Clone)]
+struct Step {
+    advance_ms: u64,
+    deposits: u32,
+    withdrawals: u32,
+}
+
+fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    (0u64..120, 0u32..40, 1u32..6).prop_map(|(advance_ms, deposits, withdrawals)| Step {
+        advance_ms,
+        deposits,
+        withdrawals,
+    })
+}
+
+/// The budget against an exact sliding window kept as lists of every deposit and every
+/// granted withdrawal. Its readings of the deposit count fall at each step (every step
+/// asks for a retry), so its estimate of the deposits at the window's start can be off
+/// by the deposits of one step: the model allows that much, no more.
+fn check_budget(ratio: f64, min_per_second: u32, steps: Vec<Step>) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    runtime.block_on(async {
+        let window = Duration::from_secs(1);
+        let budget = RetryBudget::new("budget_model", RetryBudgetConfig { ratio, min_per_second, window }).unwrap();
+        let reserve = f64::from(min_per_second) * window.as_secs_f64();
+        let start = Instant::now();
+        let (mut deposits, mut granted): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+        let mut step_deposits = 0u32;
+        for (i, step) in steps.iter().enumerate() {
+            tokio::time::advance(Duration::from_millis(step.advance_ms)).await;
+            let now = start.elapsed();
+            for _ in 0..step.deposits {
+                budget.deposit();
+                deposits.push(now);
+            }
+            step_deposits = step_deposits.max(step.deposits);
+            let in_window = |list: &[Duration], from: Option<Duration>| {
+                list.iter().filter(|t| from.is_none_or(|f| **t > f)).count() as f64
+            };
+            for _ in 0..step.withdrawals {
+                let from = now.checked_sub(window);
+                let exact = ratio * in_window(&deposits, from) + reserve - in_window(&granted, from);
+                // Withdrawals within a millisecond of a run's first are kept as one run
+                // that expires with its latest: a granted retry may count a little longer.
+                let late = from.map_or(0.0, |f| {
+                    granted.iter().filter(|t| **t > f.saturating_sub(Duration::from_millis(1)) && **t <= f).count()
+                        as f64
+                });
+                let slack = ratio * f64::from(step_deposits);
+                let ok = budget.try_withdraw();
+                if ok {
+                    granted.push(now);
+                    prop_assert!(exact >= 1.0 - slack - 1e-9, "step {i}: granted with an exact balance of {exact}");
+                } else {
+                    prop_assert!(
+                        exact < 1.0 + slack + late + 1e-9,
+                        "step {i}: refused with an exact balance of {exact}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+    #[test]
+    fn the_budget_matches_an_exact_sliding_window(
+        ratio in 0.05f64..=1.0,
+        min_per_second in 0u32..20,
+        steps in proptest::collection::vec(step_strategy(), 1..150),
+    ) {
+        check_budget(ratio, min_per_second, steps)?;
+    }
+}
