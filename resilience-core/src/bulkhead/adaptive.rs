@@ -422,6 +422,95 @@ fn unit(rng: &mut u64) -> f64 {
 #[cfg(all(test, not(resilience_loom)))]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One step: time passes, `held` slots are taken, then `finished` attempts end
+    /// (each after the case's base round trip plus `slower` percent), then the held slots
+    /// are given back.
+    #[derive(Debug, Clone)]
+    struct Step {
+        advance_ms: u64,
+        held: u32,
+        finished: u32,
+        slower: u64,
+        timed_out: bool,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let slower = prop_oneof![Just(0u64), 0u64..200];
+        (0u64..400, 0u32..250, 0u32..30, slower, proptest::bool::weighted(0.05)).prop_map(
+            |(advance_ms, held, finished, slower, timed_out)| Step { advance_ms, held, finished, slower, timed_out },
+        )
+    }
+
+    /// The controller's rules, checked after every step of a random history: the learned
+    /// limit stays within its bounds; the live limit is the learned one, or the probe's
+    /// pin while a probe runs; the limit moves at most once per window (never twice
+    /// within `MIN_WINDOW`), and grows by at most `√limit` at a time.
+    fn check(min: usize, start: usize, max: usize, base_ms: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        runtime.block_on(async {
+            let config = AdaptiveBulkheadConfig {
+                initial_limit: nz(start),
+                min_limit: nz(min),
+                max_limit: nz(max),
+                max_wait: Duration::ZERO,
+            };
+            let b = AdaptiveBulkhead::new("model", config).unwrap();
+            let mut last = (b.limit(), Instant::now());
+            for (i, step) in steps.iter().enumerate() {
+                tokio::time::advance(Duration::from_millis(step.advance_ms)).await;
+                let permits = b.semaphore().permits();
+                let held = (0..step.held).filter(|_| permits.try_acquire()).count();
+                for _ in 0..step.finished {
+                    let rtt = Duration::from_millis(base_ms + base_ms * step.slower / 100);
+                    let started = Instant::now().checked_sub(rtt).unwrap_or_else(Instant::now);
+                    if permits.try_acquire() {
+                        if b.sampled() {
+                            b.record(started, step.timed_out);
+                        }
+                        permits.release();
+                    }
+                }
+                for _ in 0..held {
+                    permits.release();
+                }
+                let state = b.state();
+                prop_assert!(
+                    (min..=max).contains(&state.limit),
+                    "step {i}: limit {} outside {min}..={max}",
+                    state.limit
+                );
+                let pin = probe_limit(&config, state.limit as f64);
+                if state.probing {
+                    prop_assert!(state.live_limit == pin || state.live_limit == state.limit, "step {i}: {state:?}");
+                } else {
+                    prop_assert_eq!(state.live_limit, state.limit, "step {}: {:?}", i, state);
+                }
+                if state.limit != last.0 {
+                    let grown = state.limit as f64 - last.0 as f64;
+                    prop_assert!(grown <= (last.0 as f64).sqrt() + 1.0, "step {i}: {} to {}", last.0, state.limit);
+                    let now = Instant::now();
+                    prop_assert!(now - last.1 >= MIN_WINDOW || i == 0, "step {i}: two updates within {MIN_WINDOW:?}");
+                    last = (state.limit, now);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_controller_keeps_its_rules(
+            (min, start, max) in (1usize..20).prop_flat_map(|min| (Just(min), min..60)).prop_flat_map(|(min, start)| (Just(min), Just(start), start..200)),
+            base_ms in 1u64..200,
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            check(min, start, max, base_ms, steps)?;
+        }
+    }
 
     #[test]
     fn a_busy_bulkhead_times_few_calls() {
