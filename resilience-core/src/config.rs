@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::bulkhead::{AdaptiveBulkheadConfig, SemaphoreBulkheadConfig, ThreadPoolBulkheadConfig};
 use crate::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
 use crate::error::ConfigError;
+use crate::hedge::{HedgeConfig, HedgeDelay};
 use crate::rate_limit::RateLimiterConfig;
 use crate::retry::{Jitter, RetryBudgetConfig, RetryConfig};
 
@@ -105,6 +106,8 @@ pub struct ResilienceConfig {
     pub rate_limit: Option<RateLimiterConfig>,
     /// Retry budget, shared by every call of the dependency. Default none.
     pub retry_budget: Option<RetryBudgetConfig>,
+    /// Hedging of the dependency's idempotent calls. Default none.
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl Default for ResilienceConfig {
@@ -117,6 +120,7 @@ impl Default for ResilienceConfig {
             bulkhead: BulkheadSettings::default(),
             rate_limit: None,
             retry_budget: None,
+            hedge: None,
         }
     }
 }
@@ -145,6 +149,9 @@ impl ResilienceConfig {
         }
         if let Some(b) = &self.retry_budget {
             b.validate()?;
+        }
+        if let Some(h) = &self.hedge {
+            h.validate()?;
         }
         Ok(())
     }
@@ -233,6 +240,15 @@ pub struct RateLimitOverrides {
     pub max_keys: Option<NonZeroUsize>,
 }
 
+/// Optional hedge keys; giving the group at all switches hedging on (for idempotent
+/// calls), with the defaults for the keys left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `HedgeConfig`, documented there
+pub struct HedgeOverrides {
+    pub max_attempts: Option<NonZeroU32>,
+    pub delay: Option<HedgeDelay>,
+}
+
 /// A partial [`ResilienceConfig`]: what one layer (preset, registration, settings
 /// entry, call site) says, leaving everything else to the layers below.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -247,6 +263,8 @@ pub struct ConfigOverrides {
     pub bulkhead: BulkheadOverrides,
     /// Rate-limit keys.
     pub rate_limit: RateLimitOverrides,
+    /// `hedge(...)`: hedging of idempotent calls (a shared key).
+    pub hedge: Option<HedgeOverrides>,
 }
 
 impl BreakerOverrides {
@@ -326,6 +344,7 @@ impl ConfigOverrides {
         retry: RetryOverrides::EMPTY,
         bulkhead: BulkheadOverrides::EMPTY,
         rate_limit: RateLimitOverrides::EMPTY,
+        hedge: None,
     };
 }
 
@@ -420,6 +439,11 @@ impl ConfigOverrides {
         if let Some(limit) = config.rate_limit.as_mut() {
             set(&mut limit.burst, l.burst);
             set(&mut limit.max_keys, l.max_keys);
+        }
+        if let Some(h) = self.hedge {
+            let hedge = config.hedge.get_or_insert_with(HedgeConfig::default);
+            set(&mut hedge.max_attempts, h.max_attempts);
+            set(&mut hedge.delay, h.delay);
         }
     }
 }

@@ -23,6 +23,7 @@ mod clock;
 pub mod config;
 mod error;
 mod fallback;
+pub mod hedge;
 mod leak;
 #[doc(hidden)]
 pub mod macro_support;
@@ -49,10 +50,11 @@ pub use circuit_breaker::{
 };
 pub use config::{
     BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ConfigOverrides,
-    RateLimitOverrides, ResilienceConfig, RetryOverrides,
+    HedgeOverrides, RateLimitOverrides, ResilienceConfig, RetryOverrides,
 };
 pub use error::{ConfigError, ResilienceError};
 pub use fallback::Fallback;
+pub use hedge::{Hedge, HedgeConfig, HedgeDelay, HedgedCall};
 pub use manager::{
     manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
     ResilienceManager,
@@ -62,7 +64,7 @@ pub use observe::health::{
     Severity,
 };
 pub use pipeline::{call_attempts, ErrorPolicy, MakeAttempt, Pipeline, PipelineBuilder};
-pub use pipeline::{PipelineCall, PipelineRef};
+pub use pipeline::{Idempotent, PipelineCall, PipelineRef};
 pub use preset::{DependencyType, ResilienceStrategy, UnknownName};
 pub use rate_limit::{KeyedRateLimiter, Quota, RateLimiter, RateLimiterConfig};
 pub use registry::{

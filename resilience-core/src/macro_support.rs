@@ -39,6 +39,7 @@ use crate::registry::{current_registry_id, registry, Dependency, DependencyKind}
 use crate::retry::{RetryConfig, RetryState};
 use crate::timeout::{limit_nanos, Limited};
 
+pub use crate::hedge::HedgeDelay;
 pub use crate::preset::{DependencyType, ResilienceStrategy};
 
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -270,8 +271,29 @@ where
     pipeline.call_configured(&policy, from, attempts, settings.timeout_nanos, retry).guarded(guard)
 }
 
+/// Like [`execute`], for a call marked `idempotent = true`: hedged when its dependency
+/// has a hedge (each attempt calls a clone of the closure).
+pub fn execute_idempotent<T, E, F, Fut>(
+    site: &'static CallSite,
+    policy: ErrorPolicy<E>,
+    from: fn(ResilienceError) -> E,
+    attempts: Attempts<F>,
+) -> crate::pipeline::Idempotent<'static, E, Attempts<F>, Fut>
+where
+    F: FnMut(bool) -> Fut + Clone,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let guard = reclaim::enter();
+    let settings = site.settings(&guard);
+    // SAFETY: as in `execute`: the guard moves into the call, which drops every borrow
+    // of the pipeline and of the retry configuration before it.
+    #[allow(unsafe_code)]
+    let (pipeline, retry) = unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
+    pipeline.call_idempotent_configured(&policy, from, attempts, settings.timeout_nanos, retry).guarded(guard)
+}
+
 /// The closure of an expansion that makes each attempt, given whether it is the last.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Attempts<F>(pub F);
 
 impl<F: FnMut(bool) -> Fut, Fut> MakeAttempt<Fut> for Attempts<F> {

@@ -19,6 +19,7 @@ use crate::bulkhead::{
 };
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
+use crate::hedge::{Hedge, HedgeConfig, HedgedCall};
 use crate::observe::latency::{self, LatencyStats};
 use crate::observe::metrics::PipelineMetrics;
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
@@ -81,6 +82,7 @@ pub struct Pipeline {
     rate_limiter: Option<RateLimiter>,
     bulkhead: Option<Bulkhead>,
     budget: Option<RetryBudget>,
+    hedge: Option<Hedge>,
     metrics: Arc<PipelineMetrics>,
     latency: Arc<LatencyStats>,
 }
@@ -96,6 +98,7 @@ pub struct PipelineBuilder {
     rate_limiter: Option<Policy<RateLimiterConfig, RateLimiter>>,
     bulkhead: Option<Policy<BulkheadConfig, Bulkhead>>,
     budget: Option<Policy<RetryBudgetConfig, RetryBudget>>,
+    hedge: Option<Policy<HedgeConfig, Hedge>>,
     /// Metric handles and latency samples to keep (a rebuilt pipeline of the same name).
     stats: Option<(Arc<PipelineMetrics>, Arc<LatencyStats>)>,
 }
@@ -135,6 +138,18 @@ impl PipelineBuilder {
     /// An existing retry budget, shared with its other users.
     pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
         self.budget = Some(Policy::Instance(budget));
+        self
+    }
+
+    /// Hedging with this configuration, for the pipeline's idempotent calls.
+    pub fn hedge(mut self, config: HedgeConfig) -> Self {
+        self.hedge = Some(Policy::Config(config));
+        self
+    }
+
+    /// An existing hedge (and its latency history), shared with its other users.
+    pub fn with_hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(Policy::Instance(hedge));
         self
     }
 
@@ -223,6 +238,11 @@ impl PipelineBuilder {
             Some(Policy::Instance(b)) => Some(b),
             Some(Policy::Config(c)) => Some(RetryBudget::new(&name, c)?),
         };
+        let hedge = match self.hedge {
+            None => None,
+            Some(Policy::Instance(h)) => Some(h),
+            Some(Policy::Config(c)) => Some(Hedge::new(&name, c)?),
+        };
         let retry = self.retry.filter(|r| r.enabled && r.max_attempts.get() > 1);
         let (metrics, latency) = match self.stats {
             Some(stats) => stats,
@@ -237,6 +257,7 @@ impl PipelineBuilder {
             rate_limiter,
             bulkhead,
             budget,
+            hedge,
             metrics,
             latency,
             name,
@@ -275,6 +296,12 @@ impl Pipeline {
             builder = match previous.and_then(|p| p.breaker.as_ref()) {
                 Some(b) if *b.config() == config.circuit_breaker => builder.with_circuit_breaker(b.clone()),
                 _ => builder.circuit_breaker(config.circuit_breaker),
+            };
+        }
+        if let Some(hedge) = config.hedge {
+            builder = match previous.and_then(|p| p.hedge.as_ref()) {
+                Some(h) if *h.config() == hedge => builder.with_hedge(h.clone()),
+                _ => builder.hedge(hedge),
             };
         }
         if let Some(budget) = config.retry_budget {
@@ -391,6 +418,7 @@ impl Pipeline {
             rate_limiter: None,
             bulkhead: None,
             budget: None,
+            hedge: None,
             stats: None,
         }
     }
@@ -409,6 +437,7 @@ impl Pipeline {
             rate_limiter: None,
             bulkhead: None,
             budget: None,
+            hedge: None,
         }
     }
 
@@ -444,9 +473,58 @@ impl Pipeline {
         self.bulkhead.as_ref()
     }
 
+    /// The hedging of the pipeline's idempotent calls.
+    pub fn hedge(&self) -> Option<&Hedge> {
+        self.hedge.as_ref()
+    }
+
     /// The retry budget shared by the pipeline's calls.
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
         self.budget.as_ref()
+    }
+
+    /// Runs `f` like [`call`](Self::call), for a call that is safe to repeat: with a
+    /// hedge configured, a slow attempt gets company (see [`crate::hedge`]); each
+    /// attempt calls a clone of `f`.
+    pub fn call_idempotent<T, E, F, Fut>(&self, f: F) -> Idempotent<'_, E, F, Fut>
+    where
+        F: FnMut() -> Fut + Clone,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_idempotent_configured(&ErrorPolicy::default(), E::from, f, self.timeout_nanos, self.retry.as_ref())
+    }
+
+    /// Like [`call_idempotent`](Self::call_idempotent), with an [`ErrorPolicy`].
+    pub fn call_idempotent_with<T, E, F, Fut>(&self, policy: &ErrorPolicy<E>, f: F) -> Idempotent<'_, E, F, Fut>
+    where
+        F: FnMut() -> Fut + Clone,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_idempotent_configured(policy, E::from, f, self.timeout_nanos, self.retry.as_ref())
+    }
+
+    /// An idempotent call with its own timeout and retries: hedged if the pipeline has a
+    /// hedge, else the plain call.
+    pub(crate) fn call_idempotent_configured<'a, T, E, F, Fut>(
+        &'a self,
+        policy: &ErrorPolicy<E>,
+        from: fn(ResilienceError) -> E,
+        f: F,
+        timeout_nanos: u64,
+        retry_config: Option<&'a RetryConfig>,
+    ) -> Idempotent<'a, E, F, Fut>
+    where
+        F: MakeAttempt<Fut> + Clone,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match &self.hedge {
+            Some(hedge) => {
+                Idempotent::Hedged { call: HedgedCall::new(self, hedge, *policy, from, f, timeout_nanos, retry_config) }
+            }
+            None => Idempotent::Plain { call: self.call_configured(policy, from, f, timeout_nanos, retry_config) },
+        }
     }
 
     /// A new call begins: it deposits into the retry budget.
@@ -659,6 +737,7 @@ impl Pipeline {
             retry: None,
             started: None,
             attempt_started: None,
+            hedge_attempt: false,
             guard: None,
         }
     }
@@ -987,6 +1066,8 @@ pin_project! {
         started: Option<Instant>,
         // When the running attempt first waited, for an adaptive bulkhead's sample.
         attempt_started: Option<Instant>,
+        // A hedge of a hedged call: not an original call, so it deposits nothing.
+        hedge_attempt: bool,
         // Last, so it drops after everything above that borrows the pipeline: for a
         // dependency's pipeline, what keeps it from being freed while the call runs.
         guard: Option<Guard>,
@@ -994,6 +1075,12 @@ pin_project! {
 }
 
 impl<'a, E, F, Fut> PipelineCall<'a, E, F, Fut> {
+    /// Marks this call as a hedge of a hedged call (it deposits nothing in the budget).
+    pub(crate) fn hedge_attempt(mut self, hedge: bool) -> Self {
+        self.hedge_attempt = hedge;
+        self
+    }
+
     /// This call, holding `guard` (under which its pipeline was loaded) until it is dropped.
     #[inline(always)]
     pub(crate) fn guarded(mut self, guard: Guard) -> Self {
@@ -1081,6 +1168,60 @@ impl PipelineRef {
     }
 }
 
+pin_project! {
+    /// The future of [`Pipeline::call_idempotent`]: hedged when the pipeline has a hedge.
+    #[must_use = "futures do nothing unless polled"]
+    #[project = IdempotentProj]
+    #[allow(missing_docs)] // each variant's one field is the call it names
+    pub enum Idempotent<'a, E, F, Fut> {
+        /// No hedge: the plain call.
+        Plain {
+            #[pin]
+            call: PipelineCall<'a, E, F, Fut>,
+        },
+        /// A hedged call.
+        Hedged {
+            #[pin]
+            call: HedgedCall<'a, E, F, Fut>,
+        },
+    }
+}
+
+impl<'a, E, F, Fut> Idempotent<'a, E, F, Fut> {
+    /// This call, holding `guard` until it is dropped.
+    pub(crate) fn guarded(self, guard: Guard) -> Self {
+        match self {
+            Self::Plain { call } => Self::Plain { call: call.guarded(guard) },
+            Self::Hedged { call } => Self::Hedged { call: call.guarded(guard) },
+        }
+    }
+}
+
+impl<E, F, Fut> fmt::Debug for Idempotent<'_, E, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plain { call } => fmt::Debug::fmt(call, f),
+            Self::Hedged { call } => fmt::Debug::fmt(call, f),
+        }
+    }
+}
+
+impl<T, E, F, Fut> Future for Idempotent<'_, E, F, Fut>
+where
+    F: MakeAttempt<Fut> + Clone,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            IdempotentProj::Plain { call } => call.poll(cx),
+            IdempotentProj::Hedged { call } => call.poll(cx),
+        }
+    }
+}
+
 impl<E, F, Fut> fmt::Debug for PipelineCall<'_, E, F, Fut> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineCall").field("pipeline", &self.pipeline.name).finish_non_exhaustive()
@@ -1155,7 +1296,7 @@ where
                     };
                     (permit, slot)
                 };
-                if this.retry.is_none() {
+                if this.retry.is_none() && !*this.hedge_attempt {
                     // The first attempt (a later one has retry bookkeeping).
                     pipeline.call_begins();
                 }

@@ -166,6 +166,35 @@ pub(crate) struct BulkheadArgs {
     max_limit: Option<Positive>,
 }
 
+/// `hedge(max_attempts, delay)`; `hedge()` takes the defaults (2 attempts, `"p95"`).
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct HedgeArgs {
+    max_attempts: Option<Positive>,
+    delay: Option<HedgeDelayArg>,
+}
+
+/// `delay = "50ms"` or `delay = "p95"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HedgeDelayArg {
+    After(DurationArg),
+    Percentile(f64, proc_macro2::Span),
+}
+
+impl FromMeta for HedgeDelayArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        if let Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = expr {
+            if let Some(p) = s.value().strip_prefix('p') {
+                let p: f64 = p.parse().map_err(|_| {
+                    darling::Error::custom("a percentile is written `\"p95\"`, `\"p99.9\"`").with_span(s)
+                })?;
+                return Ok(Self::Percentile(p, s.span()));
+            }
+        }
+        DurationArg::from_expr(expr).map(Self::After)
+    }
+}
+
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
 pub(crate) struct RateLimitArgs {
@@ -215,6 +244,7 @@ pub(crate) struct ConfigArgs {
     retry: Option<RetryArgs>,
     bulkhead: Option<BulkheadArgs>,
     rate_limit: Option<RateLimitArgs>,
+    hedge: Option<HedgeArgs>,
 }
 
 fn dur(d: &DurationArg) -> TokenStream {
@@ -499,6 +529,19 @@ impl ConfigArgs {
         if let Some(r) = &self.rate_limit {
             r.validate(&mut errors);
         }
+        if let Some(h) = &self.hedge {
+            if let Some(n) = h.max_attempts {
+                rule(
+                    &mut errors,
+                    "max_attempts",
+                    n.span,
+                    resilience_rules::hedge_attempts(n.value.min(u64::from(u32::MAX)) as u32),
+                );
+            }
+            if let Some(HedgeDelayArg::Percentile(p, span)) = h.delay {
+                rule(&mut errors, "delay", span, resilience_rules::hedge_percentile(p));
+            }
+        }
         let group = self.bulkhead.as_ref();
         if let Some(n) = group.and_then(|g| g.max_concurrent).or(self.max_concurrent) {
             let thread_pool = matches!(
@@ -588,12 +631,24 @@ impl ConfigArgs {
                 quote!(::resilience::__private::RateLimitOverrides { rate: #rate, burst: #burst, max_keys: #max_keys })
             }
         };
+        let hedge = opt(&self.hedge, |h| {
+            let max_attempts = opt(&h.max_attempts, |p| p.u32_tokens());
+            let delay = opt(&h.delay, |d| match d {
+                HedgeDelayArg::After(d) => {
+                    let d = dur(d);
+                    quote!(::resilience::__private::HedgeDelay::After(#d))
+                }
+                HedgeDelayArg::Percentile(p, _) => quote!(::resilience::__private::HedgeDelay::Percentile(#p)),
+            });
+            quote!(::resilience::__private::HedgeOverrides { max_attempts: #max_attempts, delay: #delay })
+        });
         Ok(quote!(::resilience::__private::ConfigOverrides {
             timeout: #timeout,
             circuit_breaker: #breaker,
             retry: #retry,
             bulkhead: #bulkhead,
             rate_limit: #rate_limit,
+            hedge: #hedge,
         }))
     }
 }

@@ -58,6 +58,8 @@ struct AttributeArgs {
     fallback: Option<syn::Path>,
     retry_if: Option<syn::Path>,
     record_if: Option<syn::Path>,
+    /// `idempotent = true`: the call is safe to repeat, so its dependency's `hedge` applies.
+    idempotent: Option<syn::LitBool>,
     #[darling(flatten)]
     config: ConfigArgs,
 }
@@ -119,6 +121,17 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
         if let (Attribute::Type(name, _), None) = (attribute, &args.dependency) {
             let message = format!("{site} needs the dependency's name: `#[{name}(dependency = \"user_db\")]`");
             errors.push(darling::Error::custom(message).with_span(&Span::call_site()));
+        }
+        if let Some(flag) = args.idempotent.as_ref().filter(|f| f.value) {
+            if func.sig.asyncness.is_none() {
+                let message = "`idempotent = true` lets slow calls be hedged, which needs an `async fn`; \
+                               a plain `fn` runs one attempt at a time";
+                errors.push(darling::Error::custom(message).with_span(flag));
+            } else if lends_mutably(&func.sig) {
+                let message = "`idempotent = true` runs attempts side by side, which a `&mut` receiver or \
+                               argument cannot lend to more than one at once";
+                errors.push(darling::Error::custom(message).with_span(flag));
+            }
         }
         for name in [&args.name, &args.dependency].into_iter().flatten() {
             if name.0.value().trim().is_empty() {
@@ -463,8 +476,9 @@ fn body(
                     __resilience_out
                 }
             };
+            let idempotent = args.idempotent.as_ref().is_some_and(|f| f.value);
             (
-                quote!(execute),
+                if idempotent { quote!(execute_idempotent) } else { quote!(execute) },
                 quote!(_, _),
                 attempt,
                 quote!(::resilience::__private::Attempts),

@@ -35,13 +35,14 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"]),
     ("rate_limit", &["rate", "burst", "max_keys", "key"]),
+    ("hedge", &["max_attempts", "delay"]),
 ];
 
 /// Keys of `retry(budget(...))`.
 const BUDGET: &[&str] = &["ratio", "min_per_second", "window"];
 
 /// Keys every attribute takes besides the configuration.
-pub(crate) const HANDLERS: &[&str] = &["fallback", "retry_if", "record_if"];
+pub(crate) const HANDLERS: &[&str] = &["fallback", "retry_if", "record_if", "idempotent"];
 
 /// Where a key that is not allowed here does belong.
 const ELSEWHERE: &[(&str, &str)] = &[
@@ -52,6 +53,7 @@ const ELSEWHERE: &[(&str, &str)] = &[
     ("fallback", "the attributes; a registration configures the dependency, not one function"),
     ("retry_if", "the attributes; a registration configures the dependency, not one function"),
     ("record_if", "the attributes; a registration configures the dependency, not one function"),
+    ("idempotent", "the attributes; a registration configures the dependency, not one function"),
 ];
 
 /// Checks `items` against the keys of one macro (`own`: its keys beyond the

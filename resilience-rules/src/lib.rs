@@ -237,6 +237,25 @@ pub fn budget_window(window: Duration) -> Verdict {
     Ok(())
 }
 
+/// The most attempts a hedged call makes, the primary included.
+pub const MAX_HEDGE_ATTEMPTS: u32 = 10;
+
+/// `hedge.max_attempts`: from 1 to [`MAX_HEDGE_ATTEMPTS`].
+pub fn hedge_attempts(n: u32) -> Verdict {
+    if n == 0 || n > MAX_HEDGE_ATTEMPTS {
+        return refuse(format!("{n} is not between 1 and {MAX_HEDGE_ATTEMPTS} attempts"));
+    }
+    Ok(())
+}
+
+/// `hedge.delay` as a percentile (`"p95"`): in (0, 100).
+pub fn hedge_percentile(p: f64) -> Verdict {
+    if !(p > 0.0 && p < 100.0) {
+        return refuse(format!("p{p} is not a percentile between p0 and p100 (exclusive)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

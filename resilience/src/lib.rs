@@ -112,7 +112,7 @@ pub mod __private {
     pub use resilience_core::macro_support::*;
     pub use resilience_core::{
         BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, DependencyKind,
-        ErrorPolicy, Jitter, RateLimitOverrides, ResilienceError, RetryOverrides,
+        ErrorPolicy, HedgeOverrides, Jitter, RateLimitOverrides, ResilienceError, RetryOverrides,
     };
     pub use std::time::Duration;
 }

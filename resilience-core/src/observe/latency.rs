@@ -21,7 +21,7 @@ pub(crate) const SAMPLE_EVERY: u32 = 16;
 
 /// Two buckets per power of two of microseconds: 1 µs to about 19 hours (2^36 µs), then
 /// one overflow bucket, whose upper bound is unknown.
-const BUCKETS: usize = 73;
+pub(crate) const BUCKETS: usize = 73;
 
 thread_local! {
     static TICK: Cell<u32> = const { Cell::new(0) };
@@ -66,7 +66,7 @@ impl std::fmt::Debug for LatencyStats {
     }
 }
 
-fn bucket_of(nanos: u64) -> usize {
+pub(crate) fn bucket_of(nanos: u64) -> usize {
     let micros = nanos.div_ceil(1_000).max(1);
     let octave = 63 - micros.leading_zeros() as usize;
     let upper_half = octave > 0 && micros >= (1u64 << octave) + (1u64 << (octave - 1));
@@ -75,7 +75,7 @@ fn bucket_of(nanos: u64) -> usize {
 
 /// The upper bound of a bucket (`Duration::MAX` for the overflow bucket, so that a p95
 /// read from it is still an upper bound).
-fn bucket_limit(index: usize) -> Duration {
+pub(crate) fn bucket_limit(index: usize) -> Duration {
     if index == BUCKETS - 1 {
         return Duration::MAX;
     }
