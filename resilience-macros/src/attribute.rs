@@ -128,8 +128,8 @@ pub(crate) fn expand(attribute: Attribute, args: TokenStream, item: TokenStream)
                                a plain `fn` runs one attempt at a time";
                 errors.push(darling::Error::custom(message).with_span(flag));
             } else if lends_mutably(&func.sig) {
-                let message = "`idempotent = true` runs attempts side by side, which a `&mut` receiver or \
-                               argument cannot lend to more than one at once";
+                let message = "`idempotent = true` runs attempts side by side, and a `&mut` receiver or argument \
+                               can be lent to only one of them";
                 errors.push(darling::Error::custom(message).with_span(flag));
             }
         }

@@ -202,3 +202,50 @@ async fn a_retryable_failure_starts_the_next_attempt_at_once_and_a_fatal_one_end
     assert_eq!(result, Err(Error::Gone));
     assert_eq!(n.load(SeqCst), 1, "a fatal error ends the call");
 }
+
+#[resilience::resilient(name = "hedge_attribute", idempotent = true, hedge(delay = "50ms"), retry(enabled = false))]
+async fn fetch(slow_first: &AtomicU32) -> Result<u32, ResilienceError> {
+    let n = slow_first.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(if n == 0 { 1_000 } else { 10 })).await;
+    Ok(n)
+}
+
+#[resilience::resilient(name = "hedge_attribute_plain", hedge(delay = "50ms"), retry(enabled = false))]
+async fn fetch_unmarked(slow_first: &AtomicU32) -> Result<u32, ResilienceError> {
+    let n = slow_first.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(if n == 0 { 1_000 } else { 10 })).await;
+    Ok(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn attributes_hedge_only_calls_marked_idempotent() {
+    let begun = Instant::now();
+    let attempts = AtomicU32::new(0);
+    assert_eq!(fetch(&attempts).await, Ok(1), "the hedge answered first");
+    assert_eq!(begun.elapsed(), Duration::from_millis(60));
+    let begun = Instant::now();
+    let attempts = AtomicU32::new(0);
+    assert_eq!(fetch_unmarked(&attempts).await, Ok(0), "not marked: one attempt");
+    assert_eq!(begun.elapsed(), Duration::from_secs(1));
+}
+
+#[test]
+fn hedges_from_the_settings_file() {
+    let text = "external_dependencies:
+  search: { type: external_api, hedge: { max_attempts: 3, delay: 20ms } }
+  feed: { type: cache, hedge: { delay: p99.5 } }
+";
+    let registry = resilience::Registry::new();
+    resilience::Settings::from_yaml_str(text).unwrap().apply_to(&registry).unwrap();
+    let search = registry.get("search").unwrap().config().hedge.unwrap();
+    assert_eq!((search.max_attempts.get(), search.delay), (3, HedgeDelay::After(Duration::from_millis(20))));
+    let feed = registry.get("feed").unwrap().config().hedge.unwrap();
+    assert_eq!((feed.max_attempts.get(), feed.delay), (2, HedgeDelay::Percentile(99.5)));
+    let err = |text: &str| resilience::Settings::from_yaml_str(text).unwrap_err().to_string();
+    assert_eq!(
+        err("external_dependencies:\n  s:\n    type: cache\n    hedge: { delay: p100 }\n"),
+        "<string>:4: invalid `external_dependencies.s.hedge.delay`: p100 is not a percentile between p0 and p100 (exclusive)"
+    );
+    assert!(err("external_dependencies:\n  s:\n    type: cache\n    hedge: { max_attempts: 11 }\n")
+        .contains("between 1 and 10"));
+}

@@ -437,3 +437,40 @@ async fn pool_metrics_and_pool_alerts() {
     assert_eq!(find("resilience_pool_connections"), Some(&DebugValue::Gauge(0.0.into())));
     assert_eq!(find("resilience_pool_healthy"), Some(&DebugValue::Gauge(1.0.into())));
 }
+
+/// A slow first answer and a quick second one over real sockets: a GET is hedged, a
+/// POST is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_hedged_and_writes_are_not() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    let server = TestServer::start(handler(move |_| {
+        let n = seen.fetch_add(1, SeqCst);
+        async move {
+            if n % 2 == 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            answer(200, format!("answer {n}"))
+        }
+    }))
+    .await;
+    let own = ConfigOverrides {
+        retry: RetryOverrides { enabled: Some(false), ..Default::default() },
+        hedge: Some(resilience::HedgeOverrides {
+            delay: Some(resilience::HedgeDelay::After(Duration::from_millis(100))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    resilience::registry().register("http_hedged", DependencyType::ExternalApi, own).expect("valid");
+    let http = pool("http_hedged", HttpPoolConfig { base_url: Some(server.url()), ..Default::default() }).await;
+    let begun = std::time::Instant::now();
+    let response = http.get("/").await.expect("answered");
+    assert_eq!(response.text().await.unwrap(), "answer 1", "the hedge answered");
+    assert!(begun.elapsed() < Duration::from_secs(1), "not the slow answer: {:?}", begun.elapsed());
+    let begun = std::time::Instant::now();
+    let response = http.post("/", "x").await.expect("answered");
+    assert_eq!(response.text().await.unwrap(), "answer 2", "one attempt");
+    assert!(begun.elapsed() >= Duration::from_secs(2));
+    assert_eq!(requests.load(SeqCst), 3);
+}

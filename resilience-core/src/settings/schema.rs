@@ -6,10 +6,11 @@ use std::time::Duration;
 use super::tree::{Node, Origin, Value};
 use super::Model;
 use crate::config::{
-    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, RateLimitOverrides,
-    RetryOverrides,
+    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, HedgeOverrides,
+    RateLimitOverrides, RetryOverrides,
 };
 use crate::error::ConfigError;
+use crate::hedge::HedgeDelay;
 use crate::preset::{DependencyType, ResilienceStrategy};
 use crate::registry::{Defaults, DependencyKind};
 use crate::retry::Jitter;
@@ -35,8 +36,10 @@ const BUDGET_KEYS: [&str; 3] = ["ratio", "min_per_second", "window"];
 const BULKHEAD_KEYS: [&str; 7] =
     ["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"];
 const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "max_keys"];
-const STRATEGY_KEYS: [&str; 5] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit"];
-const DEPENDENCY_KEYS: [&str; 12] = [
+const STRATEGY_KEYS: [&str; 6] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit", "hedge"];
+const HEDGE_KEYS: [&str; 2] = ["max_attempts", "delay"];
+const DEPENDENCY_KEYS: [&str; 13] = [
+    "hedge",
     "type",
     "timeout",
     "max_concurrent",
@@ -294,6 +297,39 @@ impl Reader<'_> {
         Ok(r)
     }
 
+    /// `hedge: { max_attempts, delay }` (`hedge: {}` for the defaults); `delay` is a
+    /// duration or a percentile such as `p95`.
+    fn hedge(&self, path: &str, node: &Node) -> Result<HedgeOverrides, ConfigError> {
+        let mut h = HedgeOverrides::default();
+        for (key, v) in entries(self.file, path, node, &HEDGE_KEYS)? {
+            let k = join(path, key);
+            match key.as_str() {
+                "max_attempts" => {
+                    let n = self.positive_u32(&k, v)?;
+                    resilience_rules::hedge_attempts(n.get()).map_err(|m| invalid(self.file, &k, v, m))?;
+                    h.max_attempts = Some(n);
+                }
+                _ => {
+                    let percentile = match &v.value {
+                        Value::Str(text) => text.strip_prefix('p').map(str::to_owned),
+                        _ => None,
+                    };
+                    h.delay = Some(match percentile {
+                        Some(p) => {
+                            let p: f64 = p
+                                .parse()
+                                .map_err(|_| invalid(self.file, &k, v, "a percentile is written `p95`, `p99.9`"))?;
+                            resilience_rules::hedge_percentile(p).map_err(|m| invalid(self.file, &k, v, m))?;
+                            HedgeDelay::Percentile(p)
+                        }
+                        None => HedgeDelay::After(self.duration(&k, v)?),
+                    });
+                }
+            }
+        }
+        Ok(h)
+    }
+
     /// `budget: { ratio, min_per_second, window }` (`budget: {}` for the defaults).
     fn budget(&self, path: &str, node: &Node) -> Result<BudgetOverrides, ConfigError> {
         let mut b = BudgetOverrides::default();
@@ -384,6 +420,7 @@ impl Reader<'_> {
                     c.bulkhead = merge_bulkhead(c.bulkhead, nested);
                 }
                 "rate_limit" => c.rate_limit = self.rate_limit(&k, v)?,
+                "hedge" => c.hedge = Some(self.hedge(&k, v)?),
                 flat => self.bulkhead_key(&mut c.bulkhead, flat, &k, v)?,
             }
         }

@@ -164,6 +164,8 @@ struct Inner {
 ///   idempotent methods (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`) are retried,
 ///   unless [`send`](Self::send) is told otherwise. A 5xx answer that still stands when
 ///   the attempts run out is returned as the answer (check `status()`).
+/// - Reads (`GET`, `HEAD`, `OPTIONS`, `TRACE`, when retried) are hedged if the
+///   dependency has a `hedge` (see `resilience::hedge`).
 #[derive(Clone)]
 pub struct HttpPool {
     inner: Arc<Inner>,
@@ -298,8 +300,14 @@ impl HttpPool {
         retry: bool,
     ) -> Result<HttpResponse, PoolError> {
         let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
-        let outcome =
-            self.inner.dependency.pipeline().call_with(&policy, || self.attempt(&method, &url, &headers, &body)).await;
+        let pipeline = self.inner.dependency.pipeline();
+        let read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let outcome = if read && retry && pipeline.hedge().is_some() {
+            // A read the dependency hedges.
+            pipeline.call_idempotent_with(&policy, || self.attempt(&method, &url, &headers, &body)).await
+        } else {
+            pipeline.call_with(&policy, || self.attempt(&method, &url, &headers, &body)).await
+        };
         match outcome {
             Ok(response) => Ok(response),
             Err(AttemptError::Status(response)) => Ok(*response),

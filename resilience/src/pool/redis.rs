@@ -352,9 +352,10 @@ impl RedisPool {
         self.inner.core.in_use()
     }
 
-    /// The value of `key`, `None` if it has none.
+    /// The value of `key`, `None` if it has none (a read: hedged if the dependency has a
+    /// `hedge`).
     pub async fn get<T: FromRedisValue>(&self, key: &str) -> Result<Option<T>, PoolError> {
-        self.cmd(command("GET", key)).await
+        self.send(command("GET", key), true).await
     }
 
     /// Sets `key` to `value`.
@@ -384,25 +385,31 @@ impl RedisPool {
     /// Any command, through the policies. Retried after failures of the server like the
     /// others: give it only commands that may run twice.
     pub async fn cmd<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, PoolError> {
+        self.send(cmd, false).await
+    }
+
+    /// Sends `cmd` through the policies; a `read` is hedged if the dependency has a `hedge`.
+    async fn send<T: FromRedisValue>(&self, cmd: redis::Cmd, read: bool) -> Result<T, PoolError> {
         let policy = ErrorPolicy { retry_if: counts, record_if: counts };
         let inner = &*self.inner;
-        let outcome = inner
-            .core
-            .dependency
-            .pipeline()
-            .call_with(&policy, || async {
-                let waited = (inner.core.slots.available() == 0).then(Instant::now);
-                let _slot = inner.core.slots.acquire().await?;
-                inner.core.state.started(waited);
-                let result = self.run::<T>(&cmd).await;
-                if let Err(e) = &result {
-                    if server_failure(e) {
-                        inner.core.state.failed();
-                    }
+        let pipeline = inner.core.dependency.pipeline();
+        let attempt = || async {
+            let waited = (inner.core.slots.available() == 0).then(Instant::now);
+            let _slot = inner.core.slots.acquire().await?;
+            inner.core.state.started(waited);
+            let result = self.run::<T>(&cmd).await;
+            if let Err(e) = &result {
+                if server_failure(e) {
+                    inner.core.state.failed();
                 }
-                result.map_err(AttemptError::Redis)
-            })
-            .await;
+            }
+            result.map_err(AttemptError::Redis)
+        };
+        let outcome = if read && pipeline.hedge().is_some() {
+            pipeline.call_idempotent_with(&policy, attempt).await
+        } else {
+            pipeline.call_with(&policy, attempt).await
+        };
         outcome.map_err(|e| match e {
             AttemptError::Policy(error) => PoolError::Rejected { pool: self.name().to_owned(), error },
             AttemptError::Redis(e) if server_failure(&e) => {
