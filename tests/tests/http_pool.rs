@@ -447,7 +447,7 @@ async fn reads_are_hedged_and_writes_are_not() {
     let server = TestServer::start(handler(move |_| {
         let n = seen.fetch_add(1, SeqCst);
         async move {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             answer(200, format!("answer {n}"))
