@@ -10,6 +10,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use crate::bulkhead::{AdaptiveBulkheadConfig, SemaphoreBulkheadConfig, ThreadPoolBulkheadConfig};
+use crate::chaos::ChaosConfig;
 use crate::circuit_breaker::{CircuitBreakerConfig, SlidingWindow};
 use crate::error::ConfigError;
 use crate::hedge::{HedgeConfig, HedgeDelay};
@@ -108,6 +109,8 @@ pub struct ResilienceConfig {
     pub retry_budget: Option<RetryBudgetConfig>,
     /// Hedging of the dependency's idempotent calls. Default none.
     pub hedge: Option<HedgeConfig>,
+    /// Fault injection (with the `chaos` feature, when switched on). Default none.
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl Default for ResilienceConfig {
@@ -121,6 +124,7 @@ impl Default for ResilienceConfig {
             rate_limit: None,
             retry_budget: None,
             hedge: None,
+            chaos: None,
         }
     }
 }
@@ -152,6 +156,9 @@ impl ResilienceConfig {
         }
         if let Some(h) = &self.hedge {
             h.validate()?;
+        }
+        if let Some(c) = &self.chaos {
+            c.validate()?;
         }
         Ok(())
     }
@@ -249,6 +256,19 @@ pub struct HedgeOverrides {
     pub delay: Option<HedgeDelay>,
 }
 
+/// Optional fault-injection keys; giving the group at all configures injection (which
+/// still needs the `chaos` feature and the settings' switch).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[allow(missing_docs)] // one field per key of `ChaosConfig`, documented there
+pub struct ChaosOverrides {
+    pub latency: Option<Duration>,
+    pub latency_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub every: Option<NonZeroU32>,
+    pub max_active: Option<NonZeroUsize>,
+    pub seed: Option<u64>,
+}
+
 /// A partial [`ResilienceConfig`]: what one layer (preset, registration, settings
 /// entry, call site) says, leaving everything else to the layers below.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -265,6 +285,8 @@ pub struct ConfigOverrides {
     pub rate_limit: RateLimitOverrides,
     /// `hedge(...)`: hedging of idempotent calls (a shared key).
     pub hedge: Option<HedgeOverrides>,
+    /// `chaos(...)`: fault injection (a shared key).
+    pub chaos: Option<ChaosOverrides>,
 }
 
 impl BreakerOverrides {
@@ -345,6 +367,7 @@ impl ConfigOverrides {
         bulkhead: BulkheadOverrides::EMPTY,
         rate_limit: RateLimitOverrides::EMPTY,
         hedge: None,
+        chaos: None,
     };
 }
 
@@ -444,6 +467,23 @@ impl ConfigOverrides {
             let hedge = config.hedge.get_or_insert_with(HedgeConfig::default);
             set(&mut hedge.max_attempts, h.max_attempts);
             set(&mut hedge.delay, h.delay);
+        }
+        if let Some(o) = self.chaos {
+            let chaos = config.chaos.get_or_insert_with(ChaosConfig::default);
+            if o.latency.is_some() {
+                chaos.latency = o.latency;
+            }
+            set(&mut chaos.latency_rate, o.latency_rate);
+            set(&mut chaos.error_rate, o.error_rate);
+            if o.every.is_some() {
+                chaos.every = o.every;
+            }
+            if o.max_active.is_some() {
+                chaos.max_active = o.max_active;
+            }
+            if o.seed.is_some() {
+                chaos.seed = o.seed;
+            }
         }
     }
 }

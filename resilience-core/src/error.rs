@@ -47,6 +47,14 @@ pub enum ResilienceError {
         /// The earliest time at which the same call would be admitted.
         retry_after: Duration,
     },
+    /// Failed on purpose by the dependency's `chaos` settings (fault injection): a
+    /// failure like any other, recorded by the breaker and retried.
+    #[error("call to `{name}` failed by fault injection")]
+    #[non_exhaustive]
+    Injected {
+        /// The dependency.
+        name: Arc<str>,
+    },
 }
 
 impl ResilienceError {
@@ -56,7 +64,8 @@ impl ResilienceError {
             Self::CircuitOpen { name, .. }
             | Self::BulkheadFull { name, .. }
             | Self::Timeout { name, .. }
-            | Self::RateLimited { name, .. } => name,
+            | Self::RateLimited { name, .. }
+            | Self::Injected { name } => name,
         }
     }
 
@@ -64,7 +73,7 @@ impl ResilienceError {
     /// full bulkhead, rate limit). Rejections are never retried and never recorded by a
     /// circuit breaker.
     pub fn is_rejection(&self) -> bool {
-        !matches!(self, Self::Timeout { .. })
+        !matches!(self, Self::Timeout { .. } | Self::Injected { .. })
     }
 
     /// How long a caller should wait before trying again, when the policy knows.
@@ -72,7 +81,7 @@ impl ResilienceError {
         match self {
             Self::CircuitOpen { retry_after, .. } => *retry_after,
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::BulkheadFull { .. } | Self::Timeout { .. } => None,
+            Self::BulkheadFull { .. } | Self::Timeout { .. } | Self::Injected { .. } => None,
         }
     }
 
@@ -86,6 +95,11 @@ impl ResilienceError {
 
     pub(crate) fn timeout(name: &Arc<str>, timeout: Duration) -> Self {
         Self::Timeout { name: Arc::clone(name), timeout }
+    }
+
+    #[cfg_attr(not(feature = "chaos"), allow(dead_code))]
+    pub(crate) fn injected(name: &Arc<str>) -> Self {
+        Self::Injected { name: Arc::clone(name) }
     }
 
     pub(crate) fn rate_limited(name: &Arc<str>, retry_after: Duration) -> Self {

@@ -18,6 +18,7 @@
 //! clock are exact and instant.
 
 pub mod bulkhead;
+pub mod chaos;
 pub mod circuit_breaker;
 mod clock;
 pub mod config;
@@ -44,13 +45,14 @@ pub use bulkhead::{
     AdaptiveBulkhead, AdaptiveBulkheadConfig, AdaptiveState, Bulkhead, BulkheadPermit, OwnedBulkheadPermit,
     SemaphoreBulkhead, SemaphoreBulkheadConfig, ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
 };
+pub use chaos::ChaosConfig;
 pub use circuit_breaker::{
     BreakerCall, CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerMetrics, CircuitState, SlidingWindow,
     StateTransition, TransitionReason,
 };
 pub use config::{
-    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ConfigOverrides,
-    HedgeOverrides, RateLimitOverrides, ResilienceConfig, RetryOverrides,
+    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, BulkheadSettings, ChaosOverrides,
+    ConfigOverrides, HedgeOverrides, RateLimitOverrides, ResilienceConfig, RetryOverrides,
 };
 pub use error::{ConfigError, ResilienceError};
 pub use fallback::Fallback;

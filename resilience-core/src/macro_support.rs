@@ -544,7 +544,7 @@ impl<E> Call<E> {
     {
         let limit = self.timeout_nanos;
         Attempt {
-            body: Some(Limited::new(body, limit)),
+            body: Some(Limited::new(crate::pipeline::body(self.pipeline, body, self.from), limit)),
             first_poll: true,
             started: None,
             permit: admission.permit,
@@ -592,7 +592,7 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct Attempt<'a, E, Fut> {
         #[pin]
-        body: Option<Limited<Fut>>,
+        body: Option<Limited<crate::pipeline::Body<Fut, E>>>,
         first_poll: bool,
         // When the body first waited, if an adaptive bulkhead times this attempt.
         started: Option<tokio::time::Instant>,

@@ -17,6 +17,7 @@ use crate::bulkhead::{
     AdaptiveBulkhead, AdaptiveBulkheadConfig, Bulkhead, SemaphoreBulkhead, SemaphoreBulkheadConfig, Slot,
     ThreadPoolBulkhead, ThreadPoolBulkheadConfig,
 };
+use crate::chaos::ChaosConfig;
 use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
 use crate::hedge::{Hedge, HedgeConfig, HedgedCall};
@@ -83,6 +84,8 @@ pub struct Pipeline {
     bulkhead: Option<Bulkhead>,
     budget: Option<RetryBudget>,
     hedge: Option<Hedge>,
+    #[cfg(feature = "chaos")]
+    chaos: Option<crate::chaos::Chaos>,
     metrics: Arc<PipelineMetrics>,
     latency: Arc<LatencyStats>,
 }
@@ -99,6 +102,10 @@ pub struct PipelineBuilder {
     bulkhead: Option<Policy<BulkheadConfig, Bulkhead>>,
     budget: Option<Policy<RetryBudgetConfig, RetryBudget>>,
     hedge: Option<Policy<HedgeConfig, Hedge>>,
+    chaos: Option<ChaosConfig>,
+    /// The injector of the pipeline this one replaces, kept if its settings did not change.
+    #[cfg(feature = "chaos")]
+    previous_chaos: Option<crate::chaos::Chaos>,
     /// Metric handles and latency samples to keep (a rebuilt pipeline of the same name).
     stats: Option<(Arc<PipelineMetrics>, Arc<LatencyStats>)>,
 }
@@ -138,6 +145,13 @@ impl PipelineBuilder {
     /// An existing retry budget, shared with its other users.
     pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
         self.budget = Some(Policy::Instance(budget));
+        self
+    }
+
+    /// Fault injection with this configuration (with the `chaos` feature, when switched
+    /// on; otherwise accepted and inert).
+    pub fn chaos(mut self, config: ChaosConfig) -> Self {
+        self.chaos = Some(config);
         self
     }
 
@@ -238,6 +252,14 @@ impl PipelineBuilder {
             Some(Policy::Instance(b)) => Some(b),
             Some(Policy::Config(c)) => Some(RetryBudget::new(&name, c)?),
         };
+        if let Some(c) = &self.chaos {
+            c.validate()?;
+        }
+        #[cfg(feature = "chaos")]
+        let chaos = self.chaos.map(|c| match self.previous_chaos {
+            Some(p) if *p.config() == c => p,
+            _ => crate::chaos::Chaos::new(&name, c),
+        });
         let hedge = match self.hedge {
             None => None,
             Some(Policy::Instance(h)) => Some(h),
@@ -258,6 +280,8 @@ impl PipelineBuilder {
             bulkhead,
             budget,
             hedge,
+            #[cfg(feature = "chaos")]
+            chaos,
             metrics,
             latency,
             name,
@@ -297,6 +321,13 @@ impl Pipeline {
                 Some(b) if *b.config() == config.circuit_breaker => builder.with_circuit_breaker(b.clone()),
                 _ => builder.circuit_breaker(config.circuit_breaker),
             };
+        }
+        if let Some(chaos) = config.chaos {
+            builder = builder.chaos(chaos);
+            #[cfg(feature = "chaos")]
+            {
+                builder.previous_chaos = previous.and_then(|p| p.chaos.clone());
+            }
         }
         if let Some(hedge) = config.hedge {
             builder = match previous.and_then(|p| p.hedge.as_ref()) {
@@ -394,6 +425,48 @@ fn adaptive_bounds(c: &AdaptiveBulkheadConfig) -> (usize, usize, usize) {
     (c.initial_limit.get(), c.min_limit.get(), c.max_limit.get())
 }
 
+/// An attempt's body as the timeout sees it: with the `chaos` feature, under the
+/// dependency's fault injection (innermost in the pipeline).
+#[cfg(feature = "chaos")]
+pub(crate) type Body<Fut, E> = crate::chaos::Chaotic<Fut, E>;
+/// An attempt's body as the timeout sees it.
+#[cfg(not(feature = "chaos"))]
+pub(crate) type Body<Fut, E> = Plain<Fut, E>;
+
+#[cfg(not(feature = "chaos"))]
+pin_project! {
+    /// The body itself (without the `chaos` feature there is nothing to inject).
+    pub(crate) struct Plain<Fut, E> {
+        #[pin]
+        inner: Fut,
+        _error: std::marker::PhantomData<fn() -> E>,
+    }
+}
+
+#[cfg(not(feature = "chaos"))]
+impl<Fut: Future, E> Future for Plain<Fut, E> {
+    type Output = Fut::Output;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// `fut` as an attempt's body of `pipeline`.
+#[inline(always)]
+pub(crate) fn body<Fut, E>(pipeline: &Pipeline, fut: Fut, from: fn(ResilienceError) -> E) -> Body<Fut, E> {
+    #[cfg(feature = "chaos")]
+    {
+        crate::chaos::Chaotic::new(fut, pipeline.chaos.as_ref(), from)
+    }
+    #[cfg(not(feature = "chaos"))]
+    {
+        let _ = (pipeline, from);
+        Plain { inner: fut, _error: std::marker::PhantomData }
+    }
+}
+
 /// How one attempt ended.
 pub(crate) enum Attempt<T, E> {
     /// The body ran to completion.
@@ -419,6 +492,9 @@ impl Pipeline {
             bulkhead: None,
             budget: None,
             hedge: None,
+            chaos: None,
+            #[cfg(feature = "chaos")]
+            previous_chaos: None,
             stats: None,
         }
     }
@@ -438,6 +514,8 @@ impl Pipeline {
             bulkhead: None,
             budget: None,
             hedge: None,
+            #[cfg(feature = "chaos")]
+            chaos: None,
         }
     }
 
@@ -785,7 +863,7 @@ impl Pipeline {
             let _slot = self.bulkhead.as_ref().map(Bulkhead::slot_blocking).transpose()?;
             let adaptive = self.adaptive();
             let start = (timeout.is_some() || adaptive.is_some()).then(Instant::now);
-            let result = f(last);
+            let result = self.blocking_body(from, || f(last));
             let settled = self.settle(policy, permit, timeout, start, Some(result));
             if let (Some(a), Some(start)) = (adaptive, start) {
                 a.record(start, !matches!(settled, Attempt::Done(_)));
@@ -842,6 +920,23 @@ impl Pipeline {
         self.blocking_loop(policy, from, retry, |last| {
             let permit = self.admit()?;
             let job = attempts(last);
+            #[cfg(feature = "chaos")]
+            let job = {
+                let injection = self.chaos.as_ref().and_then(crate::chaos::Chaos::choose);
+                let error = self.chaos.as_ref().map(crate::chaos::Chaos::error);
+                move || match injection {
+                    None => job(),
+                    Some(injection) => {
+                        if let Some(delay) = injection.latency {
+                            std::thread::sleep(delay);
+                        }
+                        match error.filter(|_| injection.error) {
+                            Some(error) => Err(from(error)),
+                            None => job(),
+                        }
+                    }
+                }
+            };
             let start = self.adaptive().map(|_| Instant::now());
             let result = match &self.bulkhead {
                 Some(Bulkhead::ThreadPool(pool)) => match pool.execute_blocking(job, timeout) {
@@ -876,6 +971,26 @@ impl Pipeline {
             }
             Ok(self.settle(policy, permit, timeout, None, result))
         })
+    }
+
+    /// Runs a blocking attempt in place, under the dependency's fault injection (with
+    /// the `chaos` feature): the delay on this thread, then the injected error or `f`.
+    #[inline(always)]
+    fn blocking_body<T, E>(&self, from: fn(ResilienceError) -> E, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        #[cfg(feature = "chaos")]
+        if let Some(injection) = self.chaos.as_ref().and_then(crate::chaos::Chaos::choose) {
+            if let Some(delay) = injection.latency {
+                std::thread::sleep(delay);
+            }
+            if injection.error {
+                return Err(from(
+                    self.chaos.as_ref().map_or_else(|| self.timeout_error(Duration::ZERO), |c| c.error()),
+                ));
+            }
+            return f();
+        }
+        let _ = from;
+        f()
     }
 
     /// Records a finished blocking attempt. `result` is `None` when the attempt was
@@ -1056,7 +1171,7 @@ pin_project! {
         // slot and permit it ran under, so a cancelled call never lets the next one in
         // while its body still exists.
         #[pin]
-        body: Option<Limited<Fut>>,
+        body: Option<Limited<Body<Fut, E>>>,
         wait: Option<SlotWait<'a>>,
         permit: Option<CallPermit<'a>>,
         slot: Option<Slot<'a>>,
@@ -1310,7 +1425,10 @@ where
                         }
                     },
                 };
-                this.body.set(Some(Limited::new(this.f.make_attempt(last), *this.timeout_nanos)));
+                this.body.set(Some(Limited::new(
+                    body(pipeline, this.f.make_attempt(last), *this.from),
+                    *this.timeout_nanos,
+                )));
                 // Poll the new body at once, keeping permit and slot in locals: a body
                 // that is ready never stores them in the future (and a panic in it still
                 // drops them, which records the failure and frees the slot).

@@ -166,6 +166,18 @@ pub(crate) struct BulkheadArgs {
     max_limit: Option<Positive>,
 }
 
+/// `chaos(latency, latency_rate, error_rate, every, max_active, seed)`.
+#[derive(Debug, Default, FromMeta)]
+#[darling(default)]
+pub(crate) struct ChaosArgs {
+    latency: Option<DurationArg>,
+    latency_rate: Option<Number>,
+    error_rate: Option<Number>,
+    every: Option<Positive>,
+    max_active: Option<Positive>,
+    seed: Option<Number>,
+}
+
 /// `hedge(max_attempts, delay)`; `hedge()` takes the defaults (2 attempts, `"p95"`).
 #[derive(Debug, Default, FromMeta)]
 #[darling(default)]
@@ -245,6 +257,7 @@ pub(crate) struct ConfigArgs {
     bulkhead: Option<BulkheadArgs>,
     rate_limit: Option<RateLimitArgs>,
     hedge: Option<HedgeArgs>,
+    chaos: Option<ChaosArgs>,
 }
 
 fn dur(d: &DurationArg) -> TokenStream {
@@ -542,6 +555,18 @@ impl ConfigArgs {
                 rule(&mut errors, "delay", span, resilience_rules::hedge_percentile(p));
             }
         }
+        if let Some(c) = &self.chaos {
+            for (key, rate) in [("latency_rate", c.latency_rate), ("error_rate", c.error_rate)] {
+                if let Some(r) = rate {
+                    rule(&mut errors, key, r.1, resilience_rules::fraction(r.0));
+                }
+            }
+            if let Some(seed) = c.seed {
+                let whole = seed.0 >= 0.0 && seed.0.fract() == 0.0 && seed.0 < 2f64.powi(53);
+                let verdict = if whole { Ok(()) } else { Err(format!("{} is not a whole number below 2^53", seed.0)) };
+                rule(&mut errors, "seed", seed.1, verdict);
+            }
+        }
         let group = self.bulkhead.as_ref();
         if let Some(n) = group.and_then(|g| g.max_concurrent).or(self.max_concurrent) {
             let thread_pool = matches!(
@@ -642,6 +667,25 @@ impl ConfigArgs {
             });
             quote!(::resilience::__private::HedgeOverrides { max_attempts: #max_attempts, delay: #delay })
         });
+        let chaos = opt(&self.chaos, |c| {
+            let latency = opt(&c.latency, dur);
+            let latency_rate = opt(&c.latency_rate, |n| float(n.0));
+            let error_rate = opt(&c.error_rate, |n| float(n.0));
+            let every = opt(&c.every, |p| p.u32_tokens());
+            let max_active = opt(&c.max_active, |p| p.usize_tokens());
+            let seed = opt(&c.seed, |n| {
+                let v = n.0 as u64;
+                quote!(#v)
+            });
+            quote!(::resilience::__private::ChaosOverrides {
+                latency: #latency,
+                latency_rate: #latency_rate,
+                error_rate: #error_rate,
+                every: #every,
+                max_active: #max_active,
+                seed: #seed,
+            })
+        });
         Ok(quote!(::resilience::__private::ConfigOverrides {
             timeout: #timeout,
             circuit_breaker: #breaker,
@@ -649,6 +693,7 @@ impl ConfigArgs {
             bulkhead: #bulkhead,
             rate_limit: #rate_limit,
             hedge: #hedge,
+            chaos: #chaos,
         }))
     }
 }

@@ -36,6 +36,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"]),
     ("rate_limit", &["rate", "burst", "max_keys", "key"]),
     ("hedge", &["max_attempts", "delay"]),
+    ("chaos", &["latency", "latency_rate", "error_rate", "every", "max_active", "seed"]),
 ];
 
 /// Keys of `retry(budget(...))`.

@@ -237,6 +237,14 @@ pub fn budget_window(window: Duration) -> Verdict {
     Ok(())
 }
 
+/// A share such as `chaos.error_rate`: in [0, 1].
+pub fn fraction(x: f64) -> Verdict {
+    if !(0.0..=1.0).contains(&x) {
+        return refuse(format!("{x} is not a fraction in [0, 1]"));
+    }
+    Ok(())
+}
+
 /// The most attempts a hedged call makes, the primary included.
 pub const MAX_HEDGE_ATTEMPTS: u32 = 10;
 

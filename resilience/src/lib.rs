@@ -111,8 +111,8 @@ pub use web::{ClientKey, MiddlewareConfig, MiddlewareConfigError, RateLimitConfi
 pub mod __private {
     pub use resilience_core::macro_support::*;
     pub use resilience_core::{
-        BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, DependencyKind,
-        ErrorPolicy, HedgeOverrides, Jitter, RateLimitOverrides, ResilienceError, RetryOverrides,
+        BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ChaosOverrides, ConfigOverrides,
+        DependencyKind, ErrorPolicy, HedgeOverrides, Jitter, RateLimitOverrides, ResilienceError, RetryOverrides,
     };
     pub use std::time::Duration;
 }

@@ -7,6 +7,7 @@ mod breaker_model;
 mod bulkhead;
 mod call_site;
 mod cancellation;
+mod chaos;
 mod hedge;
 mod http_pool;
 mod http_server;

@@ -62,6 +62,8 @@ pub struct Settings {
 pub(crate) struct Model {
     pub(crate) defaults: Defaults,
     pub(crate) dependencies: Vec<(String, DependencyType, ConfigOverrides)>,
+    /// `resilience: { chaos: { enabled } }`, when given.
+    pub(crate) chaos_enabled: Option<bool>,
 }
 
 const SECTIONS: [&str; 2] = ["resilience", "external_dependencies"];
@@ -224,8 +226,17 @@ impl Settings {
     /// reconfiguring in place the ones already in use, in one step. Every resulting
     /// configuration is prepared first, also of dependencies the settings do not name
     /// (registered in code, over the new defaults); on error nothing changes.
+    ///
+    /// `resilience: { chaos: { enabled } }`, when given, switches fault injection on or
+    /// off for the whole process once the rest is applied (with the `chaos` feature;
+    /// without it the key is accepted and inert).
     pub fn apply_to(&self, registry: &Registry) -> Result<(), ConfigError> {
-        registry.apply(self.model.defaults.clone(), &self.model.dependencies)
+        registry.apply(self.model.defaults.clone(), &self.model.dependencies)?;
+        #[cfg(feature = "chaos")]
+        if let Some(on) = self.model.chaos_enabled {
+            crate::chaos::set_enabled(on);
+        }
+        Ok(())
     }
 }
 

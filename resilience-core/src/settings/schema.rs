@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::tree::{Node, Origin, Value};
 use super::Model;
 use crate::config::{
-    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ConfigOverrides, HedgeOverrides,
-    RateLimitOverrides, RetryOverrides,
+    BreakerOverrides, BudgetOverrides, BulkheadKind, BulkheadOverrides, ChaosOverrides, ConfigOverrides,
+    HedgeOverrides, RateLimitOverrides, RetryOverrides,
 };
 use crate::error::ConfigError;
 use crate::hedge::HedgeDelay;
@@ -15,7 +15,9 @@ use crate::preset::{DependencyType, ResilienceStrategy};
 use crate::registry::{Defaults, DependencyKind};
 use crate::retry::Jitter;
 
-const RESILIENCE_KEYS: [&str; 5] = ["timeouts", "circuit_breaker", "retry", "bulkheads", "strategies"];
+const RESILIENCE_KEYS: [&str; 6] = ["timeouts", "circuit_breaker", "retry", "bulkheads", "strategies", "chaos"];
+const CHAOS_SWITCH_KEYS: [&str; 1] = ["enabled"];
+const CHAOS_KEYS: [&str; 6] = ["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 const TIMEOUT_KEYS: [&str; 6] = ["default", "database", "api_call", "cache", "message_queue", "file_system"];
 const BREAKER_KEYS: [&str; 11] = [
     "enabled",
@@ -38,8 +40,9 @@ const BULKHEAD_KEYS: [&str; 7] =
 const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "max_keys"];
 const STRATEGY_KEYS: [&str; 6] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit", "hedge"];
 const HEDGE_KEYS: [&str; 2] = ["max_attempts", "delay"];
-const DEPENDENCY_KEYS: [&str; 13] = [
+const DEPENDENCY_KEYS: [&str; 14] = [
     "hedge",
+    "chaos",
     "type",
     "timeout",
     "max_concurrent",
@@ -330,6 +333,24 @@ impl Reader<'_> {
         Ok(h)
     }
 
+    /// `chaos: { latency, latency_rate, error_rate, every, max_active, seed }`.
+    fn chaos(&self, path: &str, node: &Node) -> Result<ChaosOverrides, ConfigError> {
+        let mut c = ChaosOverrides::default();
+        for (key, v) in entries(self.file, path, node, &CHAOS_KEYS)? {
+            let k = join(path, key);
+            let fraction = |x: f64| resilience_rules::fraction(x).map(|()| x).map_err(|m| invalid(self.file, &k, v, m));
+            match key.as_str() {
+                "latency" => c.latency = Some(self.duration(&k, v)?),
+                "latency_rate" => c.latency_rate = Some(fraction(self.number(&k, v)?)?),
+                "error_rate" => c.error_rate = Some(fraction(self.number(&k, v)?)?),
+                "every" => c.every = Some(self.positive_u32(&k, v)?),
+                "max_active" => c.max_active = Some(self.positive_usize(&k, v)?),
+                _ => c.seed = Some(self.count(&k, v)? as u64),
+            }
+        }
+        Ok(c)
+    }
+
     /// `budget: { ratio, min_per_second, window }` (`budget: {}` for the defaults).
     fn budget(&self, path: &str, node: &Node) -> Result<BudgetOverrides, ConfigError> {
         let mut b = BudgetOverrides::default();
@@ -421,6 +442,7 @@ impl Reader<'_> {
                 }
                 "rate_limit" => c.rate_limit = self.rate_limit(&k, v)?,
                 "hedge" => c.hedge = Some(self.hedge(&k, v)?),
+                "chaos" => c.chaos = Some(self.chaos(&k, v)?),
                 flat => self.bulkhead_key(&mut c.bulkhead, flat, &k, v)?,
             }
         }
@@ -476,6 +498,7 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
     let r = Reader { file };
     let mut defaults = Defaults::default();
     let mut dependencies = Vec::new();
+    let mut chaos_enabled = None;
     for (section, node) in entries(file, "", root, &super::sections())? {
         if !super::SECTIONS.contains(&section.as_str()) {
             // An integration's section: checked by its `SettingsSection`.
@@ -501,6 +524,11 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
                     "retry" => {
                         let rt = r.retry(&path, v)?;
                         ConfigOverrides { retry: rt, ..Default::default() }.apply(&mut defaults.global);
+                    }
+                    "chaos" => {
+                        for (name, switch) in entries(file, &path, v, &CHAOS_SWITCH_KEYS)? {
+                            chaos_enabled = Some(r.boolean(&join(&path, name), switch)?);
+                        }
                     }
                     "bulkheads" => {
                         let types = DependencyType::ALL.map(DependencyType::as_str);
@@ -577,7 +605,7 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
             .validate()
             .map_err(|e| locate(file, root, &format!("external_dependencies.{name}"), e))?;
     }
-    Ok(Model { defaults, dependencies })
+    Ok(Model { defaults, dependencies, chaos_enabled })
 }
 
 /// A validation error's key as the `resilience:` section writes it: the timeout is
