@@ -54,10 +54,10 @@ impl ChaosConfig {
 }
 
 #[cfg(feature = "chaos")]
-pub(crate) use imp::*;
+pub(crate) use imp::Chaotic;
 
 #[cfg(feature = "chaos")]
-pub use imp::set_enabled;
+pub use imp::{set_enabled, Chaos, Injection};
 
 /// Whether injections may happen (the `chaos` feature is off: never).
 #[cfg(not(feature = "chaos"))]
@@ -96,9 +96,11 @@ mod imp {
         ENABLED.load(Relaxed)
     }
 
-    /// A dependency's injector. Cloning gives another handle to the same one.
+    /// An injector: what a pipeline uses for its dependency, and what an integration
+    /// (the axum layer) uses for its own requests. Cloning gives another handle to the
+    /// same one.
     #[derive(Clone)]
-    pub(crate) struct Chaos {
+    pub struct Chaos {
         inner: Arc<Inner>,
     }
 
@@ -118,15 +120,24 @@ mod imp {
         }
     }
 
-    /// What an attempt gets.
-    pub(crate) struct Injection {
-        pub(crate) latency: Option<std::time::Duration>,
-        pub(crate) error: bool,
-        pub(crate) active: Option<Active>,
+    /// What an attempt gets; counted against `max_active` until dropped.
+    #[derive(Debug)]
+    pub struct Injection {
+        /// The delay to add first.
+        pub latency: Option<std::time::Duration>,
+        /// Whether to fail (after the delay).
+        pub error: bool,
+        active: Option<Active>,
     }
 
     /// One injection in progress, counted against `max_active` until dropped.
-    pub(crate) struct Active(Arc<Inner>);
+    struct Active(Arc<Inner>);
+
+    impl std::fmt::Debug for Active {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Active")
+        }
+    }
 
     impl Drop for Active {
         fn drop(&mut self) {
@@ -147,7 +158,8 @@ mod imp {
     }
 
     impl Chaos {
-        pub(crate) fn new(name: &Arc<str>, config: ChaosConfig) -> Self {
+        /// An injector for `name` (the name its events and metrics carry).
+        pub fn new(name: &Arc<str>, config: ChaosConfig) -> Self {
             let seed = config
                 .seed
                 .unwrap_or_else(|| mix(std::process::id().into()) ^ mix(Arc::as_ptr(name) as *const u8 as u64));
@@ -165,17 +177,37 @@ mod imp {
             }
         }
 
-        pub(crate) fn config(&self) -> &ChaosConfig {
+        /// The configuration.
+        pub fn config(&self) -> &ChaosConfig {
             &self.inner.config
         }
 
-        /// What the next attempt gets; `None` for nothing (the usual case).
+        /// What the next attempt gets; `None` for nothing (the usual case, and always
+        /// while injection is switched off).
         #[inline]
-        pub(crate) fn choose(&self) -> Option<Injection> {
+        pub fn choose(&self) -> Option<Injection> {
             if !enabled() {
                 return None;
             }
             self.choose_slow()
+        }
+
+        /// An injection asked for by name (a request's override header): only kinds this
+        /// injector is configured for (a `latency` with a rate or `every`, an error rate
+        /// above zero), a delay no longer than the configured `latency`, within
+        /// `max_active`, and only while injection is switched on.
+        pub fn force(&self, latency: Option<std::time::Duration>, error: bool) -> Option<Injection> {
+            if !enabled() {
+                return None;
+            }
+            let c = &self.inner.config;
+            let latency = latency
+                .zip(c.latency)
+                .filter(|_| c.latency_rate > 0.0 || c.every.is_some())
+                .map(|(asked, most)| asked.min(most));
+            let error = error && c.error_rate > 0.0;
+            let n = self.inner.attempts.fetch_add(1, Relaxed);
+            self.inject(latency.is_some(), error, latency, n)
         }
 
         #[cold]
@@ -194,6 +226,13 @@ mod imp {
                     (c.latency.is_some() && latency_draw < c.latency_rate, error_draw < c.error_rate)
                 }
             };
+            self.inject(latency, error, c.latency, n)
+        }
+
+        /// Starts an injection of the chosen kinds: within `max_active`, with its events
+        /// and counts.
+        fn inject(&self, latency: bool, error: bool, delay: Option<std::time::Duration>, n: u64) -> Option<Injection> {
+            let c = &self.inner.config;
             if !latency && !error {
                 return None;
             }
@@ -208,7 +247,7 @@ mod imp {
             let name = &*self.inner.name;
             if latency {
                 self.inner.latency.increment(1);
-                let ms = c.latency.map_or(0, |d| d.as_millis() as u64);
+                let ms = delay.map_or(0, |d| d.as_millis() as u64);
                 tracing::info!(target: "resilience::chaos", name, kind = "latency", latency_ms = ms, attempt = n, "injected latency");
             }
             if error {
@@ -216,14 +255,14 @@ mod imp {
                 tracing::info!(target: "resilience::chaos", name, kind = "error", attempt = n, "injected an error");
             }
             Some(Injection {
-                latency: if latency { c.latency } else { None },
+                latency: if latency { delay } else { None },
                 error,
                 active: Some(Active(Arc::clone(&self.inner))),
             })
         }
 
         /// The injected error.
-        pub(crate) fn error(&self) -> ResilienceError {
+        pub fn error(&self) -> ResilienceError {
             ResilienceError::injected(&self.inner.name)
         }
     }

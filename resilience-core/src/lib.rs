@@ -74,7 +74,7 @@ pub use registry::{
 };
 pub use retry::{Backoff, Jitter, Retry, RetryBudget, RetryBudgetConfig, RetryConfig};
 pub use settings::{
-    init, reload, SectionFn, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE, OVERRIDE_PREFIX,
-    SETTINGS_SECTIONS,
+    init, parse_duration, reload, SectionFn, SectionValue, Settings, SettingsSection, ENVIRONMENT_VARIABLE,
+    OVERRIDE_PREFIX, SETTINGS_SECTIONS,
 };
 pub use timeout::{Timeout, TimeoutFuture};

@@ -204,3 +204,51 @@ fn attributes_take_the_chaos_keys() {
         .to_string();
     assert_eq!(e, "<string>:4: invalid `external_dependencies.c.chaos.error_rate`: 2 is not a fraction in [0, 1]");
 }
+
+/// The axum layer's own injection, over real sockets: a request asks through the
+/// configured header, within the configured faults; nothing when switched off.
+#[test]
+fn requests_ask_for_faults_through_the_configured_header_only() {
+    use crate::web_layer::{client, serve};
+    let turn = switched(true);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = resilience::MiddlewareConfig {
+            // Rates too small for a random injection in a handful of requests (seeded).
+            chaos: Some(ChaosConfig {
+                latency: Some(Duration::from_millis(300)),
+                latency_rate: 1e-9,
+                error_rate: 1e-9,
+                seed: Some(5),
+                ..Default::default()
+            }),
+            chaos_header: Some(String::from("x-chaos")),
+            ..Default::default()
+        };
+        let app = axum::Router::new()
+            .route("/chaos", axum::routing::get(|| async { "ok" }))
+            .layer(resilience::ResilienceLayer::new(config));
+        let url = format!("{}/chaos", serve(app).await);
+        let c = client();
+        let plain = c.get(&url).send().await.unwrap();
+        assert_eq!(plain.status(), 200);
+        let failed = c.get(&url).header("x-chaos", "error").send().await.unwrap();
+        assert_eq!(failed.status(), 500);
+        assert_eq!(failed.headers()["x-resilience-chaos"], "error");
+        let begun = std::time::Instant::now();
+        let slow = c.get(&url).header("x-chaos", "latency=10s").send().await.unwrap();
+        assert_eq!(slow.status(), 200);
+        let took = begun.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "capped at 300 ms: {took:?}");
+        drop(turn);
+        let _turn = switched(false);
+        let off = c.get(&url).header("x-chaos", "error").send().await.unwrap();
+        assert_eq!(off.status(), 200, "switched off: the header is ignored");
+    });
+    let e = resilience::ResilienceLayer::try_new(resilience::MiddlewareConfig {
+        chaos_header: Some(String::from("bad header")),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(e.field, "chaos_header");
+}

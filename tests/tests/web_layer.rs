@@ -11,7 +11,7 @@ use crate::support::chromium;
 use resilience::{ClientKey, MiddlewareConfig, RateLimitConfig, ResilienceLayer};
 
 /// Serves `app` (with peer addresses) on a free port of 127.0.0.1.
-async fn serve(app: axum::Router) -> String {
+pub(crate) async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
@@ -20,7 +20,7 @@ async fn serve(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     resilience::install_crypto_provider();
     reqwest::Client::builder().build().expect("client")
 }
@@ -428,7 +428,21 @@ fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     assert_eq!(limit.key, ClientKey::Header("x-api-key".parse().unwrap()));
     ResilienceLayer::try_new(MiddlewareConfig { rate_limit: Some(limit), ..config }).expect("a layer");
 
+    let with_chaos = resilience::Settings::from_yaml_str(
+        "middleware:\n  chaos: { latency: 200ms, latency_rate: 0.1, error_rate: 0.01, max_active: 3, seed: 7 }\n  chaos_header: x-chaos\n",
+    )
+    .expect("valid");
+    let config = resilience::web::middleware_from_settings(&with_chaos).unwrap().expect("a section");
+    let chaos = config.chaos.expect("chaos");
+    assert_eq!((chaos.latency, chaos.latency_rate, chaos.error_rate), (Some(Duration::from_millis(200)), 0.1, 0.01));
+    assert_eq!((chaos.max_active.map(|n| n.get()), chaos.seed), (Some(3), Some(7)));
+    assert_eq!(config.chaos_header.as_deref(), Some("x-chaos"));
+
     let err = |yaml: &str| resilience::Settings::from_yaml_str(yaml).unwrap_err().to_string();
+    assert_eq!(
+        err("middleware:\n  chaos: { error_rate: 1.5 }\n"),
+        "<string>:2: invalid `middleware.chaos.error_rate`: 1.5 is not a fraction in [0, 1]"
+    );
     assert_eq!(
         err("middleware:\n  request_timout: 5s\n"),
         "<string>:2: unknown key `middleware.request_timout`; did you mean `request_timeout`?"

@@ -244,6 +244,11 @@ fn variable_path(variable: &str) -> Vec<String> {
     variable[OVERRIDE_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect()
 }
 
+/// Reads a duration as the settings file writes it: `250ms`, `30s`, `1.5s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    schema::parse_duration(text)
+}
+
 /// Applies `settings` to the global registry: defaults, then every external dependency.
 /// On error nothing changes.
 pub fn init(settings: &Settings) -> Result<(), ConfigError> {

@@ -82,6 +82,16 @@ pub struct MiddlewareConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Paths that bypass everything (exact, or a prefix ending in `/`). Default none.
     pub excluded_paths: Vec<String>,
+    /// Fault injection into the requests themselves (needs the `chaos` feature and the
+    /// settings' `resilience: { chaos: { enabled: true } }`; inert otherwise): a delay
+    /// before the service is called, inside the request timeout, and answers of 500
+    /// (`x-resilience-chaos: error`) that the route's breaker counts. Default none.
+    pub chaos: Option<resilience_core::ChaosConfig>,
+    /// A request header through which a request may ask for a fault of its own
+    /// (`error`, `latency`, `latency=200ms`, comma-separated), capped by `chaos`: only
+    /// the kinds it injects, no longer a delay than its `latency`, within its
+    /// `max_active`. Default none: requests cannot ask.
+    pub chaos_header: Option<String>,
 }
 
 impl Default for MiddlewareConfig {
@@ -98,6 +108,8 @@ impl Default for MiddlewareConfig {
             rate_limit: None,
             trusted_proxies: Vec::new(),
             excluded_paths: Vec::new(),
+            chaos: None,
+            chaos_header: None,
         }
     }
 }
@@ -144,6 +156,8 @@ struct Shared {
     /// Per matched route (the application's routes and `unmatched`: a bounded map).
     routes: std::sync::RwLock<HashMap<Box<str>, Arc<RouteState>>>,
     limiter: Option<KeyedRateLimiter<Client>>,
+    #[cfg(feature = "chaos")]
+    chaos: Option<(resilience_core::chaos::Chaos, Option<http::HeaderName>)>,
 }
 
 impl ResilienceLayer {
@@ -192,7 +206,30 @@ impl ResilienceLayer {
             }
             _ => None,
         };
-        Ok(Self { shared: Arc::new(Shared { config, bulkhead, routes: Default::default(), limiter }) })
+        if let Some(chaos) = &config.chaos {
+            chaos.validate().map_err(|e| bad("chaos", e.to_string()))?;
+        }
+        let header = match &config.chaos_header {
+            None => None,
+            Some(name) => Some(
+                http::HeaderName::try_from(name.as_str())
+                    .map_err(|_| bad("chaos_header", format!("`{name}` is not a header name")))?,
+            ),
+        };
+        #[cfg(feature = "chaos")]
+        let chaos = config.chaos.map(|c| (resilience_core::chaos::Chaos::new(&Arc::from("http"), c), header));
+        #[cfg(not(feature = "chaos"))]
+        let _ = header;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                bulkhead,
+                routes: Default::default(),
+                limiter,
+                #[cfg(feature = "chaos")]
+                chaos,
+            }),
+        })
     }
 }
 
@@ -455,8 +492,18 @@ where
             Ok(permit) => permit,
             Err(response) => return refused(tag, response),
         };
-        let future = tag.span.in_scope(|| self.inner.call(request));
         let deadline = started + config.request_timeout;
+        #[cfg(feature = "chaos")]
+        if let Some(injection) = injection_for(shared, &request) {
+            // Off the fast path, like a wait for a slot: the ready service handles the
+            // request, a clone stays.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let call = Call { permit, slot, quota, tag };
+            let future = Box::pin(injected(call, injection, inner, request, deadline));
+            return ResponseFuture { kind: Kind::Waiting { future } };
+        }
+        let future = tag.span.in_scope(|| self.inner.call(request));
         let call = Call { permit, slot, quota, tag };
         ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, deadline, call) } }
     }
@@ -590,6 +637,66 @@ where
     let deadline = Instant::now() + site.shared.config.request_timeout;
     Guarded::new(future, deadline, Call { permit, slot, quota, tag }).await
 }
+
+/// The fault a request gets: what its override header asks for (when the layer takes
+/// one), else the injector's choice.
+#[cfg(feature = "chaos")]
+fn injection_for<B>(shared: &Shared, request: &Request<B>) -> Option<resilience_core::chaos::Injection> {
+    let (chaos, header) = shared.chaos.as_ref()?;
+    let asked = header.as_ref().and_then(|h| request.headers().get(h));
+    match asked.and_then(|v| v.to_str().ok()) {
+        None => chaos.choose(),
+        Some(asked) => {
+            let (mut latency, mut error) = (None, false);
+            for part in asked.split(',').map(str::trim) {
+                match part.split_once('=') {
+                    _ if part == "error" => error = true,
+                    _ if part == "latency" => latency = Some(Duration::MAX),
+                    Some(("latency", d)) => latency = resilience_core::parse_duration(d.trim()).or(latency),
+                    _ => {}
+                }
+            }
+            chaos.force(latency, error)
+        }
+    }
+}
+
+/// A request under an injected fault: the delay (inside the request timeout: a delay past
+/// it answers 504), then a 500 counted by the route's breaker, or the service's answer.
+#[cfg(feature = "chaos")]
+async fn injected<S, ReqBody, ResBody>(
+    call: Call,
+    injection: resilience_core::chaos::Injection,
+    mut inner: S,
+    request: Request<ReqBody>,
+    deadline: Instant,
+) -> Result<Response<LayerBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    if let Some(latency) = injection.latency {
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(latency)).await.is_err() {
+            return call.finish::<ResBody, S::Error>(None);
+        }
+    }
+    if injection.error {
+        let Call { permit, slot, quota: _, tag } = call;
+        if let Some(permit) = permit {
+            permit.failure();
+        }
+        drop(slot);
+        let mut response = answer(StatusCode::INTERNAL_SERVER_ERROR, "injected fault", None);
+        response.headers_mut().insert(&X_CHAOS, HeaderValue::from_static("error"));
+        drop(injection);
+        return Ok(tag.finish(response));
+    }
+    drop(injection);
+    let future = call.tag.span.in_scope(|| inner.call(request));
+    Guarded::new(future, deadline, call).await
+}
+
+#[cfg(feature = "chaos")]
+static X_CHAOS: http::HeaderName = http::HeaderName::from_static("x-resilience-chaos");
 
 /// What every answer of a guarded request gets at its end: its request id, its count and
 /// its duration.

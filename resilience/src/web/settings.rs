@@ -13,6 +13,8 @@
 //!   rate_limit: { per_second: 100, burst: 20, max_clients: 10000, key_header: x-api-key }
 //!   trusted_proxies: [10.0.0.0/8, 192.168.0.0/16]
 //!   excluded_paths: [/health, /metrics]          # or one comma-separated string
+//!   chaos: { latency: 200ms, latency_rate: 0.1, error_rate: 0.01, max_active: 10, seed: 7 }
+//!   chaos_header: x-chaos                        # requests may ask for a fault, within `chaos`
 //! ```
 //!
 //! Checked when the file is read, environment sections included, with the same errors as
@@ -34,7 +36,11 @@ const KEYS: &[&str] = &[
     "rate_limit",
     "trusted_proxies",
     "excluded_paths",
+    "chaos",
+    "chaos_header",
 ];
+
+const CHAOS_KEYS: &[&str] = &["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 
 const RATE_LIMIT_KEYS: &[&str] = &["per_second", "burst", "max_clients", "key_header"];
 
@@ -109,6 +115,33 @@ fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
                     nets.push(parsed);
                 }
                 c.trusted_proxies = nets;
+            }
+            "chaos" => {
+                let mut chaos = resilience_core::ChaosConfig::default();
+                for (key, v) in value.entries_of(CHAOS_KEYS)? {
+                    let fraction = |v: &SectionValue<'_>| {
+                        let x = v.number()?;
+                        resilience_rules::fraction(x).map(|()| x).map_err(|m| v.invalid(m))
+                    };
+                    match key {
+                        "latency" => chaos.latency = Some(v.duration()?),
+                        "latency_rate" => chaos.latency_rate = fraction(&v)?,
+                        "error_rate" => chaos.error_rate = fraction(&v)?,
+                        "every" => {
+                            let n = u32::try_from(v.count(1)?).map_err(|_| v.invalid("too large"))?;
+                            chaos.every = std::num::NonZeroU32::new(n);
+                        }
+                        "max_active" => chaos.max_active = std::num::NonZeroUsize::new(v.count_usize(1)?),
+                        _ => chaos.seed = Some(v.count(0)?),
+                    }
+                }
+                c.chaos = Some(chaos);
+            }
+            "chaos_header" => {
+                let name = value.string()?;
+                http::HeaderName::try_from(name.as_str())
+                    .map_err(|_| value.invalid(format!("`{name}` is not a header name")))?;
+                c.chaos_header = Some(name);
             }
             _ => c.excluded_paths = list(&value)?,
         }
