@@ -208,6 +208,9 @@ fn attributes_take_the_chaos_keys() {
 /// The axum layer's own injection, over real sockets: a request asks through the
 /// configured header, within the configured faults; nothing when switched off.
 #[test]
+// The turn is held across the requests on purpose: it keeps the process-wide switch as
+// this test set it (other tests wait on the lock, not on the runtime).
+#[allow(clippy::await_holding_lock)]
 fn requests_ask_for_faults_through_the_configured_header_only() {
     use crate::web_layer::{client, serve};
     let turn = switched(true);
