@@ -46,6 +46,8 @@ macro_rules! doc_attribute {
         /// | `circuit_breaker(...)` | group | preset's | `enabled`, `failure_threshold`, `failure_rate` (%), `minimum_calls`, `window_size`, `window_duration`, `slow_call_duration`, `slow_call_rate` (%), `recovery_timeout`, `half_open_max_calls`, `success_threshold` |
         /// | `retry(...)` | group | preset's | `enabled`, `max_attempts` (counts the first call), `base_delay`, `exponential_base`, `max_delay`, `jitter` (`none` \| `full` \| `equal` \| `decorrelated`), `max_elapsed`, `budget(ratio, min_per_second, window)`: a retry budget shared by every call of the dependency (`budget()` for the defaults 0.2 / 10 / `"10s"`; `ratio` in (0, 1], `window` from 100 ms to 24 h); a retry it refuses returns the attempt's error, and enclosing attributed calls on the task do not retry it |
         /// | `bulkhead(...)` | group | preset's | `enabled`, `kind`, `max_concurrent`, `max_wait`, `queue_capacity`, and for `kind = adaptive` `min_limit` (1) and `max_limit` (200), with `min_limit <= max_concurrent <= max_limit` (wins over the flat keys) |
+        /// | `hedge(...)` | group | none | `max_attempts` (2, at most 10), `delay` (a duration, or a percentile of recent latency such as `"p95"`, the default): another attempt when none has answered after `delay`; only for calls marked `idempotent = true` |
+        /// | `chaos(...)` | group | none | `latency`, `latency_rate`, `error_rate` (fractions in [0, 1]), `every`, `max_active`, `seed`: fault injection, which needs the `chaos` cargo feature and `resilience: { chaos: { enabled: true } }` in the applied settings (inert otherwise) |
         /// | `rate_limit(...)` | group | none | `rate` (calls per second, from `0.000001` to `1e9`), `burst`, `max_keys`; on attributes also `key = <argument>`: one limit per value of that argument (any `Hash` type, such as a tenant or user id; at most `max_keys`, default 10,000, tracked; checked once per call, before the first attempt) |
             ///
             /// # Handlers
@@ -55,6 +57,7 @@ macro_rules! doc_attribute {
             /// | `fallback` | path to a `fn` or `async fn` | none | called with the same arguments plus the error when the call fails; returns the same type |
             /// | `retry_if` | path to `fn(&E) -> bool` | every error | which errors of the body are retried (rejections never are, timeouts always) |
             /// | `record_if` | path to `fn(&E) -> bool` | every error | which errors count as breaker failures |
+            /// | `idempotent` | `true` \| `false` | `false` | the call is safe to repeat: its dependency's `hedge` applies (an `async fn` that lends nothing mutably; each attempt runs a clone of the call's arguments) |
             ///
             /// # The function
             ///

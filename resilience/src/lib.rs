@@ -60,6 +60,11 @@
 //! | `resilience_adaptive_baseline_seconds` | | an adaptive bulkhead's estimate of the unloaded round trip |
 //! | `resilience_retry_budget_remaining` | | retries a retry budget allows now |
 //! | `resilience_retry_budget_exhausted_total` | | retries a retry budget refused |
+//! | `resilience_hedge_attempts_total` | `kind` = `primary`, `hedge` | attempts of hedged calls |
+//! | `resilience_hedge_won_total` | | hedged calls a hedge answered first |
+//! | `resilience_hedge_losers_dropped_total` | | attempts dropped because another answered first |
+//! | `resilience_hedge_suppressed_total` | | hedges the retry budget refused |
+//! | `resilience_chaos_injected_total` | `kind` = `latency`, `error` | faults injected (feature `chaos`) |
 //!
 //! Gauges that follow a value (breaker state and failure rate, free slots) are set by
 //! [`Registry::refresh_gauges`], which an exporter calls before it renders.
