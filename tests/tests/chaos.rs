@@ -70,6 +70,7 @@ fn a_rate_injects_about_that_share_each_with_one_event() {
     let p = pipeline("chaos_rate", ChaosConfig { error_rate: 0.1, seed: Some(7), ..Default::default() });
     let events = Arc::new(Events::default());
     let (errors, _) = tracing::subscriber::with_default(Arc::clone(&events), || calls(&p, 10_000));
+    eprintln!("rate 0.1: {errors} injections in 10,000 calls");
     assert!((900..=1_100).contains(&errors), "{errors} injections");
     assert_eq!(events.0.load(SeqCst), u64::from(errors), "one event per injection");
     // The same seed, the same calls.
@@ -109,6 +110,7 @@ fn a_delay_and_an_abort_affect_their_combined_share() {
         affected
     });
     let share = f64::from(affected) / 10_000.0;
+    eprintln!("20 % delay + 5 % abort: {share:.4} of calls affected");
     assert!((share - 0.24).abs() <= 0.015, "{share:.4} of calls affected");
 }
 
