@@ -364,7 +364,8 @@ impl PostgresPool {
         self.inner.pool.status().size
     }
 
-    /// The rows of `sql`.
+    /// The rows of `sql` (retried, and hedged if the dependency has a `hedge`: give it
+    /// only statements that may run twice).
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PoolError> {
         match self.run(true, Op::Query(sql, params)).await? {
             Done::Rows(rows) => Ok(rows),
@@ -423,20 +424,22 @@ impl PostgresPool {
     async fn run(&self, retry: bool, op: Op<'_>) -> Result<Done, PoolError> {
         let policy = ErrorPolicy { retry_if: if retry { counts } else { never }, record_if: counts };
         let inner = &*self.inner;
-        let outcome = inner
-            .core
-            .dependency
-            .pipeline()
-            .call_with(&policy, || async move {
-                let checkout = self.checkout().await?;
-                run_op(&checkout.object, op).await.map_err(|e| {
-                    if server_failure(&e) {
-                        inner.core.state.failed();
-                    }
-                    AttemptError::Database(e)
-                })
+        let pipeline = inner.core.dependency.pipeline();
+        let attempt = || async move {
+            let checkout = self.checkout().await?;
+            run_op(&checkout.object, op).await.map_err(|e| {
+                if server_failure(&e) {
+                    inner.core.state.failed();
+                }
+                AttemptError::Database(e)
             })
-            .await;
+        };
+        // Queries are retried as reads are, and so hedged when the dependency hedges.
+        let outcome = if retry && pipeline.hedge().is_some() {
+            pipeline.call_idempotent_with(&policy, attempt).await
+        } else {
+            pipeline.call_with(&policy, attempt).await
+        };
         outcome.map_err(|e| self.error(e))
     }
 
