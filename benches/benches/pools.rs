@@ -3,9 +3,10 @@
 //! on free ports of 127.0.0.1, see `tests/tests/servers.rs`): a Redis `GET` through
 //! `RedisPool` (its dependency has the `Cache` preset) against a raw redis-rs
 //! `MultiplexedConnection`, and `SELECT 1` through `PostgresPool` (`Database` preset)
-//! against raw deadpool-postgres, at 1 and 32 concurrent callers. Each round runs ours,
-//! then the raw client, so that the machine's drift falls on both; latencies are each
-//! operation's, throughputs each round's.
+//! against raw deadpool-postgres, at 1 and 32 concurrent callers. Each round runs ours
+//! and the raw client, ours first in even rounds and second in odd ones (a fixed order
+//! favours one side: see the HTTP pool's `http_ab`), so that the machine's drift falls
+//! on both alike; latencies are each operation's, throughputs each round's.
 //!
 //! Run: `cargo bench -p resilience-benches --bench pools` (needs `redis-server` and
 //! PostgreSQL: `scripts/test` installs them).
@@ -153,19 +154,36 @@ fn main() {
         println!("|---|---|---|---|---|---|---|---|");
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
-            for _ in 0..ROUNDS {
-                ours.add(
-                    round_on(callers, each, &ours_redis, |pool| async move {
-                        pool.get::<String>("k").await.expect("get");
-                    })
-                    .await,
-                );
-                raw.add(
-                    round_on(callers, each, &raw_redis, |mut conn| async move {
-                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
-                    })
-                    .await,
-                );
+            for r in 0..ROUNDS {
+                // Each goes first in every other round: the first of a pair of runs
+                // finds the machine as the previous round left it.
+                if r % 2 == 0 {
+                    ours.add(
+                        round_on(callers, each, &ours_redis, |pool| async move {
+                            pool.get::<String>("k").await.expect("get");
+                        })
+                        .await,
+                    );
+                    raw.add(
+                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                } else {
+                    raw.add(
+                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                    ours.add(
+                        round_on(callers, each, &ours_redis, |pool| async move {
+                            pool.get::<String>("k").await.expect("get");
+                        })
+                        .await,
+                    );
+                }
             }
             report("Redis GET", callers, &mut ours, &mut raw);
         }
@@ -180,38 +198,73 @@ fn main() {
             .expect("deadpool-redis");
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut pooled, mut raw) = (Tally::default(), Tally::default());
-            for _ in 0..ROUNDS {
-                pooled.add(
-                    round_on(callers, each, &deadpool_redis, |pool| async move {
-                        let mut conn = pool.get().await.expect("connection");
-                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
-                    })
-                    .await,
-                );
-                raw.add(
-                    round_on(callers, each, &raw_redis, |mut conn| async move {
-                        let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
-                    })
-                    .await,
-                );
+            for r in 0..ROUNDS {
+                // Each goes first in every other round: the first of a pair of runs
+                // finds the machine as the previous round left it.
+                if r % 2 == 0 {
+                    pooled.add(
+                        round_on(callers, each, &deadpool_redis, |pool| async move {
+                            let mut conn = pool.get().await.expect("connection");
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                    raw.add(
+                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                } else {
+                    raw.add(
+                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                    pooled.add(
+                        round_on(callers, each, &deadpool_redis, |pool| async move {
+                            let mut conn = pool.get().await.expect("connection");
+                            let _: Option<String> = GET.query_async(&mut conn).await.expect("get");
+                        })
+                        .await,
+                    );
+                }
             }
             report("Redis GET: deadpool-redis / multiplexed", callers, &mut pooled, &mut raw);
         }
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
-            for _ in 0..ROUNDS {
-                ours.add(
-                    round_on(callers, each, &ours_pg, |pool| async move {
-                        pool.query_one("SELECT 1", &[]).await.expect("select");
-                    })
-                    .await,
-                );
-                raw.add(
-                    round_on(callers, each, &raw_pg, |pool| async move {
-                        pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
-                    })
-                    .await,
-                );
+            for r in 0..ROUNDS {
+                // Each goes first in every other round: the first of a pair of runs
+                // finds the machine as the previous round left it.
+                if r % 2 == 0 {
+                    ours.add(
+                        round_on(callers, each, &ours_pg, |pool| async move {
+                            pool.query_one("SELECT 1", &[]).await.expect("select");
+                        })
+                        .await,
+                    );
+                    raw.add(
+                        round_on(callers, each, &raw_pg, |pool| async move {
+                            pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
+                        })
+                        .await,
+                    );
+                } else {
+                    raw.add(
+                        round_on(callers, each, &raw_pg, |pool| async move {
+                            pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
+                        })
+                        .await,
+                    );
+                    ours.add(
+                        round_on(callers, each, &ours_pg, |pool| async move {
+                            pool.query_one("SELECT 1", &[]).await.expect("select");
+                        })
+                        .await,
+                    );
+                }
             }
             report("PostgreSQL SELECT 1", callers, &mut ours, &mut raw);
         }
@@ -224,25 +277,48 @@ fn main() {
         };
         for (callers, each) in [(1, 50), (32, 20)] {
             let (mut ours, mut deadpool, mut bb8_tally) = (Tally::default(), Tally::default(), Tally::default());
-            for _ in 0..ROUNDS {
-                ours.add(
-                    round_on(callers, each, &ours_pg, |pool| async move {
-                        drop(pool.connection().await.expect("checkout"));
-                    })
-                    .await,
-                );
-                deadpool.add(
-                    round_on(callers, each, &raw_pg, |pool| async move {
-                        drop(pool.get().await.expect("checkout"));
-                    })
-                    .await,
-                );
-                bb8_tally.add(
-                    round_on(callers, each, &bb8, |pool| async move {
-                        drop(pool.get().await.expect("checkout"));
-                    })
-                    .await,
-                );
+            for r in 0..ROUNDS {
+                // Each goes first in every other round: the first of a pair of runs
+                // finds the machine as the previous round left it.
+                if r % 2 == 0 {
+                    ours.add(
+                        round_on(callers, each, &ours_pg, |pool| async move {
+                            drop(pool.connection().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                    deadpool.add(
+                        round_on(callers, each, &raw_pg, |pool| async move {
+                            drop(pool.get().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                    bb8_tally.add(
+                        round_on(callers, each, &bb8, |pool| async move {
+                            drop(pool.get().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                } else {
+                    deadpool.add(
+                        round_on(callers, each, &raw_pg, |pool| async move {
+                            drop(pool.get().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                    bb8_tally.add(
+                        round_on(callers, each, &bb8, |pool| async move {
+                            drop(pool.get().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                    ours.add(
+                        round_on(callers, each, &ours_pg, |pool| async move {
+                            drop(pool.connection().await.expect("checkout"));
+                        })
+                        .await,
+                    );
+                }
             }
             let mut deadpool_again =
                 Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };
