@@ -1,8 +1,8 @@
 //! Hedged calls: another attempt when the first is slow.
 //!
 //! A hedged call starts its primary attempt; if no attempt has answered after the
-//! hedge's `delay` (a fixed duration, or a percentile of the dependency's recent
-//! latency once [`MIN_SAMPLES`] attempts have finished), it starts another, up to
+//! hedge's `delay` (a fixed duration, or a percentile of the latency of the
+//! dependency's recent successful attempts once [`MIN_SAMPLES`] of them finished), it starts another, up to
 //! `max_attempts` in all. Each attempt is a whole call through the dependency's
 //! pipeline (its own retries, breaker permit, rate-limit check, bulkhead slot and
 //! timeout). The first success wins and the others are dropped at once: a dropped
@@ -283,9 +283,11 @@ where
                     continue;
                 };
                 let done = this.running.swap_remove(i);
-                hedge.record(done.started.elapsed());
                 match result {
                     Ok(value) => {
+                        // Successes only: a rejection or a quick failure says nothing of
+                        // how long the dependency takes to answer.
+                        hedge.record(done.started.elapsed());
                         if done.hedge {
                             hedge.inner.won.increment(1);
                         }
