@@ -2,8 +2,8 @@
 //!
 //! A hedged call starts its primary attempt; if no attempt has answered after the
 //! hedge's `delay` (a fixed duration, or a percentile of the latency of the
-//! dependency's recent successful attempts once [`MIN_SAMPLES`] of them finished), it starts another, up to
-//! `max_attempts` in all. Each attempt is a whole call through the dependency's
+//! dependency's recent successful attempts once [`MIN_SAMPLES`] of them finished), it
+//! starts another, up to `max_attempts` in all. Each attempt is a whole call through the dependency's
 //! pipeline (its own retries, breaker permit, rate-limit check, bulkhead slot and
 //! timeout). The first success wins and the others are dropped at once: a dropped
 //! attempt counts as neither success nor failure anywhere (breaker, adaptive limit,
