@@ -45,6 +45,34 @@ pub const OVERRIDE_PREFIX: &str = "RESILIENCE__";
 ///
 /// Every constructor validates the whole document, so a `Settings` value can always be
 /// applied: [`init`] and [`reload`] change nothing if it does not fit the registry.
+///
+/// Besides the keys of the contract's example, a dependency (or strategy) entry takes
+/// `bulkhead: { kind: adaptive, max_concurrent, min_limit, max_limit }`,
+/// `retry: { budget: { ratio, min_per_second, window } }` (`budget: {}` for the
+/// defaults), `hedge: { max_attempts, delay }` (`delay: 20ms` or `delay: p95`) and
+/// `chaos: { latency, latency_rate, error_rate, every, max_active, seed }`;
+/// `resilience: { chaos: { enabled: true } }` switches fault injection on (with the
+/// `chaos` feature).
+///
+/// ```
+/// use resilience_core::{Registry, Settings};
+///
+/// let settings = Settings::from_yaml_str(
+///     "external_dependencies:
+///   search:
+///     type: external_api
+///     bulkhead: { kind: adaptive, max_concurrent: 8, max_limit: 64 }
+///     retry: { budget: { ratio: 0.1 } }
+///     hedge: { delay: p95 }
+/// ",
+/// )?;
+/// let registry = Registry::new();
+/// settings.apply_to(&registry)?;
+/// let config = registry.get("search").unwrap().config();
+/// assert_eq!(config.retry_budget.unwrap().ratio, 0.1);
+/// assert!(config.hedge.is_some());
+/// # Ok::<(), resilience_core::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     file: String,
