@@ -3,7 +3,8 @@
 //! all on), and a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
 //! and `tower_governor`'s per-IP limiter). Each server runs in this process on a 2-worker
 //! runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections for `SECONDS`
-//! per variant, twice, interleaved; the better of the two is kept. Next to each run's
+//! per variant, in three rounds that each start with another server (so that each runs
+//! first, second and third once); the best of the three is kept. Next to each run's
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
 //! spent per request: less noisy than the throughput of two cores shared with `wrk`.
 //!
@@ -98,8 +99,12 @@ fn main() {
         urls
     });
     let mut best = vec![(0.0f64, f64::NAN, f64::NAN); urls.len()];
-    for _round in 0..2 {
-        for (i, (name, url)) in urls.iter().enumerate() {
+    // Three rounds, each server first, second and third once: a fixed order favours
+    // one position (see `http_ab`).
+    for round in 0..urls.len() {
+        for k in 0..urls.len() {
+            let i = (round + k) % urls.len();
+            let (name, url) = &urls[i];
             let before = process_cpu_seconds();
             let (rps, p99) = wrk(url);
             let cpu_us = (process_cpu_seconds() - before) / (rps * f64::from(SECONDS)) * 1e6;
