@@ -201,16 +201,8 @@ fn ours_timeout(bencher: Bencher, yields: u8) {
     bench_async(bencher, yields, |y| TIMEOUT_POLICY.call(body(y)));
 }
 
-static BULKHEAD: LazyLock<SemaphoreBulkhead> = LazyLock::new(|| {
-    SemaphoreBulkhead::new(
-        "bench",
-        SemaphoreBulkheadConfig {
-            max_concurrent: NonZeroUsize::new(LIMIT).expect("non-zero"),
-            max_wait: Duration::ZERO,
-        },
-    )
-    .expect("valid")
-});
+static BULKHEAD: LazyLock<SemaphoreBulkhead> =
+    LazyLock::new(|| SemaphoreBulkhead::new("bench", bulkhead()).expect("valid"));
 
 #[divan::bench(args = YIELDS, threads = [1, 2])]
 fn ours_bulkhead(bencher: Bencher, yields: u8) {
@@ -230,18 +222,21 @@ fn ours_rate_limiter(bencher: Bencher, yields: u8) {
     });
 }
 
-static PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| {
-    Pipeline::builder("bench")
+/// Timeout, retry and breaker: what every pipeline benchmark has, before its bulkhead
+/// (and budget).
+fn policies(name: &str) -> resilience::PipelineBuilder {
+    Pipeline::builder(name)
         .timeout(TIMEOUT)
         .retry(RetryConfig::default())
         .circuit_breaker(CircuitBreakerConfig::default())
-        .bulkhead(SemaphoreBulkheadConfig {
-            max_concurrent: NonZeroUsize::new(LIMIT).expect("non-zero"),
-            max_wait: Duration::ZERO,
-        })
-        .build()
-        .expect("valid")
-});
+}
+
+/// The fixed bulkhead of the pipeline benchmarks.
+fn bulkhead() -> SemaphoreBulkheadConfig {
+    SemaphoreBulkheadConfig { max_concurrent: NonZeroUsize::new(LIMIT).expect("non-zero"), max_wait: Duration::ZERO }
+}
+
+static PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| policies("bench").bulkhead(bulkhead()).build().expect("valid"));
 
 /// Breaker + retry + bulkhead + timeout: the pipeline behind `#[resilient]`.
 #[divan::bench(args = YIELDS, threads = [1, 2])]
@@ -253,18 +248,13 @@ fn ours_pipeline(bencher: Bencher, yields: u8) {
 /// and bounded at the same limit so that its probes never refuse a call.
 static PIPELINE_ADAPTIVE: LazyLock<Pipeline> = LazyLock::new(|| {
     let limit = NonZeroUsize::new(LIMIT).expect("non-zero");
-    Pipeline::builder("bench_adaptive")
-        .timeout(TIMEOUT)
-        .retry(RetryConfig::default())
-        .circuit_breaker(CircuitBreakerConfig::default())
-        .adaptive_bulkhead(resilience::AdaptiveBulkheadConfig {
-            initial_limit: limit,
-            min_limit: limit,
-            max_limit: limit,
-            max_wait: Duration::ZERO,
-        })
-        .build()
-        .expect("valid")
+    let adaptive = resilience::AdaptiveBulkheadConfig {
+        initial_limit: limit,
+        min_limit: limit,
+        max_limit: limit,
+        max_wait: Duration::ZERO,
+    };
+    policies("bench_adaptive").adaptive_bulkhead(adaptive).build().expect("valid")
 });
 
 #[divan::bench(args = YIELDS, threads = [1, 2])]
@@ -274,17 +264,8 @@ fn ours_pipeline_adaptive(bencher: Bencher, yields: u8) {
 
 /// `PIPELINE` with a retry budget (issue 14): every call deposits.
 static PIPELINE_BUDGET: LazyLock<Pipeline> = LazyLock::new(|| {
-    Pipeline::builder("bench_budget")
-        .timeout(TIMEOUT)
-        .retry(RetryConfig::default())
-        .retry_budget(resilience::RetryBudgetConfig::default())
-        .circuit_breaker(CircuitBreakerConfig::default())
-        .bulkhead(SemaphoreBulkheadConfig {
-            max_concurrent: NonZeroUsize::new(LIMIT).expect("non-zero"),
-            max_wait: Duration::ZERO,
-        })
-        .build()
-        .expect("valid")
+    let budget = resilience::RetryBudgetConfig::default();
+    policies("bench_budget").retry_budget(budget).bulkhead(bulkhead()).build().expect("valid")
 });
 
 #[divan::bench(args = YIELDS, threads = [1, 2])]

@@ -20,6 +20,23 @@ mod servers;
 
 const ROUNDS: usize = 200;
 
+/// `a` and `b` one after the other, `a` first in even rounds and second in odd ones: the
+/// first of a pair finds the machine as the previous round left it, so neither side may
+/// always be first.
+async fn in_turn<A: Future, B: Future>(
+    round: usize,
+    a: impl FnOnce() -> A,
+    b: impl FnOnce() -> B,
+) -> (A::Output, B::Output) {
+    if round.is_multiple_of(2) {
+        let x = a().await;
+        (x, b().await)
+    } else {
+        let y = b().await;
+        (a().await, y)
+    }
+}
+
 /// `GET k` as a raw redis-rs user writes it (`AsyncCommands::get`: the command is built
 /// for each call, as the pool builds it from its key).
 async fn raw_get<C: redis::aio::ConnectionLike + Send + Sync>(conn: &mut C) -> Option<String> {
@@ -158,35 +175,22 @@ fn main() {
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
             for r in 0..ROUNDS {
-                // Each goes first in every other round: the first of a pair of runs
-                // finds the machine as the previous round left it.
-                if r % 2 == 0 {
-                    ours.add(
+                let (x, y) = in_turn(
+                    r,
+                    || {
                         round_on(callers, each, &ours_redis, |pool| async move {
                             pool.get::<String>("k").await.expect("get");
                         })
-                        .await,
-                    );
-                    raw.add(
+                    },
+                    || {
                         round_on(callers, each, &raw_redis, |mut conn| async move {
                             raw_get(&mut conn).await;
                         })
-                        .await,
-                    );
-                } else {
-                    raw.add(
-                        round_on(callers, each, &raw_redis, |mut conn| async move {
-                            raw_get(&mut conn).await;
-                        })
-                        .await,
-                    );
-                    ours.add(
-                        round_on(callers, each, &ours_redis, |pool| async move {
-                            pool.get::<String>("k").await.expect("get");
-                        })
-                        .await,
-                    );
-                }
+                    },
+                )
+                .await;
+                ours.add(x);
+                raw.add(y);
             }
             report("Redis GET", callers, &mut ours, &mut raw);
         }
@@ -202,37 +206,23 @@ fn main() {
         for (callers, each) in [(1, 20), (32, 10)] {
             let (mut pooled, mut raw) = (Tally::default(), Tally::default());
             for r in 0..ROUNDS {
-                // Each goes first in every other round: the first of a pair of runs
-                // finds the machine as the previous round left it.
-                if r % 2 == 0 {
-                    pooled.add(
+                let (x, y) = in_turn(
+                    r,
+                    || {
                         round_on(callers, each, &deadpool_redis, |pool| async move {
                             let mut conn = pool.get().await.expect("connection");
                             raw_get(&mut conn).await;
                         })
-                        .await,
-                    );
-                    raw.add(
+                    },
+                    || {
                         round_on(callers, each, &raw_redis, |mut conn| async move {
                             raw_get(&mut conn).await;
                         })
-                        .await,
-                    );
-                } else {
-                    raw.add(
-                        round_on(callers, each, &raw_redis, |mut conn| async move {
-                            raw_get(&mut conn).await;
-                        })
-                        .await,
-                    );
-                    pooled.add(
-                        round_on(callers, each, &deadpool_redis, |pool| async move {
-                            let mut conn = pool.get().await.expect("connection");
-                            raw_get(&mut conn).await;
-                        })
-                        .await,
-                    );
-                }
+                    },
+                )
+                .await;
+                pooled.add(x);
+                raw.add(y);
             }
             report("Redis GET: deadpool-redis / multiplexed", callers, &mut pooled, &mut raw);
         }
@@ -243,35 +233,22 @@ fn main() {
         for (callers, each) in [(32, 10), (1, 20)] {
             let (mut ours, mut raw) = (Tally::default(), Tally::default());
             for r in 0..ROUNDS {
-                // Each goes first in every other round: the first of a pair of runs
-                // finds the machine as the previous round left it.
-                if r % 2 == 0 {
-                    ours.add(
+                let (x, y) = in_turn(
+                    r,
+                    || {
                         round_on(callers, each, &ours_pg, |pool| async move {
                             pool.query_one("SELECT 1", &[]).await.expect("select");
                         })
-                        .await,
-                    );
-                    raw.add(
+                    },
+                    || {
                         round_on(callers, each, &raw_pg, |pool| async move {
                             pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
                         })
-                        .await,
-                    );
-                } else {
-                    raw.add(
-                        round_on(callers, each, &raw_pg, |pool| async move {
-                            pool.get().await.expect("connection").query_one("SELECT 1", &[]).await.expect("select");
-                        })
-                        .await,
-                    );
-                    ours.add(
-                        round_on(callers, each, &ours_pg, |pool| async move {
-                            pool.query_one("SELECT 1", &[]).await.expect("select");
-                        })
-                        .await,
-                    );
-                }
+                    },
+                )
+                .await;
+                ours.add(x);
+                raw.add(y);
             }
             report("PostgreSQL SELECT 1", callers, &mut ours, &mut raw);
         }
@@ -285,47 +262,29 @@ fn main() {
         for (callers, each) in [(1, 50), (32, 20)] {
             let (mut ours, mut deadpool, mut bb8_tally) = (Tally::default(), Tally::default(), Tally::default());
             for r in 0..ROUNDS {
-                // Each goes first in every other round: the first of a pair of runs
-                // finds the machine as the previous round left it.
-                if r % 2 == 0 {
-                    ours.add(
+                let (x, (y, z)) = in_turn(
+                    r,
+                    || {
                         round_on(callers, each, &ours_pg, |pool| async move {
                             drop(pool.connection().await.expect("checkout"));
                         })
-                        .await,
-                    );
-                    deadpool.add(
-                        round_on(callers, each, &raw_pg, |pool| async move {
+                    },
+                    || async {
+                        let y = round_on(callers, each, &raw_pg, |pool| async move {
                             drop(pool.get().await.expect("checkout"));
                         })
-                        .await,
-                    );
-                    bb8_tally.add(
-                        round_on(callers, each, &bb8, |pool| async move {
+                        .await;
+                        let z = round_on(callers, each, &bb8, |pool| async move {
                             drop(pool.get().await.expect("checkout"));
                         })
-                        .await,
-                    );
-                } else {
-                    deadpool.add(
-                        round_on(callers, each, &raw_pg, |pool| async move {
-                            drop(pool.get().await.expect("checkout"));
-                        })
-                        .await,
-                    );
-                    bb8_tally.add(
-                        round_on(callers, each, &bb8, |pool| async move {
-                            drop(pool.get().await.expect("checkout"));
-                        })
-                        .await,
-                    );
-                    ours.add(
-                        round_on(callers, each, &ours_pg, |pool| async move {
-                            drop(pool.connection().await.expect("checkout"));
-                        })
-                        .await,
-                    );
-                }
+                        .await;
+                        (y, z)
+                    },
+                )
+                .await;
+                ours.add(x);
+                deadpool.add(y);
+                bb8_tally.add(z);
             }
             let mut deadpool_again =
                 Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };

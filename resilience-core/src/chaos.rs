@@ -54,7 +54,7 @@ impl ChaosConfig {
 }
 
 #[cfg(feature = "chaos")]
-pub(crate) use imp::Chaotic;
+pub(crate) use imp::{run_blocking, Chaotic};
 
 #[cfg(feature = "chaos")]
 pub use imp::{set_enabled, Chaos, Injection};
@@ -265,6 +265,33 @@ mod imp {
         pub fn error(&self) -> ResilienceError {
             ResilienceError::injected(&self.inner.name)
         }
+
+        /// What the next blocking attempt gets, with its error made only if it fails.
+        pub(crate) fn choose_blocking(&self) -> Option<(Injection, Option<ResilienceError>)> {
+            let injection = self.choose()?;
+            let error = injection.error.then(|| self.error());
+            Some((injection, error))
+        }
+    }
+
+    /// Runs a blocking attempt `f` under what [`Chaos::choose_blocking`] chose: the delay
+    /// on this thread, then the injected error or `f`.
+    pub(crate) fn run_blocking<T, E>(
+        chosen: Option<(Injection, Option<ResilienceError>)>,
+        from: fn(ResilienceError) -> E,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let Some((injection, error)) = chosen else { return f() };
+        if let Some(delay) = injection.latency {
+            std::thread::sleep(delay);
+        }
+        // The injection stays counted against `max_active` until the attempt ends.
+        let result = match error {
+            Some(error) => Err(from(error)),
+            None => f(),
+        };
+        drop(injection);
+        result
     }
 
     pin_project! {

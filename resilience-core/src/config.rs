@@ -377,6 +377,14 @@ fn set<T>(target: &mut T, value: Option<T>) {
     }
 }
 
+/// Like [`set`], for a key whose value is itself optional: a layer that gives it
+/// replaces it, one that does not leaves it.
+fn set_some<T>(target: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *target = value;
+    }
+}
+
 impl ConfigOverrides {
     /// True when this layer says nothing.
     pub fn is_empty(&self) -> bool {
@@ -385,21 +393,15 @@ impl ConfigOverrides {
 
     /// Writes every key this layer sets into `config`.
     pub fn apply(&self, config: &mut ResilienceConfig) {
-        if self.timeout.is_some() {
-            config.timeout = self.timeout;
-        }
+        set_some(&mut config.timeout, self.timeout);
         let (b, c) = (&self.circuit_breaker, &mut config.circuit_breaker);
         // A layer that says when to open a breaker wants one, unless it says otherwise.
         if b.failure_threshold.is_some() || b.failure_rate.is_some() || b.slow_call_duration.is_some() {
             c.enabled = true;
         }
         set(&mut c.enabled, b.enabled);
-        if b.failure_threshold.is_some() {
-            c.failure_threshold = b.failure_threshold;
-        }
-        if b.failure_rate.is_some() {
-            c.failure_rate = b.failure_rate;
-        }
+        set_some(&mut c.failure_threshold, b.failure_threshold);
+        set_some(&mut c.failure_rate, b.failure_rate);
         set(&mut c.minimum_calls, b.minimum_calls);
         if let Some(size) = b.window_size {
             c.window = SlidingWindow::Count { size };
@@ -407,16 +409,10 @@ impl ConfigOverrides {
         if let Some(duration) = b.window_duration {
             c.window = SlidingWindow::Time { duration };
         }
-        if b.slow_call_duration.is_some() {
-            c.slow_call_duration = b.slow_call_duration;
-        }
-        if b.slow_call_rate.is_some() {
-            c.slow_call_rate = b.slow_call_rate;
-        }
+        set_some(&mut c.slow_call_duration, b.slow_call_duration);
+        set_some(&mut c.slow_call_rate, b.slow_call_rate);
         set(&mut c.recovery_timeout, b.recovery_timeout);
-        if b.half_open_max_calls.is_some() {
-            c.half_open_max_calls = b.half_open_max_calls;
-        }
+        set_some(&mut c.half_open_max_calls, b.half_open_max_calls);
         set(&mut c.success_threshold, b.success_threshold);
 
         let (r, c) = (&self.retry, &mut config.retry);
@@ -429,9 +425,7 @@ impl ConfigOverrides {
         set(&mut c.exponential_base, r.exponential_base);
         set(&mut c.max_delay, r.max_delay);
         set(&mut c.jitter, r.jitter);
-        if r.max_elapsed.is_some() {
-            c.max_elapsed = r.max_elapsed;
-        }
+        set_some(&mut c.max_elapsed, r.max_elapsed);
         if let Some(b) = r.budget {
             let budget = config.retry_budget.get_or_insert_with(RetryBudgetConfig::default);
             set(&mut budget.ratio, b.ratio);
@@ -470,20 +464,12 @@ impl ConfigOverrides {
         }
         if let Some(o) = self.chaos {
             let chaos = config.chaos.get_or_insert_with(ChaosConfig::default);
-            if o.latency.is_some() {
-                chaos.latency = o.latency;
-            }
+            set_some(&mut chaos.latency, o.latency);
             set(&mut chaos.latency_rate, o.latency_rate);
             set(&mut chaos.error_rate, o.error_rate);
-            if o.every.is_some() {
-                chaos.every = o.every;
-            }
-            if o.max_active.is_some() {
-                chaos.max_active = o.max_active;
-            }
-            if o.seed.is_some() {
-                chaos.seed = o.seed;
-            }
+            set_some(&mut chaos.every, o.every);
+            set_some(&mut chaos.max_active, o.max_active);
+            set_some(&mut chaos.seed, o.seed);
         }
     }
 }

@@ -262,13 +262,22 @@ where
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let (guard, pipeline, retry, timeout_nanos) = site_call(site);
+    pipeline.call_configured(&policy, from, attempts, timeout_nanos, retry).guarded(guard)
+}
+
+/// What a call through `site` runs under: the read section it must hold (moved into the
+/// call, which drops every borrow of the pipeline and of the retry configuration, the
+/// call site's view, before it), the pipeline, the retries and the timeout.
+#[inline(always)]
+fn site_call(site: &'static CallSite) -> (Guard, &'static Pipeline, Option<&'static RetryConfig>, u64) {
     let guard = reclaim::enter();
     let settings = site.settings(&guard);
-    // SAFETY: the guard moves into the call, which drops every borrow of the pipeline
-    // and of the retry configuration (the call site's view) before it.
+    // SAFETY: see above: every caller moves the guard into the call that borrows these.
     #[allow(unsafe_code)]
     let (pipeline, retry) = unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
-    pipeline.call_configured(&policy, from, attempts, settings.timeout_nanos, retry).guarded(guard)
+    let timeout_nanos = settings.timeout_nanos;
+    (guard, pipeline, retry, timeout_nanos)
 }
 
 /// Like [`execute`], for a call marked `idempotent = true`: hedged when its dependency
@@ -283,13 +292,8 @@ where
     F: FnMut(bool) -> Fut + Clone,
     Fut: Future<Output = Result<T, E>>,
 {
-    let guard = reclaim::enter();
-    let settings = site.settings(&guard);
-    // SAFETY: as in `execute`: the guard moves into the call, which drops every borrow
-    // of the pipeline and of the retry configuration before it.
-    #[allow(unsafe_code)]
-    let (pipeline, retry) = unsafe { (reclaim::extend(settings.pipeline), settings.retry.map(|r| reclaim::extend(r))) };
-    pipeline.call_idempotent_configured(&policy, from, attempts, settings.timeout_nanos, retry).guarded(guard)
+    let (guard, pipeline, retry, timeout_nanos) = site_call(site);
+    pipeline.call_idempotent_configured(&policy, from, attempts, timeout_nanos, retry).guarded(guard)
 }
 
 /// The closure of an expansion that makes each attempt, given whether it is the last.

@@ -922,20 +922,8 @@ impl Pipeline {
             let job = attempts(last);
             #[cfg(feature = "chaos")]
             let job = {
-                let injection = self.chaos.as_ref().and_then(crate::chaos::Chaos::choose);
-                let error = self.chaos.as_ref().map(crate::chaos::Chaos::error);
-                move || match injection {
-                    None => job(),
-                    Some(injection) => {
-                        if let Some(delay) = injection.latency {
-                            std::thread::sleep(delay);
-                        }
-                        match error.filter(|_| injection.error) {
-                            Some(error) => Err(from(error)),
-                            None => job(),
-                        }
-                    }
-                }
+                let chosen = self.chaos.as_ref().and_then(crate::chaos::Chaos::choose_blocking);
+                move || crate::chaos::run_blocking(chosen, from, job)
             };
             let start = self.adaptive().map(|_| Instant::now());
             let result = match &self.bulkhead {
@@ -978,19 +966,14 @@ impl Pipeline {
     #[inline(always)]
     fn blocking_body<T, E>(&self, from: fn(ResilienceError) -> E, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         #[cfg(feature = "chaos")]
-        if let Some(injection) = self.chaos.as_ref().and_then(crate::chaos::Chaos::choose) {
-            if let Some(delay) = injection.latency {
-                std::thread::sleep(delay);
-            }
-            if injection.error {
-                return Err(from(
-                    self.chaos.as_ref().map_or_else(|| self.timeout_error(Duration::ZERO), |c| c.error()),
-                ));
-            }
-            return f();
+        {
+            crate::chaos::run_blocking(self.chaos.as_ref().and_then(crate::chaos::Chaos::choose_blocking), from, f)
         }
-        let _ = from;
-        f()
+        #[cfg(not(feature = "chaos"))]
+        {
+            let _ = from;
+            f()
+        }
     }
 
     /// Records a finished blocking attempt. `result` is `None` when the attempt was

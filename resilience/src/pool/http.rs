@@ -302,8 +302,8 @@ impl HttpPool {
         let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
         let pipeline = self.inner.dependency.pipeline();
         let read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
-        let outcome = if read && retry && pipeline.hedge().is_some() {
-            // A read the dependency hedges.
+        let outcome = if read && retry {
+            // A read: hedged if the dependency has a hedge.
             pipeline.call_idempotent_with(&policy, || self.attempt(&method, &url, &headers, &body)).await
         } else {
             pipeline.call_with(&policy, || self.attempt(&method, &url, &headers, &body)).await

@@ -435,7 +435,7 @@ impl PostgresPool {
             })
         };
         // Queries are retried as reads are, and so hedged when the dependency hedges.
-        let outcome = if retry && pipeline.hedge().is_some() {
+        let outcome = if retry {
             pipeline.call_idempotent_with(&policy, attempt).await
         } else {
             pipeline.call_with(&policy, attempt).await

@@ -405,7 +405,7 @@ impl RedisPool {
             }
             result.map_err(AttemptError::Redis)
         };
-        let outcome = if read && pipeline.hedge().is_some() {
+        let outcome = if read {
             pipeline.call_idempotent_with(&policy, attempt).await
         } else {
             pipeline.call_with(&policy, attempt).await
