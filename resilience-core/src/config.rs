@@ -195,6 +195,7 @@ pub struct BreakerOverrides {
     pub recovery_timeout: Option<Duration>,
     pub half_open_max_calls: Option<NonZeroU32>,
     pub success_threshold: Option<NonZeroU32>,
+    pub shared: Option<bool>,
 }
 
 /// Optional retry keys; `None` leaves the value below in force. Setting
@@ -245,6 +246,7 @@ pub struct RateLimitOverrides {
     pub rate: Option<f64>,
     pub burst: Option<NonZeroU32>,
     pub max_keys: Option<NonZeroUsize>,
+    pub shared: Option<bool>,
 }
 
 /// Optional hedge keys; giving the group at all switches hedging on (for idempotent
@@ -303,6 +305,7 @@ impl BreakerOverrides {
         recovery_timeout: None,
         half_open_max_calls: None,
         success_threshold: None,
+        shared: None,
     };
 }
 
@@ -335,7 +338,7 @@ impl BulkheadOverrides {
 
 impl RateLimitOverrides {
     /// No key set (a `const` form of `Default`).
-    pub const EMPTY: Self = Self { rate: None, burst: None, max_keys: None };
+    pub const EMPTY: Self = Self { rate: None, burst: None, max_keys: None, shared: None };
 }
 
 impl ConfigOverrides {
@@ -414,6 +417,7 @@ impl ConfigOverrides {
         set(&mut c.recovery_timeout, b.recovery_timeout);
         set_some(&mut c.half_open_max_calls, b.half_open_max_calls);
         set(&mut c.success_threshold, b.success_threshold);
+        set(&mut c.shared, b.shared);
 
         let (r, c) = (&self.retry, &mut config.retry);
         if r.max_attempts.is_some() {
@@ -456,6 +460,7 @@ impl ConfigOverrides {
         if let Some(limit) = config.rate_limit.as_mut() {
             set(&mut limit.burst, l.burst);
             set(&mut limit.max_keys, l.max_keys);
+            set(&mut limit.shared, l.shared);
         }
         if let Some(h) = self.hedge {
             let hedge = config.hedge.get_or_insert_with(HedgeConfig::default);

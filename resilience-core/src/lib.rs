@@ -38,6 +38,8 @@ mod reclaim;
 pub mod registry;
 pub mod retry;
 mod settings;
+pub mod shared;
+mod stripe;
 mod sync;
 mod timeout;
 

@@ -137,7 +137,8 @@ impl CallSite {
     pub fn check_key<K: RateKey + ?Sized>(&self, key: &K) -> Result<(), ResilienceError> {
         let keyed = self.keyed.get_or_init(|| {
             let limit = self.key_limit?;
-            let config = RateLimiterConfig { rate: limit.rate, burst: limit.burst, max_keys: limit.max_keys };
+            let config =
+                RateLimiterConfig { rate: limit.rate, burst: limit.burst, max_keys: limit.max_keys, shared: false };
             match KeyedRateLimiter::new(self.name, config) {
                 Ok(limiter) => Some((RandomState::new(), limiter)),
                 Err(error) => {

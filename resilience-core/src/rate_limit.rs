@@ -8,7 +8,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use crate::clock::Epoch;
 use crate::error::{ConfigError, ResilienceError};
 use crate::observe::metrics::RateLimiterMetrics;
+use crate::shared::LimitLink;
 
 /// Limits of a [`RateLimiter`] or [`KeyedRateLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +30,11 @@ pub struct RateLimiterConfig {
     /// Most keys a [`KeyedRateLimiter`] tracks (one per client, say: a call site's
     /// `rate_limit(key = …)`). Default 10 000.
     pub max_keys: NonZeroUsize,
+    /// One limit for every instance of the service that names the same dependency, once
+    /// [`shared`](crate::shared) state is installed (the `shared-state` feature of
+    /// `resilience`); a [`RateLimiter`]'s only (keyed limiters stay per process). Default
+    /// false; until installed, a local limit.
+    pub shared: bool,
 }
 
 impl Default for RateLimiterConfig {
@@ -37,6 +43,7 @@ impl Default for RateLimiterConfig {
             rate: 100.0,
             burst: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             max_keys: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            shared: false,
         }
     }
 }
@@ -126,16 +133,18 @@ fn verdict<T>(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<T, 
 /// would be admitted. Cloning gives another handle to the same limiter.
 #[derive(Clone)]
 pub struct RateLimiter {
-    inner: Arc<Single>,
+    pub(crate) inner: Arc<Single>,
 }
 
-struct Single {
+pub(crate) struct Single {
     name: Arc<str>,
     metrics: RateLimiterMetrics,
     config: RateLimiterConfig,
     gcra: Gcra,
     tat: AtomicU64,
     epoch: Epoch,
+    /// The shared side, for a limiter built with `shared = true`.
+    shared: Option<Box<LimitLink>>,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -153,16 +162,34 @@ impl RateLimiter {
     pub fn new(name: impl Into<Arc<str>>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let name: Arc<str> = name.into();
-        Ok(Self {
+        let gcra = Gcra::new(&config);
+        let limiter = Self {
             inner: Arc::new(Single {
                 metrics: RateLimiterMetrics::new(&name),
                 name,
                 config,
-                gcra: Gcra::new(&config),
+                gcra,
                 tat: AtomicU64::new(0),
                 epoch: Epoch::now(),
+                shared: config.shared.then(|| {
+                    Box::new(LimitLink {
+                        joined: AtomicBool::new(false),
+                        tokens: AtomicI64::new(0),
+                        admitted: AtomicU64::new(0),
+                        starved: AtomicU64::new(0),
+                        dry: AtomicBool::new(false),
+                        wake: tokio::sync::Notify::new(),
+                        share_interval: AtomicU64::new(gcra.interval),
+                        share_tolerance: AtomicU64::new(gcra.tolerance),
+                        share_tat: AtomicU64::new(0),
+                    })
+                }),
             }),
-        })
+        };
+        if limiter.inner.shared.is_some() {
+            crate::shared::register(&crate::shared::LIMITS, &limiter.inner);
+        }
+        Ok(limiter)
     }
 
     /// The limiter's name.
@@ -179,7 +206,108 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<(), ResilienceError> {
         let inner = &*self.inner;
+        if let Some(link) = &inner.shared {
+            return inner.check_shared(link);
+        }
         verdict(&inner.metrics, &inner.name, inner.gcra.check(&inner.tat, inner.epoch.nanos())).map(|_| ())
+    }
+}
+
+impl Single {
+    /// A shared limit's check: a leased token while joined, else the local share.
+    fn check_shared(&self, link: &LimitLink) -> Result<(), ResilienceError> {
+        let outcome = if link.joined.load(Acquire) {
+            if link.tokens.load(Relaxed) > 0 && link.tokens.fetch_sub(1, AcqRel) > 0 {
+                link.admitted.fetch_add(1, Relaxed);
+                Ok(())
+            } else {
+                if link.tokens.load(Relaxed) < 0 {
+                    link.tokens.fetch_add(1, AcqRel);
+                }
+                link.starved.fetch_add(1, Relaxed);
+                if !link.dry.swap(true, AcqRel) {
+                    link.wake.notify_one();
+                }
+                // A token of the fleet's limit comes every interval.
+                Err(self.gcra.interval)
+            }
+        } else {
+            let share = Gcra {
+                interval: link.share_interval.load(Relaxed),
+                tolerance: link.share_tolerance.load(Relaxed),
+            };
+            share.check(&link.share_tat, self.epoch.nanos()).map(|_| ())
+        };
+        verdict(&self.metrics, &self.name, outcome)
+    }
+}
+
+impl crate::shared::SharedLimit {
+    /// The limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    fn link(&self) -> &LimitLink {
+        match &self.limiter.inner.shared {
+            Some(link) => link,
+            // `shared_limits` lists only limiters built with a link.
+            None => unreachable!("a SharedLimit always has its link"),
+        }
+    }
+
+    /// Admits `tokens` more calls while joined (a lease from the fleet's limit).
+    pub fn add_tokens(&self, tokens: u64) {
+        self.link().tokens.fetch_add(i64::try_from(tokens).unwrap_or(i64::MAX), AcqRel);
+    }
+
+    /// Drops the leased tokens left (an expired lease); returns how many there were.
+    pub fn clear_tokens(&self) -> u64 {
+        self.link().tokens.swap(0, AcqRel).max(0) as u64
+    }
+
+    /// Leased tokens left.
+    pub fn tokens(&self) -> u64 {
+        self.link().tokens.load(Acquire).max(0) as u64
+    }
+
+    /// Calls admitted from leases and calls turned away for want of a token, since the
+    /// limiter was built.
+    pub fn counts(&self) -> (u64, u64) {
+        let link = self.link();
+        (link.admitted.load(Acquire), link.starved.load(Acquire))
+    }
+
+    /// Whether a call found no token since the last call (and clears the mark).
+    pub fn take_dry(&self) -> bool {
+        self.link().dry.swap(false, AcqRel)
+    }
+
+    /// Waits until a call finds no token.
+    pub async fn dry(&self) {
+        self.link().wake.notified().await;
+    }
+
+    /// Admits from leases (`true`) or enforces the local share (`false`, while the
+    /// store is unreachable).
+    pub fn set_joined(&self, joined: bool) {
+        self.link().joined.store(joined, Release);
+    }
+
+    /// Whether leases are in force.
+    pub fn joined(&self) -> bool {
+        self.link().joined.load(Acquire)
+    }
+
+    /// Sets the local share to `rate / instances` with a burst of `burst / instances`
+    /// (at least one call).
+    pub fn set_local_share(&self, instances: u32) {
+        let (link, config) = (self.link(), &self.limiter.inner.config);
+        let n = f64::from(instances.max(1));
+        let interval = ((1e9 / (config.rate / n)).round() as u64).max(1);
+        let burst = (f64::from(config.burst.get()) / n).floor().max(1.0) as u64;
+        link.share_interval.store(interval, Relaxed);
+        link.share_tolerance.store(interval.saturating_mul(burst), Relaxed);
     }
 }
 
@@ -365,6 +493,7 @@ mod tests {
             rate,
             burst: NonZeroU32::new(burst).unwrap(),
             max_keys: NonZeroUsize::new(max_keys).unwrap(),
+            shared: false,
         }
     }
 

@@ -130,6 +130,7 @@ pub(crate) struct BreakerArgs {
     recovery_timeout: Option<DurationArg>,
     half_open_max_calls: Option<Positive>,
     success_threshold: Option<Positive>,
+    shared: Option<bool>,
 }
 
 #[derive(Debug, Default, FromMeta)]
@@ -215,6 +216,7 @@ pub(crate) struct RateLimitArgs {
     max_keys: Option<Positive>,
     /// Attributes only: the argument whose values each get their own limit.
     key: Option<KeyArg>,
+    shared: Option<bool>,
 }
 
 /// `key = <argument>`: the name of one of the function's arguments.
@@ -281,6 +283,7 @@ impl BreakerArgs {
         let recovery_timeout = opt(&self.recovery_timeout, dur);
         let half_open_max_calls = opt(&self.half_open_max_calls, |p| p.u32_tokens());
         let success_threshold = opt(&self.success_threshold, |p| p.u32_tokens());
+        let shared = opt(&self.shared, |b| quote!(#b));
         quote!(::resilience::__private::BreakerOverrides {
             enabled: #enabled,
             failure_threshold: #failure_threshold,
@@ -293,6 +296,7 @@ impl BreakerArgs {
             recovery_timeout: #recovery_timeout,
             half_open_max_calls: #half_open_max_calls,
             success_threshold: #success_threshold,
+            shared: #shared,
         })
     }
 
@@ -417,6 +421,15 @@ impl RateLimitArgs {
     fn validate(&self, errors: &mut darling::error::Accumulator) {
         if let Some(r) = self.rate {
             rule(errors, "rate", r.1, resilience_rules::rate(r.0));
+        }
+        if let (Some(key), Some(true)) = (&self.key, self.shared) {
+            errors.push(
+                darling::Error::custom(
+                    "a shared limit is the dependency's, one for every instance: `key` limits are per call site \
+                     and stay in the process; drop `shared` or `key`",
+                )
+                .with_span(&key.0),
+            );
         }
         if let (Some(key), None) = (&self.key, self.rate) {
             errors.push(
@@ -653,7 +666,13 @@ impl ConfigArgs {
                 let rate = opt(&r.rate, |n| float(n.0));
                 let burst = opt(&r.burst, |p| p.u32_tokens());
                 let max_keys = opt(&r.max_keys, |p| p.usize_tokens());
-                quote!(::resilience::__private::RateLimitOverrides { rate: #rate, burst: #burst, max_keys: #max_keys })
+                let shared = opt(&r.shared, |b| quote!(#b));
+                quote!(::resilience::__private::RateLimitOverrides {
+                    rate: #rate,
+                    burst: #burst,
+                    max_keys: #max_keys,
+                    shared: #shared,
+                })
             }
         };
         let hedge = opt(&self.hedge, |h| {

@@ -27,6 +27,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
             "recovery_timeout",
             "half_open_max_calls",
             "success_threshold",
+            "shared",
         ],
     ),
     (
@@ -34,7 +35,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
         &["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed", "budget"],
     ),
     ("bulkhead", &["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"]),
-    ("rate_limit", &["rate", "burst", "max_keys", "key"]),
+    ("rate_limit", &["rate", "burst", "max_keys", "key", "shared"]),
     ("hedge", &["max_attempts", "delay"]),
     ("chaos", &["latency", "latency_rate", "error_rate", "every", "max_active", "seed"]),
 ];

@@ -168,6 +168,7 @@ fn config_strategy() -> impl Strategy<Value = CircuitBreakerConfig> {
                 recovery_timeout: Duration::from_millis(recovery_ms),
                 half_open_max_calls: extra_trials.map(|e| nz(successes + e)),
                 success_threshold: nz(successes),
+                shared: false,
             }
         })
         .prop_filter("some condition must open the breaker", |c| c.validate().is_ok())

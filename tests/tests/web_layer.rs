@@ -293,6 +293,7 @@ fn a_million_clients_stay_within_the_bound() {
             rate: 100.0,
             burst: std::num::NonZeroU32::new(10).unwrap(),
             max_keys: std::num::NonZeroUsize::new(10_000).unwrap(),
+            shared: false,
         },
     )
     .unwrap();

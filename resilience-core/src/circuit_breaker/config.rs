@@ -64,6 +64,10 @@ pub struct CircuitBreakerConfig {
     pub half_open_max_calls: Option<NonZeroU32>,
     /// Successful trial calls that close the breaker. Default 2.
     pub success_threshold: NonZeroU32,
+    /// Shares the breaker with every instance of the service that names the same
+    /// dependency, once [`shared`](crate::shared) state is installed (the `shared-state`
+    /// feature of `resilience`). Default false; until installed, a local breaker.
+    pub shared: bool,
 }
 
 impl Default for CircuitBreakerConfig {
@@ -79,6 +83,7 @@ impl Default for CircuitBreakerConfig {
             recovery_timeout: Duration::from_secs(60),
             half_open_max_calls: None,
             success_threshold: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            shared: false,
         }
     }
 }

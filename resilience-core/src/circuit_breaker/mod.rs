@@ -40,6 +40,7 @@ use std::time::Duration;
 use crate::clock::{duration_nanos, Epoch};
 use crate::error::{ConfigError, ResilienceError};
 use crate::observe::metrics::BreakerMetrics;
+use crate::shared::{self, BreakerLink, BreakerReport, FleetState, RestoredState, SharedBreaker};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering::*};
 use state::{
     generation_of, half_open_word, is_closed, issued, pack, same_half_open_period, state_of, successes, ISSUED_ONE,
@@ -96,10 +97,10 @@ enum Window {
 /// `resilience::circuit_breaker`) and is passed to [subscribers](Self::subscribe).
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     name: Arc<str>,
     config: CircuitBreakerConfig,
     /// Needs a clock reading at the start of each call (slow-call tracking).
@@ -115,6 +116,8 @@ struct Inner {
     /// Held while changing state, so transitions are serialised; holds the subscribers.
     listeners: Mutex<Arc<Vec<Listener>>>,
     metrics: BreakerMetrics,
+    /// The shared side, for a breaker built with `shared = true`.
+    shared: Option<Box<BreakerLink>>,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -140,7 +143,7 @@ impl CircuitBreaker {
         };
         let initial = if config.enabled { CircuitState::Closed } else { CircuitState::Disabled };
         let name: Arc<str> = name.into();
-        Ok(Self {
+        let breaker = Self {
             inner: Arc::new(Inner {
                 name: Arc::clone(&name),
                 times_calls: config.slow_call_duration.is_some(),
@@ -159,8 +162,45 @@ impl CircuitBreaker {
                     m.set_state(initial);
                     m
                 },
+                shared: (config.shared && config.enabled).then(|| Box::new(BreakerLink::new())),
             }),
-        })
+        };
+        if breaker.inner.shared.is_some() {
+            shared::register(&shared::BREAKERS, &breaker.inner);
+        }
+        if config.enabled {
+            match shared::take_restored(&breaker.inner.name) {
+                Some(RestoredState::Open { remaining }) => breaker.resume_open(remaining),
+                Some(RestoredState::ForcedOpen) => breaker.force_open(),
+                None => {}
+            }
+        }
+        Ok(breaker)
+    }
+
+    /// Opens the breaker as one that opened earlier and has `remaining` of its
+    /// `recovery_timeout` left (at most all of it): how a restarted process resumes an
+    /// open breaker. Does nothing to a forced-open or disabled breaker.
+    pub fn resume_open(&self, remaining: Duration) {
+        let inner = &*self.inner;
+        loop {
+            let word = inner.state.load(Acquire);
+            match state_of(word) {
+                CircuitState::ForcedOpen | CircuitState::Disabled => return,
+                CircuitState::Open => break,
+                _ => {
+                    if inner.transition(word, CircuitState::Open, TransitionReason::Shared) {
+                        break;
+                    }
+                }
+            }
+        }
+        inner.set_remaining(remaining);
+    }
+
+    /// Whether the breaker was built with `shared = true`.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// The breaker's name.
@@ -316,6 +356,30 @@ impl Inner {
         self.epoch.nanos()
     }
 
+    /// Sets an open breaker's opening time so that `remaining` of its recovery is left.
+    fn set_remaining(&self, remaining: Duration) {
+        let left = duration_nanos(remaining).min(self.recovery_nanos);
+        let now = self.now_nanos();
+        // Before the epoch cannot be stored: then the breaker waits a little longer.
+        self.opened_at.store(now.saturating_sub(self.recovery_nanos - left), Release);
+    }
+
+    /// Whether the fleet's verdicts are in force.
+    #[inline]
+    fn joined(&self) -> bool {
+        self.shared.as_ref().is_some_and(|l| l.joined.load(Acquire))
+    }
+
+    /// Trial calls this half-open period may make here.
+    fn trial_limit(&self) -> u32 {
+        match &self.shared {
+            Some(l) if l.joined.load(Acquire) => {
+                l.granted.load(Acquire).min(u64::from(self.half_open_calls)) as u32
+            }
+            _ => self.half_open_calls,
+        }
+    }
+
     #[cold]
     fn acquire_slow(&self, mut word: u64) -> Result<CallPermit<'_>, ResilienceError> {
         loop {
@@ -329,12 +393,17 @@ impl Inner {
                         let wait = Duration::from_nanos(self.recovery_nanos - elapsed);
                         return Err(self.not_permitted(Some(wait)));
                     }
+                    if self.joined() {
+                        // The fleet turns a shared breaker half-open, and grants its trials.
+                        return Err(self.not_permitted(None));
+                    }
                     self.transition(word, CircuitState::HalfOpen, TransitionReason::RecoveryTimeout);
                 }
                 CircuitState::HalfOpen => {
                     let mut trials = self.half_open.load(Acquire);
+                    let limit = self.trial_limit();
                     while same_half_open_period(trials, word) {
-                        if issued(trials) >= self.half_open_calls {
+                        if issued(trials) >= limit {
                             // The trials decide: if one fails, the breaker stays open for
                             // `recovery_timeout` from then, so that is the hint.
                             return Err(self.not_permitted(Some(Duration::from_nanos(self.recovery_nanos))));
@@ -353,6 +422,9 @@ impl Inner {
     #[cold]
     fn not_permitted(&self, retry_after: Option<Duration>) -> ResilienceError {
         self.metrics.not_permitted.increment(1);
+        if let Some(link) = &self.shared {
+            link.rejected.fetch_add(1, Relaxed);
+        }
         ResilienceError::circuit_open(&self.name, retry_after)
     }
 
@@ -383,7 +455,8 @@ impl Inner {
         if let Some(s) = stats {
             self.metrics.failure_rate.set(if s.calls == 0 { 0.0 } else { s.failures as f64 * 100.0 / s.calls as f64 });
         }
-        if let Some(reason) = stats.and_then(|s| self.trip_reason(s)) {
+        // A joined shared breaker is opened by the fleet's window, not its own.
+        if let Some(reason) = stats.and_then(|s| self.trip_reason(s)).filter(|_| !self.joined()) {
             self.transition(word, CircuitState::Open, reason);
         }
     }
@@ -451,7 +524,12 @@ impl Inner {
             let generation = generation_of(expected) + 1;
             match to {
                 CircuitState::Open | CircuitState::ForcedOpen => self.opened_at.store(self.now_nanos(), Release),
-                CircuitState::HalfOpen => self.half_open.store(half_open_word(generation), Release),
+                CircuitState::HalfOpen => {
+                    if let Some(link) = &self.shared {
+                        link.granted.store(0, Release);
+                    }
+                    self.half_open.store(half_open_word(generation), Release)
+                }
                 CircuitState::Closed => match &self.window {
                     Window::Count(w) => w.reset(),
                     Window::Time(w) => w.reset(),
@@ -522,6 +600,9 @@ impl CallPermit<'_> {
                 if w.is_quiet() {
                     self.word = UNRECORDED;
                     self.breaker.metrics.successful.increment(1);
+                    if let Some(link) = &self.breaker.shared {
+                        link.outcomes.add(shared::CALLS, 1);
+                    }
                     return;
                 }
             }
@@ -566,12 +647,22 @@ impl CallPermit<'_> {
             _ if word == UNRECORDED => {}
             CircuitState::Closed => {
                 if let Some(failed) = failed {
-                    breaker.record_closed(word, failed, breaker.is_slow(self.start));
+                    let slow = breaker.is_slow(self.start);
+                    if let Some(link) = &breaker.shared {
+                        link.outcomes.add(shared::CALLS, 1);
+                        link.outcomes.add(shared::FAILURES, u64::from(failed));
+                        link.outcomes.add(shared::SLOW, u64::from(slow));
+                    }
+                    breaker.record_closed(word, failed, slow);
                 }
             }
             CircuitState::HalfOpen => {
                 // A slow trial is not a success: the dependency is not healthy yet.
                 let failed = failed.map(|f| f || breaker.is_slow(self.start));
+                if let (Some(link), Some(failed)) = (&breaker.shared, failed) {
+                    let counter = if failed { &link.trial_failures } else { &link.trial_successes };
+                    counter.fetch_add(1, Relaxed);
+                }
                 breaker.record_trial(word, failed);
             }
             _ => {}
@@ -721,5 +812,82 @@ impl<'a> CircuitBreakerRef<'a> {
         } else {
             self.0.acquire_slow(word)
         }
+    }
+}
+
+impl SharedBreaker {
+    /// What the breaker did since the last report (the first: since it was built).
+    pub fn take_report(&self) -> BreakerReport {
+        let inner = &*self.breaker.inner;
+        let word = inner.state.load(Acquire);
+        let [calls, failures, slow, trial_successes, trial_failures, rejected] =
+            inner.shared.as_ref().map_or([0; 6], |l| l.take());
+        let state = state_of(word);
+        let wants_trials = match (&inner.shared, state) {
+            (Some(link), CircuitState::Open | CircuitState::HalfOpen) if rejected > 0 => {
+                let trials = inner.half_open.load(Acquire);
+                let used = if state == CircuitState::HalfOpen && same_half_open_period(trials, word) {
+                    u64::from(issued(trials))
+                } else {
+                    0
+                };
+                let unused = link.granted.load(Acquire).saturating_sub(used);
+                (u64::from(inner.half_open_calls).saturating_sub(unused + used)) as u32
+            }
+            _ => 0,
+        };
+        BreakerReport { calls, failures, slow, trial_successes, trial_failures, rejected, state, wants_trials, word }
+    }
+
+    /// Puts the fleet's verdict in force, unless the breaker changed state since
+    /// `report` was taken (the next report carries that change) or is forced open or
+    /// disabled. Returns whether it changed the breaker.
+    pub fn apply(&self, report: &BreakerReport, verdict: FleetState) -> bool {
+        let inner = &*self.breaker.inner;
+        let word = inner.state.load(Acquire);
+        if word != report.word {
+            return false;
+        }
+        let Some(link) = &inner.shared else { return false };
+        match (state_of(word), verdict) {
+            (CircuitState::ForcedOpen | CircuitState::Disabled, _) => false,
+            (CircuitState::Open, FleetState::Open { remaining }) => {
+                inner.set_remaining(remaining);
+                false
+            }
+            (_, FleetState::Open { remaining }) => {
+                let changed = inner.transition(word, CircuitState::Open, TransitionReason::Shared);
+                if changed {
+                    inner.set_remaining(remaining);
+                }
+                changed
+            }
+            (CircuitState::Closed, FleetState::Closed) => false,
+            (_, FleetState::Closed) => inner.transition(word, CircuitState::Closed, TransitionReason::Shared),
+            (CircuitState::HalfOpen, FleetState::HalfOpen { granted }) => {
+                link.granted.fetch_add(u64::from(granted), AcqRel);
+                false
+            }
+            (_, FleetState::HalfOpen { granted }) => {
+                let changed = inner.transition(word, CircuitState::HalfOpen, TransitionReason::Shared);
+                if changed {
+                    link.granted.fetch_add(u64::from(granted), AcqRel);
+                }
+                changed
+            }
+        }
+    }
+
+    /// Puts the fleet's verdicts in force (`true`) or leaves the breaker to decide alone
+    /// (`false`, while the store is unreachable).
+    pub fn set_joined(&self, joined: bool) {
+        if let Some(link) = &self.breaker.inner.shared {
+            link.joined.store(joined, Release);
+        }
+    }
+
+    /// Whether the fleet's verdicts are in force.
+    pub fn joined(&self) -> bool {
+        self.breaker.inner.joined()
     }
 }

@@ -62,6 +62,9 @@ pub enum TransitionReason {
     Disabled,
     /// [`reset`](super::CircuitBreaker::reset) was called.
     Reset,
+    /// The fleet's shared state said so (a breaker with `shared = true`), or state kept
+    /// across a restart was resumed.
+    Shared,
 }
 
 impl TransitionReason {
@@ -77,6 +80,7 @@ impl TransitionReason {
             Self::ForcedOpen => "forced_open",
             Self::Disabled => "disabled",
             Self::Reset => "reset",
+            Self::Shared => "shared",
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::bulkhead::Bulkhead;
 use crate::circuit_breaker::CircuitState;
 use crate::registry::Registry;
+use crate::shared::SharedStateHealth;
 
 /// Overall or per-dependency health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -93,6 +94,10 @@ pub struct DependencyHealth {
     pub adaptive_baseline_seconds: Option<f64>,
     /// Retries the dependency's retry budget allows now.
     pub retry_budget_remaining: Option<u64>,
+    /// Its breaker is shared with the other instances (`circuit_breaker(shared = true)`).
+    pub shared_circuit_breaker: bool,
+    /// Its rate limit is shared with the other instances (`rate_limit(shared = true)`).
+    pub shared_rate_limit: bool,
 }
 
 /// One connection pool in a [`HealthReport`], as its integration reports it (see
@@ -145,6 +150,10 @@ pub struct HealthReport {
     pub pools: Vec<PoolHealth>,
     /// Alerts, critical first.
     pub alerts: Vec<Alert>,
+    /// Whether shared state across instances is in force: `None` when none is installed
+    /// (see [`shared`](crate::shared)); while `Degraded` the overall status is at best
+    /// `Degraded`.
+    pub shared_state: Option<SharedStateHealth>,
 }
 
 impl HealthReport {
@@ -190,6 +199,8 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
             adaptive_live_limit: None,
             adaptive_baseline_seconds: None,
             retry_budget_remaining: None,
+            shared_circuit_breaker: pipeline.circuit_breaker().is_some_and(|b| b.is_shared()),
+            shared_rate_limit: pipeline.rate_limiter().is_some_and(|r| r.config().shared),
         };
         if let Some(breaker) = pipeline.circuit_breaker() {
             let m = breaker.metrics();
@@ -282,12 +293,16 @@ pub(crate) fn report(registry: &Registry) -> HealthReport {
     alerts.sort_by_key(|a| (a.severity != Severity::Critical, a.dependency.clone()));
     let statuses: Vec<HealthStatus> =
         dependencies.iter().map(|d| d.status).chain(pools.iter().map(|p| p.status)).collect();
-    let status = if statuses.iter().all(|s| *s == HealthStatus::Up) {
+    let shared_state = crate::shared::status();
+    let status = if shared_state == Some(SharedStateHealth::Degraded) && statuses.iter().all(|s| *s == HealthStatus::Up)
+    {
+        HealthStatus::Degraded
+    } else if statuses.iter().all(|s| *s == HealthStatus::Up) {
         HealthStatus::Up
     } else if statuses.iter().all(|s| *s == HealthStatus::Down) {
         HealthStatus::Down
     } else {
         HealthStatus::Degraded
     };
-    HealthReport { status, dependencies, pools, alerts }
+    HealthReport { status, dependencies, pools, alerts, shared_state }
 }

@@ -28,36 +28,11 @@ use metrics::{counter, gauge, Counter, Gauge};
 
 use crate::clock::{duration_nanos, Epoch};
 use crate::error::ConfigError;
-use crate::sync::{lock, AtomicU64, Mutex, Ordering::Relaxed};
+use crate::stripe::Striped;
+use crate::sync::{lock, Mutex};
 
 /// Deposits (of one stripe) between two readings of the running total.
 const SNAPSHOT_EVERY: u64 = 256;
-
-/// Stripes of the deposit count: one per thread, assigned in turn.
-const STRIPES: usize = 32;
-
-/// A stripe on its own cache line.
-#[repr(align(64))]
-struct Stripe(AtomicU64);
-
-thread_local! {
-    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-
-/// This thread's stripe (threads take them in turn; past [`STRIPES`] threads share).
-#[inline]
-fn stripe() -> usize {
-    STRIPE.with(|s| {
-        let i = s.get();
-        if i != usize::MAX {
-            return i;
-        }
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
-        s.set(i);
-        i
-    })
-}
 
 /// A retry budget's settings (`retry(budget(ratio, min_per_second, window))`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,7 +74,7 @@ struct Inner {
     config: RetryBudgetConfig,
     window: u64,
     epoch: Epoch,
-    deposits: [Stripe; STRIPES],
+    deposits: Striped<1>,
     ledger: Mutex<Ledger>,
     remaining: Gauge,
     exhausted: Counter,
@@ -131,7 +106,7 @@ impl RetryBudget {
             config,
             window: duration_nanos(config.window).max(1),
             epoch: Epoch::now(),
-            deposits: std::array::from_fn(|_| Stripe(AtomicU64::new(0))),
+            deposits: Striped::new(),
             ledger: Mutex::new(ledger),
             remaining: gauge!("resilience_retry_budget_remaining", "name" => name.to_owned()),
             exhausted: counter!("resilience_retry_budget_exhausted_total", "name" => name.to_owned()),
@@ -154,9 +129,7 @@ impl RetryBudget {
     /// deposit smaller, never larger.
     #[inline]
     pub fn deposit(&self) {
-        let cell = &self.inner.deposits[stripe()].0;
-        let n = cell.load(Relaxed) + 1;
-        cell.store(n, Relaxed);
+        let n = self.inner.deposits.add(0, 1);
         if n.is_multiple_of(SNAPSHOT_EVERY) {
             self.read_total();
         }
@@ -164,7 +137,7 @@ impl RetryBudget {
 
     /// Deposits so far, over all stripes.
     fn total(&self) -> u64 {
-        self.inner.deposits.iter().map(|s| s.0.load(Relaxed)).sum()
+        self.inner.deposits.sum(0)
     }
 
     #[cold]

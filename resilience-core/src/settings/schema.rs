@@ -19,7 +19,7 @@ const RESILIENCE_KEYS: [&str; 6] = ["timeouts", "circuit_breaker", "retry", "bul
 const CHAOS_SWITCH_KEYS: [&str; 1] = ["enabled"];
 const CHAOS_KEYS: [&str; 6] = ["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 const TIMEOUT_KEYS: [&str; 6] = ["default", "database", "api_call", "cache", "message_queue", "file_system"];
-const BREAKER_KEYS: [&str; 11] = [
+const BREAKER_KEYS: [&str; 12] = [
     "enabled",
     "failure_threshold",
     "failure_rate",
@@ -31,13 +31,14 @@ const BREAKER_KEYS: [&str; 11] = [
     "recovery_timeout",
     "half_open_max_calls",
     "success_threshold",
+    "shared",
 ];
 const RETRY_KEYS: [&str; 8] =
     ["enabled", "max_attempts", "base_delay", "exponential_base", "max_delay", "jitter", "max_elapsed", "budget"];
 const BUDGET_KEYS: [&str; 3] = ["ratio", "min_per_second", "window"];
 const BULKHEAD_KEYS: [&str; 7] =
     ["enabled", "kind", "max_concurrent", "max_wait", "queue_capacity", "min_limit", "max_limit"];
-const RATE_LIMIT_KEYS: [&str; 3] = ["rate", "burst", "max_keys"];
+const RATE_LIMIT_KEYS: [&str; 4] = ["rate", "burst", "max_keys", "shared"];
 const STRATEGY_KEYS: [&str; 6] = ["timeout", "circuit_breaker", "retry", "bulkhead", "rate_limit", "hedge"];
 const HEDGE_KEYS: [&str; 2] = ["max_attempts", "delay"];
 const DEPENDENCY_KEYS: [&str; 14] = [
@@ -269,6 +270,7 @@ impl Reader<'_> {
                 "slow_call_rate" => b.slow_call_rate = Some(self.percent(&k, v)?),
                 "recovery_timeout" => b.recovery_timeout = Some(self.duration(&k, v)?),
                 "half_open_max_calls" => b.half_open_max_calls = Some(self.positive_u32(&k, v)?),
+                "shared" => b.shared = Some(self.boolean(&k, v)?),
                 _ => b.success_threshold = Some(self.positive_u32(&k, v)?),
             }
         }
@@ -417,6 +419,7 @@ impl Reader<'_> {
                     r.rate = Some(rate);
                 }
                 "burst" => r.burst = Some(self.positive_u32(&k, v)?),
+                "shared" => r.shared = Some(self.boolean(&k, v)?),
                 _ => r.max_keys = Some(self.positive_usize(&k, v)?),
             }
         }

@@ -201,7 +201,7 @@ impl ResilienceLayer {
                     .ok_or_else(|| bad("rate_limit.burst", String::from("must be at least 1")))?;
                 let max_keys = NonZeroUsize::new(limit.max_clients)
                     .ok_or_else(|| bad("rate_limit.max_clients", String::from("must be at least 1")))?;
-                let c = RateLimiterConfig { rate: limit.per_second, burst, max_keys };
+                let c = RateLimiterConfig { rate: limit.per_second, burst, max_keys, shared: false };
                 Some(KeyedRateLimiter::new("http", c).map_err(|e| bad("rate_limit.per_second", e.to_string()))?)
             }
             _ => None,

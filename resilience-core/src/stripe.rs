@@ -1,0 +1,69 @@
+//! Counters striped by thread: a thread adds to its own cache line with a load and a
+//! store (no locked instruction), and readers sum the stripes.
+
+use crate::sync::{AtomicU64, Ordering::Relaxed};
+
+/// Stripes of a count: one per thread, assigned in turn.
+pub(crate) const STRIPES: usize = 32;
+
+/// One stripe's counters, on a cache line of their own.
+#[repr(align(64))]
+pub(crate) struct Stripe<const N: usize>(pub(crate) [AtomicU64; N]);
+
+impl<const N: usize> Stripe<N> {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// `N` counters striped by thread.
+pub(crate) struct Striped<const N: usize>([Stripe<N>; STRIPES]);
+
+impl<const N: usize> Striped<N> {
+    /// All counters at zero.
+    pub(crate) fn new() -> Self {
+        Self(std::array::from_fn(|_| Stripe::new()))
+    }
+
+    /// This thread's stripe.
+    #[inline]
+    pub(crate) fn mine(&self) -> &Stripe<N> {
+        &self.0[stripe()]
+    }
+
+    /// Adds `n` to counter `i` of this thread's stripe; returns the stripe's new value.
+    ///
+    /// A load and a store: exact while one thread uses a stripe, and a lost update at
+    /// worst when more than [`STRIPES`] threads share them.
+    #[inline]
+    pub(crate) fn add(&self, i: usize, n: u64) -> u64 {
+        let cell = &self.mine().0[i];
+        let next = cell.load(Relaxed).wrapping_add(n);
+        cell.store(next, Relaxed);
+        next
+    }
+
+    /// The sum of counter `i` over every stripe.
+    pub(crate) fn sum(&self, i: usize) -> u64 {
+        self.0.iter().fold(0u64, |s, stripe| s.wrapping_add(stripe.0[i].load(Relaxed)))
+    }
+}
+
+thread_local! {
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe (threads take them in turn; past [`STRIPES`] threads share).
+#[inline]
+pub(crate) fn stripe() -> usize {
+    STRIPE.with(|s| {
+        let i = s.get();
+        if i != usize::MAX {
+            return i;
+        }
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
+        s.set(i);
+        i
+    })
+}
