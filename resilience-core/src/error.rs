@@ -186,12 +186,14 @@ impl ConfigError {
         }
     }
 
-    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
+    /// An error about the value of `key` (a key path such as
+    /// `shared_state.redis_url`), for configuration checked outside a settings file.
+    pub fn invalid(key: &str, message: impl Into<String>) -> Self {
         Self::Invalid { key: key.to_owned(), message: message.into() }
     }
 
     /// A shared rule's verdict on the value of `key` (see `resilience-rules`).
-    pub(crate) fn check(key: &str, verdict: resilience_rules::Verdict) -> Result<(), Self> {
+    pub fn check(key: &str, verdict: resilience_rules::Verdict) -> Result<(), Self> {
         verdict.map_err(|message| Self::invalid(key, message))
     }
 

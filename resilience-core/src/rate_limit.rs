@@ -182,6 +182,8 @@ impl RateLimiter {
                         share_interval: AtomicU64::new(gcra.interval),
                         share_tolerance: AtomicU64::new(gcra.tolerance),
                         share_tat: AtomicU64::new(0),
+                        debt: AtomicU64::new(0),
+                        debt_cap: AtomicU64::new(u64::from(config.burst.get())),
                     })
                 }),
             }),
@@ -224,12 +226,24 @@ impl Single {
                 if link.tokens.load(Relaxed) < 0 {
                     link.tokens.fetch_add(1, AcqRel);
                 }
-                link.starved.fetch_add(1, Relaxed);
+                // Out of tokens: borrow up to the local share's burst against the next
+                // lease (which pays it back first), so that a quiet instance's first
+                // call waits for no lease.
+                let borrowed = link.debt.fetch_add(1, AcqRel) < link.debt_cap.load(Relaxed);
+                if !borrowed {
+                    link.debt.fetch_sub(1, AcqRel);
+                }
                 if !link.dry.swap(true, AcqRel) {
                     link.wake.notify_one();
                 }
-                // A token of the fleet's limit comes every interval.
-                Err(self.gcra.interval)
+                if borrowed {
+                    link.admitted.fetch_add(1, Relaxed);
+                    Ok(())
+                } else {
+                    link.starved.fetch_add(1, Relaxed);
+                    // A token of the fleet's limit comes every interval.
+                    Err(self.gcra.interval)
+                }
             }
         } else {
             let share = Gcra {
@@ -256,9 +270,27 @@ impl crate::shared::SharedLimit {
         }
     }
 
-    /// Admits `tokens` more calls while joined (a lease from the fleet's limit).
-    pub fn add_tokens(&self, tokens: u64) {
-        self.link().tokens.fetch_add(i64::try_from(tokens).unwrap_or(i64::MAX), AcqRel);
+    /// Adds a lease of `tokens` from the fleet's limit: it first pays back the calls
+    /// admitted on credit (out of tokens, up to the local share's burst), and the rest
+    /// admits more calls while joined. Returns the tokens added.
+    pub fn add_tokens(&self, tokens: u64) -> u64 {
+        let link = self.link();
+        let mut debt = link.debt.load(Acquire);
+        let repaid = loop {
+            let repay = debt.min(tokens);
+            match link.debt.compare_exchange_weak(debt, debt - repay, AcqRel, Acquire) {
+                Ok(_) => break repay,
+                Err(actual) => debt = actual,
+            }
+        };
+        let added = tokens - repaid;
+        link.tokens.fetch_add(i64::try_from(added).unwrap_or(i64::MAX), AcqRel);
+        added
+    }
+
+    /// Calls admitted on credit, not yet paid back by a lease.
+    pub fn debt(&self) -> u64 {
+        self.link().debt.load(Acquire)
     }
 
     /// Drops the leased tokens left (an expired lease); returns how many there were.
@@ -308,6 +340,7 @@ impl crate::shared::SharedLimit {
         let burst = (f64::from(config.burst.get()) / n).floor().max(1.0) as u64;
         link.share_interval.store(interval, Relaxed);
         link.share_tolerance.store(interval.saturating_mul(burst), Relaxed);
+        link.debt_cap.store(burst, Relaxed);
     }
 }
 

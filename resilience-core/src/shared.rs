@@ -35,6 +35,23 @@ pub enum SharedStateHealth {
     Degraded,
 }
 
+/// The settings section `resilience: { shared_state: { … } }`, as written (keys left
+/// out are `None`); `resilience::shared_state::SharedStateConfig` fills in the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedStateSettings {
+    /// `redis_url`: the Redis server holding the shared state.
+    pub redis_url: Option<String>,
+    /// `instance_id`: this instance's name among the others.
+    pub instance_id: Option<String>,
+    /// `sync_interval`: how often state is exchanged with the store.
+    pub sync_interval: Option<Duration>,
+    /// `min_instances_to_open`: distinct instances that must report failures before a
+    /// shared breaker opens.
+    pub min_instances_to_open: Option<u32>,
+    /// `state_file`: a file keeping breaker state across restarts.
+    pub state_file: Option<std::path::PathBuf>,
+}
+
 /// 0: nothing installed; 1: healthy; 2: degraded.
 static STATUS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -232,6 +249,9 @@ pub(crate) struct LimitLink {
     pub(crate) share_interval: std::sync::atomic::AtomicU64,
     pub(crate) share_tolerance: std::sync::atomic::AtomicU64,
     pub(crate) share_tat: std::sync::atomic::AtomicU64,
+    /// Calls admitted on credit while out of tokens, and the most allowed.
+    pub(crate) debt: std::sync::atomic::AtomicU64,
+    pub(crate) debt_cap: std::sync::atomic::AtomicU64,
 }
 
 /// A shared rate limiter as the synchronising task sees it, from [`shared_limits`].

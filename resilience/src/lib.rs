@@ -85,6 +85,8 @@ mod pool;
 pub mod prometheus;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+#[cfg(feature = "shared-state")]
+pub mod shared_state;
 #[cfg(feature = "axum")]
 pub mod web;
 #[cfg(any(feature = "http", feature = "postgres", feature = "redis"))]

@@ -92,6 +92,8 @@ pub(crate) struct Model {
     pub(crate) dependencies: Vec<(String, DependencyType, ConfigOverrides)>,
     /// `resilience: { chaos: { enabled } }`, when given.
     pub(crate) chaos_enabled: Option<bool>,
+    /// `resilience: { shared_state: { … } }`, when given.
+    pub(crate) shared_state: Option<crate::shared::SharedStateSettings>,
 }
 
 const SECTIONS: [&str; 2] = ["resilience", "external_dependencies"];
@@ -255,6 +257,12 @@ impl Settings {
     /// configuration is prepared first, also of dependencies the settings do not name
     /// (registered in code, over the new defaults); on error nothing changes.
     ///
+    /// The section `resilience: { shared_state: { … } }`, when given: what
+    /// `resilience::shared_state::SharedStateConfig::from_settings` installs.
+    pub fn shared_state(&self) -> Option<&crate::shared::SharedStateSettings> {
+        self.model.shared_state.as_ref()
+    }
+
     /// `resilience: { chaos: { enabled } }`, when given, switches fault injection on or
     /// off for the whole process once the rest is applied (with the `chaos` feature;
     /// without it the key is accepted and inert).

@@ -14,8 +14,11 @@ use crate::hedge::HedgeDelay;
 use crate::preset::{DependencyType, ResilienceStrategy};
 use crate::registry::{Defaults, DependencyKind};
 use crate::retry::Jitter;
+use crate::shared::SharedStateSettings;
 
-const RESILIENCE_KEYS: [&str; 6] = ["timeouts", "circuit_breaker", "retry", "bulkheads", "strategies", "chaos"];
+const RESILIENCE_KEYS: [&str; 7] =
+    ["timeouts", "circuit_breaker", "retry", "bulkheads", "strategies", "chaos", "shared_state"];
+const SHARED_STATE_KEYS: [&str; 5] = ["redis_url", "instance_id", "sync_interval", "min_instances_to_open", "state_file"];
 const CHAOS_SWITCH_KEYS: [&str; 1] = ["enabled"];
 const CHAOS_KEYS: [&str; 6] = ["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 const TIMEOUT_KEYS: [&str; 6] = ["default", "database", "api_call", "cache", "message_queue", "file_system"];
@@ -223,6 +226,39 @@ impl Reader<'_> {
         } else {
             Err(invalid(self.file, key, node, format!("{p} is not a percentage in (0, 100]")))
         }
+    }
+
+    fn text(&self, key: &str, node: &Node) -> Result<String, ConfigError> {
+        match &node.value {
+            Value::Str(s) if !s.trim().is_empty() => Ok(s.clone()),
+            Value::Str(_) => Err(invalid(self.file, key, node, "must not be empty".to_owned())),
+            _ => Err(invalid(self.file, key, node, format!("expected a string, found {}", node.kind()))),
+        }
+    }
+
+    /// `resilience: { shared_state: { redis_url, instance_id, sync_interval,
+    /// min_instances_to_open, state_file } }`.
+    fn shared_state(&self, path: &str, node: &Node) -> Result<SharedStateSettings, ConfigError> {
+        let mut s = SharedStateSettings::default();
+        for (key, v) in entries(self.file, path, node, &SHARED_STATE_KEYS)? {
+            let k = join(path, key);
+            match key.as_str() {
+                "redis_url" => {
+                    let url = self.text(&k, v)?;
+                    resilience_rules::redis_url(&url).map_err(|m| invalid(self.file, &k, v, m))?;
+                    s.redis_url = Some(url);
+                }
+                "instance_id" => s.instance_id = Some(self.text(&k, v)?),
+                "sync_interval" => {
+                    let d = self.duration(&k, v)?;
+                    resilience_rules::sync_interval(d).map_err(|m| invalid(self.file, &k, v, m))?;
+                    s.sync_interval = Some(d);
+                }
+                "min_instances_to_open" => s.min_instances_to_open = Some(self.positive_u32(&k, v)?.get()),
+                _ => s.state_file = Some(self.text(&k, v)?.into()),
+            }
+        }
+        Ok(s)
     }
 
     pub(super) fn boolean(&self, key: &str, node: &Node) -> Result<bool, ConfigError> {
@@ -502,6 +538,7 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
     let mut defaults = Defaults::default();
     let mut dependencies = Vec::new();
     let mut chaos_enabled = None;
+    let mut shared_state = None;
     for (section, node) in entries(file, "", root, &super::sections())? {
         if !super::SECTIONS.contains(&section.as_str()) {
             // An integration's section: checked by its `SettingsSection`.
@@ -528,6 +565,7 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
                         let rt = r.retry(&path, v)?;
                         ConfigOverrides { retry: rt, ..Default::default() }.apply(&mut defaults.global);
                     }
+                    "shared_state" => shared_state = Some(r.shared_state(&path, v)?),
                     "chaos" => {
                         for (name, switch) in entries(file, &path, v, &CHAOS_SWITCH_KEYS)? {
                             chaos_enabled = Some(r.boolean(&join(&path, name), switch)?);
@@ -608,7 +646,7 @@ pub(super) fn read(file: &str, root: &Node) -> Result<Model, ConfigError> {
             .validate()
             .map_err(|e| locate(file, root, &format!("external_dependencies.{name}"), e))?;
     }
-    Ok(Model { defaults, dependencies, chaos_enabled })
+    Ok(Model { defaults, dependencies, chaos_enabled, shared_state })
 }
 
 /// A validation error's key as the `resilience:` section writes it: the timeout is
