@@ -246,10 +246,8 @@ impl Single {
                 }
             }
         } else {
-            let share = Gcra {
-                interval: link.share_interval.load(Relaxed),
-                tolerance: link.share_tolerance.load(Relaxed),
-            };
+            let share =
+                Gcra { interval: link.share_interval.load(Relaxed), tolerance: link.share_tolerance.load(Relaxed) };
             share.check(&link.share_tat, self.epoch.nanos()).map(|_| ())
         };
         verdict(&self.metrics, &self.name, outcome)

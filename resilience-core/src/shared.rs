@@ -39,7 +39,7 @@ pub enum SharedStateHealth {
 /// out are `None`); `resilience::shared_state::SharedStateConfig` fills in the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SharedStateSettings {
-    /// `redis_url`: the Redis server holding the shared state.
+    /// `redis_url`: the Redis server holding the shared state (empty: none).
     pub redis_url: Option<String>,
     /// `instance_id`: this instance's name among the others.
     pub instance_id: Option<String>,
@@ -266,8 +266,7 @@ impl std::fmt::Debug for SharedLimit {
     }
 }
 
-pub(crate) static LIMITS: std::sync::Mutex<Vec<Weak<crate::rate_limit::Single>>> =
-    std::sync::Mutex::new(Vec::new());
+pub(crate) static LIMITS: std::sync::Mutex<Vec<Weak<crate::rate_limit::Single>>> = std::sync::Mutex::new(Vec::new());
 
 /// Every live rate limiter built with `shared = true`.
 pub fn shared_limits() -> Vec<SharedLimit> {

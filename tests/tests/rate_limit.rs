@@ -63,8 +63,12 @@ fn tiny_rates_are_refused_and_slow_ones_never_overflow() {
 /// too), and the table never holds more than `max_keys`.
 #[test]
 fn under_key_rotation_every_new_key_gets_its_burst() {
-    let config =
-        RateLimiterConfig { rate: 100.0, burst: nz(10), max_keys: std::num::NonZeroUsize::new(10_000).unwrap(), shared: false };
+    let config = RateLimiterConfig {
+        rate: 100.0,
+        burst: nz(10),
+        max_keys: std::num::NonZeroUsize::new(10_000).unwrap(),
+        shared: false,
+    };
     let rl = KeyedRateLimiter::new("rotation", config).unwrap();
     let mut admitted = 0u64;
     const KEYS: u64 = 300_000;
@@ -78,7 +82,12 @@ fn under_key_rotation_every_new_key_gets_its_burst() {
 /// A flood of new keys cannot make the limiter forget a key that is over its limit.
 #[test]
 fn a_flood_of_new_keys_does_not_reset_a_limited_key() {
-    let config = RateLimiterConfig { rate: 1.0, burst: nz(1), max_keys: std::num::NonZeroUsize::new(100).unwrap(), shared: false };
+    let config = RateLimiterConfig {
+        rate: 1.0,
+        burst: nz(1),
+        max_keys: std::num::NonZeroUsize::new(100).unwrap(),
+        shared: false,
+    };
     let rl = KeyedRateLimiter::new("flood", config).unwrap();
     let attacker = u64::MAX;
     rl.check_key(&attacker).unwrap();

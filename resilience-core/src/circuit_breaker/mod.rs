@@ -373,9 +373,7 @@ impl Inner {
     /// Trial calls this half-open period may make here.
     fn trial_limit(&self) -> u32 {
         match &self.shared {
-            Some(l) if l.joined.load(Acquire) => {
-                l.granted.load(Acquire).min(u64::from(self.half_open_calls)) as u32
-            }
+            Some(l) if l.joined.load(Acquire) => l.granted.load(Acquire).min(u64::from(self.half_open_calls)) as u32,
             _ => self.half_open_calls,
         }
     }

@@ -18,7 +18,8 @@ use crate::shared::SharedStateSettings;
 
 const RESILIENCE_KEYS: [&str; 7] =
     ["timeouts", "circuit_breaker", "retry", "bulkheads", "strategies", "chaos", "shared_state"];
-const SHARED_STATE_KEYS: [&str; 5] = ["redis_url", "instance_id", "sync_interval", "min_instances_to_open", "state_file"];
+const SHARED_STATE_KEYS: [&str; 5] =
+    ["redis_url", "instance_id", "sync_interval", "min_instances_to_open", "state_file"];
 const CHAOS_SWITCH_KEYS: [&str; 1] = ["enabled"];
 const CHAOS_KEYS: [&str; 6] = ["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 const TIMEOUT_KEYS: [&str; 6] = ["default", "database", "api_call", "cache", "message_queue", "file_system"];
@@ -244,8 +245,14 @@ impl Reader<'_> {
             let k = join(path, key);
             match key.as_str() {
                 "redis_url" => {
-                    let url = self.text(&k, v)?;
-                    resilience_rules::redis_url(&url).map_err(|m| invalid(self.file, &k, v, m))?;
+                    // Empty: no Redis (a single instance keeping its `state_file`).
+                    let url = match &v.value {
+                        Value::Str(empty) if empty.is_empty() => String::new(),
+                        _ => self.text(&k, v)?,
+                    };
+                    if !url.is_empty() {
+                        resilience_rules::redis_url(&url).map_err(|m| invalid(self.file, &k, v, m))?;
+                    }
                     s.redis_url = Some(url);
                 }
                 "instance_id" => s.instance_id = Some(self.text(&k, v)?),

@@ -323,8 +323,14 @@ async fn fleet_open_breakers(c: &mut MultiplexedConnection) -> redis::RedisResul
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg("resilience:cb:{*}").arg("COUNT").arg(1000).query_async(c).await?;
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("resilience:cb:{*}")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(c)
+            .await?;
         keys.extend(batch.into_iter().filter(|k| k.ends_with('}')));
         if next == 0 {
             break;
@@ -416,13 +422,8 @@ impl Sync {
 
     async fn exchange(&self, c: &mut MultiplexedConnection, breakers: &[SharedBreaker]) -> redis::RedisResult<()> {
         let rejoining = !locked(&self.state).joined;
-        let mut instances: u32 = self
-            .heartbeat_script
-            .key(INSTANCES_KEY)
-            .arg(&self.instance)
-            .arg(self.heartbeat_ms)
-            .invoke_async(c)
-            .await?;
+        let mut instances: u32 =
+            self.heartbeat_script.key(INSTANCES_KEY).arg(&self.instance).arg(self.heartbeat_ms).invoke_async(c).await?;
         for b in breakers {
             let mut report = b.take_report();
             if rejoining {
@@ -541,7 +542,8 @@ impl Sync {
                     limit.set_joined(true);
                     leased_at = Instant::now();
                     if granted < want {
-                        let pause = Duration::from_micros(wait_us).clamp(Duration::from_millis(1), self.config.sync_interval);
+                        let pause =
+                            Duration::from_micros(wait_us).clamp(Duration::from_millis(1), self.config.sync_interval);
                         tokio::time::sleep(pause).await;
                     }
                 }
@@ -593,7 +595,9 @@ impl Sync {
         let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
         match written {
             Ok(()) => state.file = Some(shape),
-            Err(e) => tracing::warn!(target: TARGET, path = %path.display(), error = %e, "could not write the breaker state file"),
+            Err(e) => {
+                tracing::warn!(target: TARGET, path = %path.display(), error = %e, "could not write the breaker state file")
+            }
         }
     }
 }
