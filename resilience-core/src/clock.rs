@@ -17,6 +17,13 @@ impl Epoch {
         Self(Instant::now())
     }
 
+    /// An epoch `earlier` before now (or now, when the clock cannot go back that far), so
+    /// that instants up to `earlier` in the past can be stored.
+    pub(crate) fn before(earlier: Duration) -> Self {
+        let now = Instant::now();
+        Self(now.checked_sub(earlier).unwrap_or(now))
+    }
+
     /// Nanoseconds from the epoch to now; zero if the clock reads earlier than the epoch
     /// (possible when a breaker outlives the paused runtime that created it).
     #[inline]

@@ -264,6 +264,28 @@ pub fn hedge_percentile(p: f64) -> Verdict {
     Ok(())
 }
 
+/// The shortest `shared_state.sync_interval`.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest `shared_state.sync_interval`.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `shared_state.sync_interval`: from [`MIN_SYNC_INTERVAL`] to [`MAX_SYNC_INTERVAL`].
+pub fn sync_interval(interval: Duration) -> Verdict {
+    if interval < MIN_SYNC_INTERVAL || interval > MAX_SYNC_INTERVAL {
+        return refuse(format!("{interval:?} is not between 10ms and 60s"));
+    }
+    Ok(())
+}
+
+/// `shared_state.redis_url`: a `redis://`, `rediss://` or `redis+unix://`/`unix://` URL.
+pub fn redis_url(url: &str) -> Verdict {
+    let known = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    if !known.iter().any(|scheme| url.starts_with(scheme)) {
+        return refuse(format!("`{url}` is not a Redis URL (expected `redis://host:port/db`)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,26 +322,4 @@ mod tests {
         assert!(workers(MAX_WORKERS).is_ok() && workers(MAX_WORKERS + 1).is_err());
         assert!(percent(100.0).is_ok() && percent(0.0).is_err() && percent(100.5).is_err());
     }
-}
-
-/// The shortest `shared_state.sync_interval`.
-pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
-/// The longest `shared_state.sync_interval`.
-pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(60);
-
-/// `shared_state.sync_interval`: from [`MIN_SYNC_INTERVAL`] to [`MAX_SYNC_INTERVAL`].
-pub fn sync_interval(interval: Duration) -> Verdict {
-    if interval < MIN_SYNC_INTERVAL || interval > MAX_SYNC_INTERVAL {
-        return refuse(format!("{interval:?} is not between 10ms and 60s"));
-    }
-    Ok(())
-}
-
-/// `shared_state.redis_url`: a `redis://`, `rediss://` or `redis+unix://`/`unix://` URL.
-pub fn redis_url(url: &str) -> Verdict {
-    let known = ["redis://", "rediss://", "redis+unix://", "unix://"];
-    if !known.iter().any(|scheme| url.starts_with(scheme)) {
-        return refuse(format!("`{url}` is not a Redis URL (expected `redis://host:port/db`)"));
-    }
-    Ok(())
 }

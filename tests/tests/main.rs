@@ -24,6 +24,7 @@ mod retry;
 mod retry_budget;
 mod servers;
 mod settings;
+mod shared_policies;
 mod support;
 mod timeout;
 mod tower_layer;

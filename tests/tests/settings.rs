@@ -330,3 +330,46 @@ fn bad_adaptive_bounds_and_budgets_name_their_key_and_line() {
     );
     assert!(registry.get("db").is_none(), "nothing was registered");
 }
+
+#[test]
+fn shared_keys_and_the_shared_state_section() {
+    let text = "resilience:\n  shared_state:\n    redis_url: redis://127.0.0.1:6390/2\n    sync_interval: 50ms\n    \
+                min_instances_to_open: 3\n    state_file: /tmp/breakers.json\nexternal_dependencies:\n  payments:\n    \
+                type: external_api\n    circuit_breaker: { shared: true }\n    rate_limit: { rate: 50, shared: true }\n";
+    let settings = Settings::from_yaml_str(text).unwrap();
+    let registry = Registry::new();
+    settings.apply_to(&registry).unwrap();
+    let config = registry.get("payments").unwrap().config();
+    assert!(config.circuit_breaker.shared);
+    assert!(config.rate_limit.is_some_and(|r| r.shared && r.rate == 50.0));
+    let shared = resilience::shared_state::SharedStateConfig::from_settings(&settings).unwrap();
+    assert_eq!(shared.redis_url, "redis://127.0.0.1:6390/2");
+    assert_eq!(shared.sync_interval, Duration::from_millis(50));
+    assert_eq!(shared.min_instances_to_open, 3);
+    assert_eq!(shared.state_file.as_deref(), Some(std::path::Path::new("/tmp/breakers.json")));
+    assert_eq!(shared.instance_id, None);
+    shared.validate().unwrap();
+    let none = Settings::from_yaml_str("external_dependencies: {}\n").unwrap();
+    assert!(resilience::shared_state::SharedStateConfig::from_settings(&none).is_none());
+}
+
+#[test]
+fn bad_shared_state_settings_name_their_key_and_line() {
+    let e = err("resilience:\n  shared_state:\n    redis_url: http://127.0.0.1:6379\n");
+    assert_eq!(
+        e,
+        "<string>:3: invalid `resilience.shared_state.redis_url`: `http://127.0.0.1:6379` is not a Redis URL (expected \
+         `redis://host:port/db`)"
+    );
+    let e = err("resilience:\n  shared_state:\n    sync_interval: 1ms\n");
+    assert_eq!(e, "<string>:3: invalid `resilience.shared_state.sync_interval`: 1ms is not between 10ms and 60s");
+    let e = err("resilience:\n  shared_state:\n    min_instance_to_open: 2\n");
+    assert!(e.contains("resilience.shared_state.min_instance_to_open") && e.contains("min_instances_to_open"), "{e}");
+    let e = err("external_dependencies:\n  db:\n    type: database\n    circuit_breaker: { shared: yes }\n");
+    assert!(e.starts_with("<string>:4: invalid `external_dependencies.db.circuit_breaker.shared`"), "{e}");
+    // Checked when installed: an id with spaces, nothing to share.
+    let bad = resilience::shared_state::SharedStateConfig { instance_id: Some("a b".into()), ..Default::default() };
+    assert_eq!(bad.validate().unwrap_err().key(), Some("shared_state.instance_id"));
+    let nothing = resilience::shared_state::SharedStateConfig { redis_url: String::new(), ..Default::default() };
+    assert_eq!(nothing.validate().unwrap_err().key(), Some("shared_state.redis_url"));
+}

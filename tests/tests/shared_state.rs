@@ -104,7 +104,8 @@ fn worker(settings: &str) {
 fn state(dependency: &str) -> String {
     let d = resilience::registry().get(dependency).expect("the dependency is registered");
     let state = d.pipeline().circuit_breaker().map_or(CircuitState::Disabled, |b| b.state());
-    let shared = match resilience::shared_state::status() {
+    // As `health()` (and so `/health` and `/resilience`) reports it.
+    let shared = match resilience::health().shared_state {
         Some(resilience::shared_state::SharedStateHealth::Healthy) => "healthy",
         Some(resilience::shared_state::SharedStateHealth::Degraded) => "degraded",
         None => "none",

@@ -134,7 +134,9 @@ impl CircuitBreaker {
     /// Builds a breaker, closed (or disabled when `config.enabled` is false).
     pub fn new(name: impl Into<Arc<str>>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let epoch = Epoch::now();
+        // Early enough that a breaker opened a whole `recovery_timeout` ago can be
+        // represented (`resume_open`).
+        let epoch = Epoch::before(config.recovery_timeout.min(Duration::from_secs(86_400)));
         let window = match config.window {
             SlidingWindow::Count { size } => {
                 Window::Count(CountWindow::new(size.get(), config.slow_call_duration.is_some()))

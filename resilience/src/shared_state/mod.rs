@@ -251,7 +251,7 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| duration_ms(d))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, duration_ms)
 }
 
 /// Opens the breakers already built under `name` (in the registry or shared), or
