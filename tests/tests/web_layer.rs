@@ -397,6 +397,12 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
         .register("dashboard_payments", resilience::DependencyType::ExternalApi, Default::default())
         .expect("valid");
     dependency.pipeline().circuit_breaker().expect("a breaker").force_open();
+    let shared = resilience::ConfigOverrides {
+        circuit_breaker: resilience::BreakerOverrides { shared: Some(true), ..Default::default() },
+        rate_limit: resilience::RateLimitOverrides { rate: Some(50.0), shared: Some(true), ..Default::default() },
+        ..Default::default()
+    };
+    resilience::registry().register("dashboard_shared", resilience::DependencyType::ExternalApi, shared).expect("valid");
     let routes: axum::Router = resilience::web::routes();
     let page = format!("{}/resilience/dashboard", serve(routes).await);
     let output = chromium(page.clone(), None).await;
@@ -406,6 +412,12 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
         .find(|row| row.contains("data-dependency=\"dashboard_payments\""))
         .unwrap_or_else(|| panic!("the page lists the dependency: {dom}"));
     assert!(row.contains("class=\"state forced_open\""), "shown as open: {row}");
+    assert!(!row.contains("class=\"tag\""), "a local breaker marked shared: {row}");
+    let row = dom
+        .split("<tr")
+        .find(|row| row.contains("data-dependency=\"dashboard_shared\""))
+        .unwrap_or_else(|| panic!("the page lists the shared dependency: {dom}"));
+    assert!(row.contains(">shared<") && row.contains(">shared limit<"), "shown as shared: {row}");
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard.png");
     let shot = chromium(page, Some(screenshot)).await;
     assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
