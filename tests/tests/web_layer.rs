@@ -402,7 +402,9 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
         rate_limit: resilience::RateLimitOverrides { rate: Some(50.0), shared: Some(true), ..Default::default() },
         ..Default::default()
     };
-    resilience::registry().register("dashboard_shared", resilience::DependencyType::ExternalApi, shared).expect("valid");
+    resilience::registry()
+        .register("dashboard_shared", resilience::DependencyType::ExternalApi, shared)
+        .expect("valid");
     let routes: axum::Router = resilience::web::routes();
     let page = format!("{}/resilience/dashboard", serve(routes).await);
     let output = chromium(page.clone(), None).await;
