@@ -65,6 +65,9 @@
 //! | `resilience_hedge_losers_dropped_total` | | attempts dropped because another answered first |
 //! | `resilience_hedge_suppressed_total` | | hedges the retry budget refused |
 //! | `resilience_chaos_injected_total` | `kind` = `latency`, `error` | faults injected (feature `chaos`) |
+//! | `resilience_shared_state_healthy` | (none) | 1 while shared state on Redis is in force, 0 while degraded (feature `shared-state`) |
+//! | `resilience_shared_state_exchanges_total` | `kind` = `ok`, `failed` (no `name`) | exchanges with Redis of the shared-state task |
+//! | `resilience_shared_limit_leased_total` | | tokens a shared rate limit leased from the fleet's limit |
 //!
 //! Gauges that follow a value (breaker state and failure rate, free slots) are set by
 //! [`Registry::refresh_gauges`], which an exporter calls before it renders.

@@ -52,7 +52,12 @@ pub const OVERRIDE_PREFIX: &str = "RESILIENCE__";
 /// defaults), `hedge: { max_attempts, delay }` (`delay: 20ms` or `delay: p95`) and
 /// `chaos: { latency, latency_rate, error_rate, every, max_active, seed }`;
 /// `resilience: { chaos: { enabled: true } }` switches fault injection on (with the
-/// `chaos` feature).
+/// `chaos` feature). `circuit_breaker: { shared: true }` and `rate_limit: { shared: true }`
+/// share a dependency's breaker and limit with the service's other instances, and
+/// `resilience: { shared_state: { redis_url, instance_id, sync_interval,
+/// min_instances_to_open, state_file } }` says how (read by [`Settings::shared_state`];
+/// installed by `resilience::shared_state`, feature `shared-state`; an empty `redis_url`
+/// keeps state in `state_file` alone).
 ///
 /// ```
 /// use resilience_core::{Registry, Settings};

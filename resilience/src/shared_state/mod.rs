@@ -405,6 +405,9 @@ impl Sync {
                 _ => {}
             }
             shared::set_status(Some(if joined { SharedStateHealth::Healthy } else { SharedStateHealth::Degraded }));
+            metrics::gauge!("resilience_shared_state_healthy").set(f64::from(u8::from(joined)));
+            metrics::counter!("resilience_shared_state_exchanges_total", "kind" => if joined { "ok" } else { "failed" })
+                .increment(1);
             for l in &limits {
                 l.set_local_share(instances);
                 if !joined {
@@ -503,6 +506,7 @@ impl Sync {
     async fn lease(self: Arc<Self>, name: String) {
         let ttl = self.config.sync_interval.saturating_mul(2).max(Duration::from_secs(1));
         let key = format!("resilience:rl:{{{name}}}");
+        let leased = metrics::counter!("resilience_shared_limit_leased_total", "name" => name.clone());
         let mut leased_at = Instant::now();
         loop {
             let Some(limit) = shared::shared_limits().into_iter().rev().find(|l| l.limiter().name() == name) else {
@@ -539,6 +543,7 @@ impl Sync {
                 Ok(Ok((granted, wait_us))) => {
                     let (granted, wait_us): (u64, u64) = (granted, wait_us);
                     limit.add_tokens(granted);
+                    leased.increment(granted);
                     limit.set_joined(true);
                     leased_at = Instant::now();
                     if granted < want {
