@@ -4,7 +4,11 @@
 use crate::sync::{AtomicU64, Ordering::Relaxed};
 
 /// Stripes of a count: one per thread, assigned in turn.
+#[cfg(not(resilience_loom))]
 pub(crate) const STRIPES: usize = 32;
+/// Under loom, as many as a model has threads (loom tracks every atomic).
+#[cfg(resilience_loom)]
+pub(crate) const STRIPES: usize = 2;
 
 /// One stripe's counters, on a cache line of their own.
 #[repr(align(64))]
@@ -49,8 +53,15 @@ impl<const N: usize> Striped<N> {
     }
 }
 
+#[cfg(not(resilience_loom))]
 thread_local! {
     static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+// Under loom, model threads may share an OS thread: each needs its own stripe index.
+#[cfg(resilience_loom)]
+loom::thread_local! {
+    static STRIPE: std::cell::Cell<usize> = std::cell::Cell::new(usize::MAX);
 }
 
 /// This thread's stripe (threads take them in turn; past [`STRIPES`] threads share).

@@ -722,6 +722,31 @@ mod loom_tests {
     }
 
     #[test]
+    fn a_shared_breakers_outcomes_are_each_reported_once() {
+        loom::model(|| {
+            let b = CircuitBreaker::new(
+                "loom_shared",
+                CircuitBreakerConfig { failure_threshold: NonZeroU32::new(100), shared: true, ..Default::default() },
+            )
+            .unwrap();
+            let handle = SharedBreaker { breaker: b.clone() };
+            handle.set_joined(true);
+            let other = {
+                let b = b.clone();
+                thread::spawn(move || b.try_acquire().unwrap().failure())
+            };
+            b.try_acquire().unwrap().success();
+            // A report taken while the other thread records, and one after.
+            let first = handle.take_report();
+            other.join().unwrap();
+            let second = handle.take_report();
+            assert_eq!(first.calls + second.calls, 2);
+            assert_eq!(first.failures + second.failures, 1);
+            assert_eq!(b.state(), CircuitState::Closed);
+        });
+    }
+
+    #[test]
     fn a_failed_trial_wins_over_a_racing_success() {
         loom::model(|| {
             // Two successes would close it; one failure must keep it from closing.

@@ -585,10 +585,15 @@ impl Sync {
         for s in shared::shared_breakers() {
             add(s.breaker());
         }
-        // Times move on every round; rewrite only when the set of states changed.
-        let shape: Vec<(String, String)> = breakers
+        // Rewrite only when a state changed, or an opening time moved by a second (a
+        // breaker that re-opened between two rounds).
+        let shape: Vec<(String, String, u64)> = breakers
             .iter()
-            .map(|(k, v)| (k.clone(), v.get("state").and_then(|s| s.as_str()).unwrap_or("").to_owned()))
+            .map(|(k, v)| {
+                let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("").to_owned();
+                let until = v.get("open_until_unix_ms").and_then(serde_json::Value::as_u64).unwrap_or(0) / 1000;
+                (k.clone(), state, until)
+            })
             .collect();
         let shape = format!("{shape:?}");
         let mut state = locked(&self.state);
