@@ -135,8 +135,14 @@ impl CircuitBreaker {
     pub fn new(name: impl Into<Arc<str>>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         // Early enough that a breaker opened a whole `recovery_timeout` ago can be
-        // represented (`resume_open`).
-        let epoch = Epoch::before(config.recovery_timeout.min(Duration::from_secs(86_400)));
+        // represented (`resume_open`), by whole buckets of a time window, so that its
+        // buckets start where they would from now.
+        let mut back = duration_nanos(config.recovery_timeout.min(Duration::from_secs(86_400)));
+        if let SlidingWindow::Time { duration } = config.window {
+            let width = (duration_nanos(duration) / window::BUCKETS).max(1);
+            back = back.div_ceil(width).saturating_mul(width);
+        }
+        let epoch = Epoch::before(Duration::from_nanos(back));
         let window = match config.window {
             SlidingWindow::Count { size } => {
                 Window::Count(CountWindow::new(size.get(), config.slow_call_duration.is_some()))
