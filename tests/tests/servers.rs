@@ -12,8 +12,20 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A port free now that this process has not handed out before (nor its cluster-bus
+/// twin, 10000 apart): a stopped server's port is never given to another test's server,
+/// which a client still reconnecting to the stopped one would then reach.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let twins = [port, port.wrapping_add(10_000), port.wrapping_sub(10_000)];
+        if port < 55_535 && !given.iter().any(|g| twins.contains(g)) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn scratch_dir() -> PathBuf {
