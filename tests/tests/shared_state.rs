@@ -90,6 +90,7 @@ fn worker(settings: &str) {
             let words: Vec<&str> = line.split_whitespace().collect();
             let answer = match words.as_slice() {
                 ["state"] => state(&dependency),
+                ["state", other] => state(other),
                 ["fail", n] => calls(&dependency, n.parse().expect("a count"), true).await,
                 ["succeed", n] => calls(&dependency, n.parse().expect("a count"), false).await,
                 ["load", seconds, start] => load(&dependency, seconds.parse().unwrap(), start.parse().unwrap()).await,
@@ -274,6 +275,11 @@ fn failures_spread_open_all() {
         "",
         "min_instances_to_open: 2",
     );
+    // A second shared breaker in every process, exchanged in the same round trips.
+    let yaml = format!(
+        "{yaml}  spread_other: {{ type: external_api, timeout: 500ms, retry: {{ enabled: false }}, \
+         circuit_breaker: {{ shared: true, failure_threshold: 8 }} }}\n"
+    );
     let mut workers: Vec<Worker> = (0..4).map(|_| Worker::start(&yaml, "spread")).collect();
     for w in &mut workers {
         assert_eq!(w.state(), ("closed".to_owned(), "healthy".to_owned()));
@@ -286,9 +292,11 @@ fn failures_spread_open_all() {
     let opened = Instant::now();
     all_eventually(&mut workers, Duration::from_secs(3), "the shared breaker opens everywhere", |s| s.0 == "open");
     println!("    every process saw the shared breaker open within {:?} of the last failure", opened.elapsed());
-    // Open means rejected without running, in every process.
+    // Open means rejected without running, in every process; the other breaker, its
+    // verdicts matched to it, stays closed.
     for w in &mut workers {
         assert_eq!(w.calls("succeed 2").1, 2, "an open shared breaker lets calls through");
+        assert_eq!(w.ask("state spread_other"), "closed healthy");
     }
 }
 

@@ -25,7 +25,8 @@
 //! # The consistency model
 //!
 //! Calls never wait on Redis. One task per process exchanges state every
-//! `sync_interval`, one script call per shared breaker:
+//! `sync_interval` in one round trip (a pipeline of one script call per shared breaker,
+//! and a heartbeat):
 //!
 //! - **Breakers.** Each instance reports the outcomes its shared breakers recorded
 //!   since its last report; the fleet's window (a list on Redis, one entry per report)
@@ -361,7 +362,11 @@ impl Sync {
         let timeouts = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.wait))
             .set_response_timeout(Some(self.wait));
-        let c = client.get_multiplexed_async_connection_with_config(&timeouts).await.ok()?;
+        let mut c = client.get_multiplexed_async_connection_with_config(&timeouts).await.ok()?;
+        // The exchange's pipeline calls the scripts by hash: load them first (a server
+        // that restarted lost them, and every reconnection comes here).
+        self.breaker_script.prepare_invoke().load_async(&mut c).await.ok()?;
+        self.heartbeat_script.prepare_invoke().load_async(&mut c).await.ok()?;
         *locked(&self.connection) = Some(c.clone());
         Some(c)
     }
@@ -423,10 +428,15 @@ impl Sync {
         }
     }
 
+    /// One round trip: the heartbeat and every shared breaker's report in one pipeline
+    /// (the scripts were loaded when the connection was made), then the verdicts.
     async fn exchange(&self, c: &mut MultiplexedConnection, breakers: &[SharedBreaker]) -> redis::RedisResult<()> {
         let rejoining = !locked(&self.state).joined;
-        let mut instances: u32 =
-            self.heartbeat_script.key(INSTANCES_KEY).arg(&self.instance).arg(self.heartbeat_ms).invoke_async(c).await?;
+        let mut pipe = redis::pipe();
+        let mut heartbeat = self.heartbeat_script.key(INSTANCES_KEY);
+        heartbeat.arg(&self.instance).arg(self.heartbeat_ms);
+        pipe.invoke_script(&heartbeat);
+        let mut sent = Vec::with_capacity(breakers.len());
         for b in breakers {
             let mut report = b.take_report();
             if rejoining {
@@ -448,9 +458,8 @@ impl Sync {
             let slow_rate = config.slow_call_duration.map_or(-1.0, |_| config.slow_call_rate.unwrap_or(100.0));
             let trials = config.half_open_max_calls.map_or(config.success_threshold.get(), |n| n.get());
             let [window, failing, hash] = breaker_keys(&name);
-            let answer: (u8, u64, u64, u32, u64, u64, u32, u32) = self
-                .breaker_script
-                .key(hash)
+            let mut invocation = self.breaker_script.key(hash);
+            invocation
                 .key(window)
                 .key(failing)
                 .key(INSTANCES_KEY)
@@ -472,10 +481,16 @@ impl Sync {
                 .arg(trials)
                 .arg(config.success_threshold.get())
                 .arg(self.config.min_instances_to_open)
-                .arg(self.heartbeat_ms)
-                .invoke_async(c)
-                .await?;
-            let (state, generation, remaining, granted, .., live) = answer;
+                .arg(self.heartbeat_ms);
+            pipe.invoke_script(&invocation);
+            sent.push((b, report, name));
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(c).await?;
+        let mut answers = answers.into_iter();
+        let mut instances: u32 = redis::from_redis_value(answers.next().unwrap_or(redis::Value::Nil))?;
+        for ((b, report, name), answer) in sent.into_iter().zip(answers) {
+            let (state, generation, remaining, granted, .., live): (u8, u64, u64, u32, u64, u64, u32, u32) =
+                redis::from_redis_value(answer)?;
             instances = live;
             locked(&self.state).generations.insert(name, generation);
             let verdict = match state {
