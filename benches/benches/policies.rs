@@ -11,9 +11,9 @@
 
 use std::future::Future;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use divan::{black_box, Bencher};
@@ -36,16 +36,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime"));
 
-/// Polls `fut` to completion with a no-op waker.
-fn run<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
+#[path = "support/poll.rs"]
+mod poll;
+use poll::run;
 
 #[derive(Debug)]
 struct Error;

@@ -10,10 +10,10 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use divan::{black_box, Bencher};
@@ -92,16 +92,9 @@ fn main() {
     );
 }
 
-/// Polls `fut` to completion with a no-op waker.
-fn run<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
+#[path = "support/poll.rs"]
+mod poll;
+use poll::run;
 
 #[derive(Debug)]
 struct Error;

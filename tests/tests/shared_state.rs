@@ -249,6 +249,13 @@ fn settings(redis_url: &str, dependency: &str, breaker: &str, extra: &str, share
     )
 }
 
+/// The scenarios' common instance: `dependency` with a shared breaker that eight
+/// failures in the fleet's window open, from two instances at least.
+fn fleet_settings(redis: &servers::Server, dependency: &str) -> String {
+    let breaker = "shared: true, failure_threshold: 8, recovery_timeout: 60s";
+    settings(&redis_url(redis), dependency, breaker, "", "min_instances_to_open: 2")
+}
+
 fn redis_url(server: &servers::Server) -> String {
     format!("redis://127.0.0.1:{}/0", server.port)
 }
@@ -268,13 +275,7 @@ fn all_eventually(workers: &mut [Worker], limit: Duration, what: &str, check: im
 
 fn failures_spread_open_all() {
     let redis = servers::Server::standalone();
-    let yaml = settings(
-        &redis_url(&redis),
-        "spread",
-        "shared: true, failure_threshold: 8, recovery_timeout: 60s",
-        "",
-        "min_instances_to_open: 2",
-    );
+    let yaml = fleet_settings(&redis, "spread");
     // A second shared breaker in every process, exchanged in the same round trips.
     let yaml = format!(
         "{yaml}  spread_other: {{ type: external_api, timeout: 500ms, retry: {{ enabled: false }}, \
@@ -302,13 +303,7 @@ fn failures_spread_open_all() {
 
 fn one_failing_process_alone_does_not() {
     let redis = servers::Server::standalone();
-    let yaml = settings(
-        &redis_url(&redis),
-        "lonely",
-        "shared: true, failure_threshold: 8, recovery_timeout: 60s",
-        "",
-        "min_instances_to_open: 2",
-    );
+    let yaml = fleet_settings(&redis, "lonely");
     let mut workers: Vec<Worker> = (0..4).map(|_| Worker::start(&yaml, "lonely")).collect();
     let (ran, rejected, _) = workers[0].calls("fail 30");
     assert_eq!((ran, rejected), (30, 0), "one sick instance opened its shared breaker by itself");
@@ -327,13 +322,7 @@ fn one_failing_process_alone_does_not() {
 
 fn redis_down_and_back() {
     let redis = servers::Server::standalone();
-    let yaml = settings(
-        &redis_url(&redis),
-        "outage",
-        "shared: true, failure_threshold: 8, recovery_timeout: 60s",
-        "",
-        "min_instances_to_open: 2",
-    );
+    let yaml = fleet_settings(&redis, "outage");
     let mut workers: Vec<Worker> = (0..4).map(|_| Worker::start(&yaml, "outage")).collect();
     for w in &mut workers {
         assert_eq!(w.state().1, "healthy");
