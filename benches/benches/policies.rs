@@ -82,15 +82,12 @@ fn body(yields: u8) -> Body {
 
 const YIELDS: &[u8] = &[0, 1];
 
-fn bench_async<F, Fut>(bencher: Bencher, yields: u8, mut call: F)
+fn bench_async<F, Fut>(bencher: Bencher, yields: u8, call: F)
 where
     F: FnMut(u8) -> Fut + Sync,
     Fut: Future,
 {
-    let _guard = RUNTIME.enter();
-    // The first call initialises the shared instance outside the measurement.
-    run(call(yields));
-    bencher.bench_local(|| run(call(yields)));
+    poll::bench_in(&RUNTIME, bencher, yields, call);
 }
 
 // ---------------------------------------------------------------- baselines

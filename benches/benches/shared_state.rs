@@ -94,7 +94,6 @@ fn main() {
 
 #[path = "support/poll.rs"]
 mod poll;
-use poll::run;
 
 #[derive(Debug)]
 struct Error;
@@ -143,14 +142,12 @@ fn failing_one_in_ten(yields: u8) -> Body {
 
 const YIELDS: &[u8] = &[0, 1];
 
-fn bench_async<F, Fut>(bencher: Bencher, yields: u8, mut call: F)
+fn bench_async<F, Fut>(bencher: Bencher, yields: u8, call: F)
 where
     F: FnMut(u8) -> Fut + Sync,
     Fut: Future,
 {
-    let _guard = SETUP.runtime.enter();
-    run(call(yields));
-    bencher.bench_local(|| run(call(yields)));
+    poll::bench_in(&SETUP.runtime, bencher, yields, call);
 }
 
 #[divan::bench(args = YIELDS, threads = [1, 2])]

@@ -15,3 +15,16 @@ pub fn run<F: Future>(fut: F) -> F::Output {
         }
     }
 }
+
+/// Measures `call(yields)` run to completion by [`run`] inside `runtime` (entered, so
+/// that timers register with its driver); the first call, outside the measurement,
+/// initialises the shared instance.
+pub fn bench_in<F, Fut>(runtime: &tokio::runtime::Runtime, bencher: divan::Bencher, yields: u8, mut call: F)
+where
+    F: FnMut(u8) -> Fut + Sync,
+    Fut: Future,
+{
+    let _guard = runtime.enter();
+    run(call(yields));
+    bencher.bench_local(|| run(call(yields)));
+}
