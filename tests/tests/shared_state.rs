@@ -93,6 +93,7 @@ fn worker(settings: &str) {
                 ["state", other] => state(other),
                 ["fail", n] => calls(&dependency, n.parse().expect("a count"), true).await,
                 ["succeed", n] => calls(&dependency, n.parse().expect("a count"), false).await,
+                ["burst", other, n] => burst(other, n.parse().expect("a count")),
                 ["load", seconds, start] => load(&dependency, seconds.parse().unwrap(), start.parse().unwrap()).await,
                 ["quit"] => return,
                 _ => format!("unknown command `{line}`"),
@@ -139,6 +140,13 @@ async fn calls(dependency: &str, n: u32, failing: bool) -> String {
         }
     }
     format!("{ran} {rejected} {}", longest.as_micros())
+}
+
+/// `n` rate-limit checks of `dependency` at once: answers how many were admitted.
+fn burst(dependency: &str, n: u32) -> String {
+    let d = resilience::registry().get(dependency).expect("the dependency is registered");
+    let limiter = d.pipeline().rate_limiter().cloned().expect("a rate limit");
+    (0..n).filter(|_| limiter.check().is_ok()).count().to_string()
 }
 
 /// From `start` (Unix ms) for `seconds`, four tasks each call as fast as every 3 ms:
@@ -322,11 +330,18 @@ fn one_failing_process_alone_does_not() {
 
 fn redis_down_and_back() {
     let redis = servers::Server::standalone();
-    let yaml = fleet_settings(&redis, "outage");
+    // With a shared limit of 40/s (burst 8) beside the breaker.
+    let yaml = format!(
+        "{}  outage_limit: {{ type: external_api, timeout: 500ms, retry: {{ enabled: false }}, \
+         circuit_breaker: {{ enabled: false }}, rate_limit: {{ rate: 40, burst: 8, shared: true }} }}\n",
+        fleet_settings(&redis, "outage")
+    );
     let mut workers: Vec<Worker> = (0..4).map(|_| Worker::start(&yaml, "outage")).collect();
     for w in &mut workers {
         assert_eq!(w.state().1, "healthy");
     }
+    // A few exchanges, so that every process has seen the other three.
+    std::thread::sleep(Duration::from_millis(400));
     redis.stop();
     // Every process keeps serving, no call slower than its 500 ms timeout.
     for w in &mut workers {
@@ -335,6 +350,11 @@ fn redis_down_and_back() {
         assert!(longest < 500_000, "a call took {longest} µs with Redis down");
     }
     all_eventually(&mut workers, Duration::from_secs(5), "every process reports degraded", |s| s.1 == "degraded");
+    // Each of the four enforces its local share of the shared limit: 10/s, a burst of 2.
+    for w in &mut workers {
+        let admitted: u32 = w.ask("burst outage_limit 20").parse().expect("a count");
+        assert!((1..=3).contains(&admitted), "a process admitted {admitted} of 20 at once with Redis down");
+    }
     // Degraded, each breaker is local again: one process's failures open its own only.
     let (ran, _, longest) = workers[0].calls("fail 8");
     assert_eq!(ran, 8);

@@ -536,8 +536,13 @@ impl Sync {
             if leased_at.elapsed() > ttl && limit.tokens() > 0 {
                 limit.clear_tokens();
             }
-            let wanted = limit.take_dry() || !limit.joined();
-            if !wanted {
+            if !limit.joined() {
+                // Redis answers: admit from leases, taking none before a call needs one
+                // (a quiet instance holds no part of the fleet's limit; its first call is
+                // admitted on credit and asks for the lease).
+                limit.set_joined(true);
+            }
+            if !limit.take_dry() {
                 tokio::select! {
                     () = limit.dry() => {}
                     () = tokio::time::sleep(self.config.sync_interval) => {}
