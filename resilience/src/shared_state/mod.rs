@@ -76,7 +76,7 @@
 
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -291,7 +291,7 @@ struct State {
     /// Per breaker name: the fleet generation of the last verdict.
     generations: HashMap<String, u64>,
     /// Shared limits with a lease task, by name.
-    leasing: HashMap<String, ()>,
+    leasing: HashSet<String>,
     /// What the state file holds.
     file: Option<String>,
 }
@@ -510,7 +510,7 @@ impl Sync {
         let mut state = locked(&self.state);
         for l in limits {
             let name = l.limiter().name().to_owned();
-            if state.leasing.insert(name.clone(), ()).is_none() {
+            if state.leasing.insert(name.clone()) {
                 tokio::spawn(Arc::clone(self).lease(name));
             }
         }
