@@ -8,7 +8,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,7 +174,7 @@ impl RateLimiter {
                 shared: config.shared.then(|| {
                     Box::new(LimitLink {
                         joined: AtomicBool::new(false),
-                        tokens: AtomicI64::new(0),
+                        tokens: AtomicU64::new(0),
                         admitted: AtomicU64::new(0),
                         starved: AtomicU64::new(0),
                         dry: AtomicBool::new(false),
@@ -219,20 +219,18 @@ impl Single {
     /// A shared limit's check: a leased token while joined, else the local share.
     fn check_shared(&self, link: &LimitLink) -> Result<(), ResilienceError> {
         let outcome = if link.joined.load(Acquire) {
-            if link.tokens.load(Relaxed) > 0 && link.tokens.fetch_sub(1, AcqRel) > 0 {
+            // Compare-and-swap, never a subtraction undone: a lease or a repayment
+            // racing this check must see no token or credit that is not there.
+            let leased = link.tokens.fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).is_ok();
+            if leased {
                 link.admitted.fetch_add(1, Relaxed);
                 Ok(())
             } else {
-                if link.tokens.load(Relaxed) < 0 {
-                    link.tokens.fetch_add(1, AcqRel);
-                }
                 // Out of tokens: borrow up to the local share's burst against the next
                 // lease (which pays it back first), so that a quiet instance's first
                 // call waits for no lease.
-                let borrowed = link.debt.fetch_add(1, AcqRel) < link.debt_cap.load(Relaxed);
-                if !borrowed {
-                    link.debt.fetch_sub(1, AcqRel);
-                }
+                let cap = link.debt_cap.load(Relaxed);
+                let borrowed = link.debt.fetch_update(AcqRel, Acquire, |n| (n < cap).then(|| n + 1)).is_ok();
                 if !link.dry.swap(true, AcqRel) {
                     link.wake.notify_one();
                 }
@@ -273,16 +271,10 @@ impl crate::shared::SharedLimit {
     /// admits more calls while joined. Returns the tokens added.
     pub fn add_tokens(&self, tokens: u64) -> u64 {
         let link = self.link();
-        let mut debt = link.debt.load(Acquire);
-        let repaid = loop {
-            let repay = debt.min(tokens);
-            match link.debt.compare_exchange_weak(debt, debt - repay, AcqRel, Acquire) {
-                Ok(_) => break repay,
-                Err(actual) => debt = actual,
-            }
-        };
+        let owed = link.debt.fetch_update(AcqRel, Acquire, |d| Some(d - d.min(tokens))).unwrap_or_else(|d| d);
+        let repaid = owed.min(tokens);
         let added = tokens - repaid;
-        link.tokens.fetch_add(i64::try_from(added).unwrap_or(i64::MAX), AcqRel);
+        link.tokens.fetch_add(added, AcqRel);
         added
     }
 
@@ -293,12 +285,12 @@ impl crate::shared::SharedLimit {
 
     /// Drops the leased tokens left (an expired lease); returns how many there were.
     pub fn clear_tokens(&self) -> u64 {
-        self.link().tokens.swap(0, AcqRel).max(0) as u64
+        self.link().tokens.swap(0, AcqRel)
     }
 
     /// Leased tokens left.
     pub fn tokens(&self) -> u64 {
-        self.link().tokens.load(Acquire).max(0) as u64
+        self.link().tokens.load(Acquire)
     }
 
     /// Calls admitted from leases and calls turned away for want of a token, since the

@@ -236,8 +236,8 @@ pub fn shared_breakers() -> Vec<SharedBreaker> {
 /// The shared side of one rate limiter (present when `shared = true`).
 pub(crate) struct LimitLink {
     pub(crate) joined: std::sync::atomic::AtomicBool,
-    /// Leased tokens left (may dip below zero for a moment under contention).
-    pub(crate) tokens: std::sync::atomic::AtomicI64,
+    /// Leased tokens left.
+    pub(crate) tokens: std::sync::atomic::AtomicU64,
     /// Calls admitted from leases, and calls turned away for want of one.
     pub(crate) admitted: std::sync::atomic::AtomicU64,
     pub(crate) starved: std::sync::atomic::AtomicU64,

@@ -282,3 +282,39 @@ async fn attributes_and_registrations_opt_in_and_health_says_so() {
     let json = report.to_json();
     assert!(json.contains("\"shared_circuit_breaker\":true") && json.contains("\"shared_state\":"), "{json}");
 }
+
+/// Four threads check a joined shared limit while a fifth leases one token at a time:
+/// no call is admitted but from a lease or within the credit, and the credit never
+/// goes below zero or past its cap (the checks take and give back with compare-and-swap,
+/// so a lease racing a refused call cannot lose or make a token).
+#[test]
+fn racing_checks_and_leases_admit_exactly_the_leases_and_the_credit() {
+    const LEASES: u64 = 200_000;
+    let (l, s) = limit("shared_race", 0.001, 8);
+    s.set_local_share(4);
+    s.set_joined(true);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let admitted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let mut mine = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if l.check().is_ok() {
+                        mine += 1;
+                    }
+                    assert!(s.debt() <= 2, "credit {} past its cap of 2", s.debt());
+                }
+                admitted.fetch_add(mine, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        for _ in 0..LEASES {
+            s.add_tokens(1);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let admitted = admitted.into_inner();
+    let (tokens, debt) = (s.tokens(), s.debt());
+    // Every lease is a call admitted, a token left, or credit paid back.
+    assert_eq!(admitted, LEASES - tokens + debt, "admitted {admitted}, {tokens} tokens left, credit {debt}");
+}
