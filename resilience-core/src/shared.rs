@@ -144,6 +144,12 @@ impl BreakerLink {
         }
     }
 
+    /// Tallies one call recorded while closed, on this thread's stripe (one lookup).
+    #[inline]
+    pub(crate) fn tally(&self, failed: bool, slow: bool) {
+        self.outcomes.add_each([1, u64::from(failed), u64::from(slow)]);
+    }
+
     /// The counts since the last call (the first call: since the breaker was built).
     pub(crate) fn take(&self) -> [u64; 6] {
         let now = [

@@ -47,6 +47,17 @@ impl<const N: usize> Striped<N> {
         next
     }
 
+    /// Adds `n[i]` to each counter `i` of this thread's stripe (one stripe lookup).
+    #[inline]
+    pub(crate) fn add_each(&self, n: [u64; N]) {
+        let stripe = self.mine();
+        for (cell, n) in stripe.0.iter().zip(n) {
+            if n != 0 {
+                cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
+            }
+        }
+    }
+
     /// The sum of counter `i` over every stripe.
     pub(crate) fn sum(&self, i: usize) -> u64 {
         self.0.iter().fold(0u64, |s, stripe| s.wrapping_add(stripe.0[i].load(Relaxed)))

@@ -195,15 +195,14 @@ impl CircuitBreaker {
             let word = inner.state.load(Acquire);
             match state_of(word) {
                 CircuitState::ForcedOpen | CircuitState::Disabled => return,
-                CircuitState::Open => break,
+                CircuitState::Open => return inner.set_remaining(remaining),
                 _ => {
-                    if inner.transition(word, CircuitState::Open, TransitionReason::Shared) {
-                        break;
+                    if inner.reopen(word, remaining) {
+                        return;
                     }
                 }
             }
         }
-        inner.set_remaining(remaining);
     }
 
     /// Whether the breaker was built with `shared = true`.
@@ -370,6 +369,16 @@ impl Inner {
         let now = self.now_nanos();
         // Before the epoch cannot be stored: then the breaker waits a little longer.
         self.opened_at.store(now.saturating_sub(self.recovery_nanos - left), Release);
+    }
+
+    /// Opens the breaker from the state word `expected` with `remaining` of its recovery
+    /// left (a resumed or the fleet's open state); false if the state changed first.
+    fn reopen(&self, expected: u64, remaining: Duration) -> bool {
+        let changed = self.transition(expected, CircuitState::Open, TransitionReason::Shared);
+        if changed {
+            self.set_remaining(remaining);
+        }
+        changed
     }
 
     /// Whether the fleet's verdicts are in force.
@@ -655,9 +664,7 @@ impl CallPermit<'_> {
                 if let Some(failed) = failed {
                     let slow = breaker.is_slow(self.start);
                     if let Some(link) = &breaker.shared {
-                        link.outcomes.add(shared::CALLS, 1);
-                        link.outcomes.add(shared::FAILURES, u64::from(failed));
-                        link.outcomes.add(shared::SLOW, u64::from(slow));
+                        link.tally(failed, slow);
                     }
                     breaker.record_closed(word, failed, slow);
                 }
@@ -862,8 +869,10 @@ impl SharedBreaker {
                 } else {
                     0
                 };
-                let unused = link.granted.load(Acquire).saturating_sub(used);
-                (u64::from(inner.half_open_calls).saturating_sub(unused + used)) as u32
+                // The period's trials not yet granted (more may have been issued than
+                // granted while not joined).
+                let granted = link.granted.load(Acquire).max(used);
+                u64::from(inner.half_open_calls).saturating_sub(granted) as u32
             }
             _ => 0,
         };
@@ -886,13 +895,7 @@ impl SharedBreaker {
                 inner.set_remaining(remaining);
                 false
             }
-            (_, FleetState::Open { remaining }) => {
-                let changed = inner.transition(word, CircuitState::Open, TransitionReason::Shared);
-                if changed {
-                    inner.set_remaining(remaining);
-                }
-                changed
-            }
+            (_, FleetState::Open { remaining }) => inner.reopen(word, remaining),
             (CircuitState::Closed, FleetState::Closed) => false,
             (_, FleetState::Closed) => inner.transition(word, CircuitState::Closed, TransitionReason::Shared),
             (CircuitState::HalfOpen, FleetState::HalfOpen { granted }) => {

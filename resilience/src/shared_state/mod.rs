@@ -144,6 +144,11 @@ impl SharedStateConfig {
 
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checked().map(drop)
+    }
+
+    /// [`validate`](Self::validate), giving the Redis client (`None` with no URL).
+    fn checked(&self) -> Result<Option<redis::Client>, ConfigError> {
         ConfigError::check("shared_state.sync_interval", resilience_rules::sync_interval(self.sync_interval))?;
         if self.min_instances_to_open == 0 {
             return Err(ConfigError::invalid("shared_state.min_instances_to_open", "must be at least 1"));
@@ -160,12 +165,12 @@ impl SharedStateConfig {
                     "with no Redis URL there is nothing to share: give `redis_url`, or `state_file` to keep state across restarts",
                 ));
             }
-        } else {
-            ConfigError::check("shared_state.redis_url", resilience_rules::redis_url(&self.redis_url))?;
-            redis::Client::open(self.redis_url.as_str())
-                .map_err(|e| ConfigError::invalid("shared_state.redis_url", e.to_string()))?;
+            return Ok(None);
         }
-        Ok(())
+        ConfigError::check("shared_state.redis_url", resilience_rules::redis_url(&self.redis_url))?;
+        redis::Client::open(self.redis_url.as_str())
+            .map(Some)
+            .map_err(|e| ConfigError::invalid("shared_state.redis_url", e.to_string()))
     }
 }
 
@@ -179,7 +184,7 @@ static INSTALLED: Mutex<bool> = Mutex::new(false);
 ///
 /// Once per process: a second call is an error naming `shared_state`.
 pub async fn install(config: SharedStateConfig) -> Result<(), ConfigError> {
-    config.validate()?;
+    let client = config.checked()?;
     {
         let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
         if *installed {
@@ -187,14 +192,6 @@ pub async fn install(config: SharedStateConfig) -> Result<(), ConfigError> {
         }
         *installed = true;
     }
-    let client = if config.redis_url.is_empty() {
-        None
-    } else {
-        Some(
-            redis::Client::open(config.redis_url.as_str())
-                .map_err(|e| ConfigError::invalid("shared_state.redis_url", e.to_string()))?,
-        )
-    };
     let instance = config.instance_id.clone().unwrap_or_else(default_instance);
     let wait = config.sync_interval.max(Duration::from_millis(250));
     let sync = Arc::new(Sync {
@@ -286,6 +283,8 @@ fn restore(name: &str, state: RestoredState) {
 struct State {
     /// The last exchange succeeded.
     joined: bool,
+    /// What the log last said: joined or degraded (`None` before the first exchange).
+    logged: Option<bool>,
     /// Live instances at the last exchange.
     instances: u32,
     /// Per breaker name: the fleet generation of the last verdict.
@@ -394,12 +393,17 @@ impl Sync {
                     locked(&self.state).instances.max(1)
                 }
             };
-            let was = std::mem::replace(&mut locked(&self.state).joined, joined);
+            let was = {
+                let mut state = locked(&self.state);
+                state.joined = joined;
+                state.logged.replace(joined)
+            };
             match (was, joined) {
-                (false, true) => {
+                (Some(true), true) | (Some(false), false) => {}
+                (_, true) => {
                     tracing::info!(target: TARGET, instance = %self.instance, "shared state joined: Redis answers")
                 }
-                (true, false) => {
+                (_, false) => {
                     let error = match &outcome {
                         Ok(Err(e)) => e.to_string(),
                         _ => format!("no answer within {:?}", self.wait),
@@ -407,7 +411,6 @@ impl Sync {
                     tracing::warn!(target: TARGET, instance = %self.instance, %error,
                         "shared state degraded: Redis unreachable, running local breakers and local shares of shared limits")
                 }
-                _ => {}
             }
             shared::set_status(Some(if joined { SharedStateHealth::Healthy } else { SharedStateHealth::Degraded }));
             metrics::gauge!("resilience_shared_state_healthy").set(f64::from(u8::from(joined)));
@@ -523,8 +526,15 @@ impl Sync {
         let key = format!("resilience:rl:{{{name}}}");
         let leased = metrics::counter!("resilience_shared_limit_leased_total", "name" => name.clone());
         let mut leased_at = Instant::now();
+        // The newest limit of that name, looked up again once an interval (a
+        // reconfiguration may replace it), not on every lease.
+        let newest = || shared::shared_limits().into_iter().rev().find(|l| l.limiter().name() == name);
+        let mut held: Option<(SharedLimit, Instant)> = None;
         loop {
-            let Some(limit) = shared::shared_limits().into_iter().rev().find(|l| l.limiter().name() == name) else {
+            if held.as_ref().is_none_or(|(_, at)| at.elapsed() >= self.config.sync_interval) {
+                held = newest().map(|l| (l, Instant::now()));
+            }
+            let Some((limit, _)) = &held else {
                 locked(&self.state).leasing.remove(&name);
                 return;
             };
@@ -582,19 +592,19 @@ impl Sync {
 
     /// Rewrites the state file when the registry's open breakers changed.
     fn write_state_file(&self, path: &Path) {
+        // By name: `None` forced open, else open until this Unix time (ms).
+        let mut open: std::collections::BTreeMap<String, Option<u64>> = std::collections::BTreeMap::new();
         let now = unix_ms();
-        let mut breakers = serde_json::Map::new();
         let mut add = |b: &resilience_core::CircuitBreaker| {
-            let entry = match b.state() {
-                CircuitState::ForcedOpen => serde_json::json!({ "state": "forced_open" }),
+            let until = match b.state() {
+                CircuitState::ForcedOpen => None,
                 CircuitState::Open | CircuitState::HalfOpen => {
-                    let open = b.open_for().unwrap_or_default();
-                    let left = b.config().recovery_timeout.saturating_sub(open);
-                    serde_json::json!({ "state": "open", "open_until_unix_ms": now + duration_ms(left) })
+                    let left = b.config().recovery_timeout.saturating_sub(b.open_for().unwrap_or_default());
+                    Some(now + duration_ms(left))
                 }
                 _ => return,
             };
-            breakers.insert(b.name().to_owned(), entry);
+            open.insert(b.name().to_owned(), until);
         };
         let registry = resilience_core::registry();
         for name in registry.names() {
@@ -607,19 +617,22 @@ impl Sync {
         }
         // Rewrite only when a state changed, or an opening time moved by a second (a
         // breaker that re-opened between two rounds).
-        let shape: Vec<(String, String, u64)> = breakers
-            .iter()
-            .map(|(k, v)| {
-                let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("").to_owned();
-                let until = v.get("open_until_unix_ms").and_then(serde_json::Value::as_u64).unwrap_or(0) / 1000;
-                (k.clone(), state, until)
-            })
-            .collect();
+        let shape: Vec<(&String, Option<u64>)> = open.iter().map(|(k, until)| (k, until.map(|u| u / 1000))).collect();
         let shape = format!("{shape:?}");
         let mut state = locked(&self.state);
         if state.file.as_deref() == Some(shape.as_str()) {
             return;
         }
+        let breakers: serde_json::Map<String, serde_json::Value> = open
+            .iter()
+            .map(|(name, until)| {
+                let entry = match until {
+                    None => serde_json::json!({ "state": "forced_open" }),
+                    Some(until) => serde_json::json!({ "state": "open", "open_until_unix_ms": until }),
+                };
+                (name.clone(), entry)
+            })
+            .collect();
         let text = serde_json::json!({ "version": 1, "breakers": breakers }).to_string();
         let temporary = path.with_extension("tmp");
         let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
