@@ -253,16 +253,37 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
                 && cli(*p, &["DBSIZE"]).is_some_and(|n| n != "0")
         })
         .expect("a master with keys");
+    let lost = cli(ports[master], &["CLUSTER", "MYID"]).expect("the master's id");
     cluster.servers[master].stop();
     let survivor = ports[(master + 1) % ports.len()];
     let nodes = || cli(survivor, &["CLUSTER", "NODES"]).unwrap_or_default();
-    // First the servers: the cluster says it is whole again, its lost master failed over
-    // (a bound, not an expectation: on two loaded cores an election can take a while).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(cli(survivor, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-        && nodes().lines().filter(|l| l.contains("master") && !l.contains("fail")).count() == 3)
-    {
-        assert!(Instant::now() < deadline, "the cluster failed the lost master over:\n{}", nodes());
+    // First the servers: the lost master flagged failed, its replica promoted, the
+    // cluster whole again. The cluster's own election is not under test here, and on two
+    // loaded cores it has been seen not to happen within 30 s: after 20 s the replica is
+    // told to take over (CLUSTER FAILOVER TAKEOVER), as an operator would.
+    let failed_over = || {
+        let view = nodes();
+        let flagged = view.lines().any(|l| l.starts_with(lost.as_str()) && l.contains("master,fail "));
+        let masters = view.lines().filter(|l| l.contains("master") && !l.contains("fail")).count();
+        flagged && masters == 3 && cli(survivor, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+    };
+    let started = Instant::now();
+    let mut told = false;
+    while !failed_over() {
+        if !told && started.elapsed() > Duration::from_secs(20) {
+            let replica = nodes()
+                .lines()
+                .find(|l| l.contains(&format!("slave {lost}")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|a| a.split(['@', ':']).nth(1))
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = replica {
+                eprintln!("no election after 20 s; the replica on {port} takes over:\n{}", nodes());
+                cli(port, &["CLUSTER", "FAILOVER", "TAKEOVER"]);
+                told = true;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the cluster failed the lost master over:\n{}", nodes());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then the pool: it finds the new master of every key.
