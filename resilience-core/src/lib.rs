@@ -22,6 +22,7 @@ pub mod chaos;
 pub mod circuit_breaker;
 mod clock;
 pub mod config;
+mod deadline;
 mod error;
 mod fallback;
 pub mod hedge;

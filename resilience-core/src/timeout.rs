@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::clock::duration_nanos;
+use crate::deadline;
 use crate::error::{ConfigError, ResilienceError};
 use crate::offload;
 
@@ -22,6 +23,9 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
+        // A long limit's deadline, kept by the helper thread of `crate::deadline`
+        // instead of `sleep`.
+        coarse: Option<deadline::Armed>,
         // Nanoseconds, 0 for no limit: a whole word, so that moving this future never
         // reads a half-written one.
         limit_nanos: u64,
@@ -36,7 +40,7 @@ impl<F> Limited<F> {
     /// `limit_nanos` is the limit in nanoseconds, 0 for none (see [`limit_nanos`]).
     #[inline]
     pub(crate) fn new(inner: F, limit_nanos: u64) -> Self {
-        Self { inner, sleep: None, limit_nanos }
+        Self { inner, sleep: None, coarse: None, limit_nanos }
     }
 
     fn limit(&self) -> Duration {
@@ -45,6 +49,9 @@ impl<F> Limited<F> {
 
     /// When the attempt started, if its timer was created (it went `Pending`).
     pub(crate) fn started(&self) -> Option<Instant> {
+        if let Some(armed) = &self.coarse {
+            return Some(Instant::from_std(armed.start()));
+        }
         self.sleep.as_ref().and_then(|s| s.deadline().checked_sub(self.limit()))
     }
 }
@@ -60,9 +67,18 @@ impl<F: Future> Future for Limited<F> {
         if *this.limit_nanos == 0 {
             return Poll::Pending;
         }
+        if let Some(armed) = this.coarse.as_ref() {
+            return if armed.poll_fired(cx) { Poll::Ready(Err(Elapsed)) } else { Poll::Pending };
+        }
         if this.sleep.is_none() {
             // The first poll is the attempt's start, to within this one poll.
             let limit = Duration::from_nanos(*this.limit_nanos);
+            if limit >= deadline::MIN_LIMIT {
+                if let Some(armed) = deadline::arm(limit, cx) {
+                    *this.coarse = Some(armed);
+                    return Poll::Pending;
+                }
+            }
             let start = Instant::now();
             this.sleep.set(Some(match start.checked_add(limit) {
                 Some(deadline) => tokio::time::sleep_until(deadline),
