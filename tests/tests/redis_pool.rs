@@ -263,7 +263,7 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
             .and_then(|p| p.parse::<u16>().ok())
     };
     let synced = Instant::now();
-    while replica_of_lost().map_or(true, |p| cli(p, &["DBSIZE"]) != keys) {
+    while replica_of_lost().is_none_or(|p| cli(p, &["DBSIZE"]) != keys) {
         assert!(synced.elapsed() < Duration::from_secs(30), "the lost master's replica caught up with it");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
