@@ -555,6 +555,7 @@ mod tests {
         assert!(matches!(out, Err(Elapsed)));
         assert!(took >= limit, "fired early, after {took:?}");
         assert!(took < limit + Duration::from_secs(2), "fired late, after {took:?}");
+        eprintln!("a {limit:?} limit fired after {took:?}");
     }
 
     /// Many attempts at once, some timing out, most finishing first, on two workers:
