@@ -156,6 +156,8 @@ struct Shared {
     /// Per matched route (the application's routes and `unmatched`: a bounded map).
     routes: std::sync::RwLock<HashMap<Box<str>, Arc<RouteState>>>,
     limiter: Option<KeyedRateLimiter<Client>>,
+    /// `RateLimit-Limit` of every answer (made once: the same on every answer).
+    limit_value: Option<HeaderValue>,
     #[cfg(feature = "chaos")]
     chaos: Option<(resilience_core::chaos::Chaos, Option<http::HeaderName>)>,
 }
@@ -220,12 +222,14 @@ impl ResilienceLayer {
         let chaos = config.chaos.map(|c| (resilience_core::chaos::Chaos::new(&Arc::from("http"), c), header));
         #[cfg(not(feature = "chaos"))]
         let _ = header;
+        let limit_value = config.rate_limit.as_ref().map(|limit| lasting_number(u64::from(limit.burst)));
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 bulkhead,
                 routes: Default::default(),
                 limiter,
+                limit_value,
                 #[cfg(feature = "chaos")]
                 chaos,
             }),
@@ -379,7 +383,69 @@ fn new_request_id() -> HeaderValue {
     hex(*PROCESS & 0xffff_ffff, &mut id[..8]);
     id[8] = b'-';
     hex(next_request_number(), &mut id[9..]);
-    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    thread_local! {
+        /// What this thread's next request ids are cut from: one allocation per
+        /// `IDS_PER_BLOCK` ids instead of one per id (each id shares the block, which is
+        /// freed when its last id is).
+        static BLOCK: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    const IDS_PER_BLOCK: usize = 128;
+    let cut = BLOCK.try_with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < id.len() {
+            *block = bytes::BytesMut::with_capacity(id.len() * IDS_PER_BLOCK);
+        }
+        block.extend_from_slice(&id);
+        block.split_to(id.len()).freeze()
+    });
+    // Only a thread that is ending has no block: it gets a copy of its own.
+    let id = cut.unwrap_or_else(|_| Bytes::copy_from_slice(&id));
+    HeaderValue::from_maybe_shared(id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// `n` as a header value; below 10,000 (the usual `Retry-After`, `RateLimit-Reset` and
+/// small `RateLimit-Remaining`) without allocating: a slice of one static text of all
+/// those numbers.
+fn number(n: u64) -> HeaderValue {
+    /// "0123456789101112…9999": every number below 10,000, in order (38,890 bytes, made
+    /// once per process).
+    static DIGITS: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+        let mut all = String::with_capacity(38_890);
+        for n in 0..10_000u32 {
+            all.push_str(&n.to_string());
+        }
+        Box::leak(all.into_boxed_str())
+    });
+    let (start, len) = match n {
+        0..=9 => (n, 1),
+        10..=99 => (10 + (n - 10) * 2, 2),
+        100..=999 => (190 + (n - 100) * 3, 3),
+        1_000..=9_999 => (2_890 + (n - 1_000) * 4, 4),
+        _ => return HeaderValue::from(n),
+    };
+    let digits: &'static str = *DIGITS;
+    HeaderValue::from_static(&digits[start as usize..(start + len) as usize])
+}
+
+/// `n` as a header value to be cloned for every answer: a static text (made once per
+/// distinct number, for at most 1,024 of them), so that a clone is a copy of two words
+/// rather than a count both workers update.
+fn lasting_number(n: u64) -> HeaderValue {
+    static MADE: std::sync::Mutex<Vec<(u64, &'static str)>> = std::sync::Mutex::new(Vec::new());
+    if n < 10_000 {
+        return number(n);
+    }
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let text = match made.iter().find(|(m, _)| *m == n) {
+        Some((_, text)) => *text,
+        None if made.len() < 1_024 => {
+            let text: &'static str = Box::leak(n.to_string().into_boxed_str());
+            made.push((n, text));
+            text
+        }
+        None => return HeaderValue::from(n),
+    };
+    HeaderValue::from_static(text)
 }
 
 /// A number no other request of this process gets: each thread takes a block of them at
@@ -409,7 +475,7 @@ fn answer<B>(status: StatusCode, message: &str, retry_after: Option<Duration>) -
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Some(after) = retry_after {
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds(after)));
+        headers.insert(http::header::RETRY_AFTER, number(seconds(after)));
     }
     response
 }
@@ -544,9 +610,9 @@ fn check_client<ReqBody, ResBody>(
             let after = e.retry_after().unwrap_or(Duration::from_secs(1));
             let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
             let headers = response.headers_mut();
-            headers.insert(&RATELIMIT_LIMIT, HeaderValue::from(limit.burst));
-            headers.insert(&RATELIMIT_REMAINING, HeaderValue::from(0u32));
-            headers.insert(&RATELIMIT_RESET, HeaderValue::from(seconds(after)));
+            headers.insert(&RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
+            headers.insert(&RATELIMIT_REMAINING, number(0));
+            headers.insert(&RATELIMIT_RESET, number(seconds(after)));
             Err(response)
         }
     }
@@ -762,11 +828,11 @@ impl Call {
             Some(Err(e)) => return Err(e),
             Some(Ok(response)) => response.map(Either::Left),
         };
-        if let (Some(q), Some(limit)) = (quota, &tag.site.shared.config.rate_limit) {
+        if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
             let headers = response.headers_mut();
-            headers.insert(&RATELIMIT_LIMIT, HeaderValue::from(limit.burst));
-            headers.insert(&RATELIMIT_REMAINING, HeaderValue::from(q.remaining));
-            headers.insert(&RATELIMIT_RESET, HeaderValue::from(seconds(q.reset)));
+            headers.insert(&RATELIMIT_LIMIT, limit.clone());
+            headers.insert(&RATELIMIT_REMAINING, number(q.remaining.into()));
+            headers.insert(&RATELIMIT_RESET, number(seconds(q.reset)));
         }
         Ok(tag.finish(response))
     }
@@ -917,6 +983,35 @@ impl Shared {
                 tracing::error!(target: "resilience::http", route, %error, "route breaker refused");
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lasting_number, new_request_id, number};
+
+    /// Every number's header value is its decimal text, from the static table or not.
+    #[test]
+    fn numbers_are_their_decimal_text() {
+        for n in (0..12_000u64).chain([u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()), "{n}");
+            assert_eq!(lasting_number(n).to_str().ok(), Some(n.to_string().as_str()), "{n}");
+        }
+    }
+
+    /// Request ids cut from a thread's blocks are distinct, well formed, and survive
+    /// the block they came from being replaced.
+    #[test]
+    fn request_ids_from_blocks_are_distinct() {
+        let ids: Vec<_> = (0..1_000).map(|_| new_request_id()).collect();
+        let mut seen = std::collections::HashSet::new();
+        for id in &ids {
+            let text = id.to_str().expect("ascii");
+            assert_eq!(text.len(), 25);
+            assert_eq!(text.as_bytes()[8], b'-');
+            assert!(text.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+            assert!(seen.insert(text.to_owned()), "{text} twice");
         }
     }
 }
