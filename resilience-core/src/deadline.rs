@@ -11,7 +11,9 @@
 //! new; an attempt that finishes first takes the slot back, and if the helper thread has
 //! not looked at it yet, nothing else happens. The thread looks over the slots every
 //! [`CADENCE`] (while any are armed), queues the new ones by deadline, and wakes those
-//! whose deadline passes. It sleeps without a timeout while nothing is armed.
+//! whose deadline passes. It sleeps without a timeout while nothing is armed. A look
+//! reads one word per slot ever allocated (slots are never freed: their number is the
+//! most attempts that waited at once, in chunks of 256).
 //!
 //! Under tokio's paused test clock (`tokio::time::pause`) time is the runtime's, not the
 //! thread's: [`arm`] notices (two readings of tokio's clock agree) and declines, and the
@@ -179,6 +181,7 @@ mod keeper {
     use std::cell::RefCell;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
+    use std::num::NonZeroU32;
     use std::sync::atomic::{AtomicBool, AtomicPtr};
     use std::sync::{LazyLock, Mutex as StdMutex, OnceLock};
     use std::task::Context;
@@ -322,9 +325,10 @@ mod keeper {
     /// An attempt's armed deadline; dropping it lets go of the slot.
     #[derive(Debug)]
     pub(crate) struct Armed {
-        index: u32,
-        /// When the attempt started.
-        start: Instant,
+        /// The slot's index plus one (so that `Option<Armed>` is two words).
+        slot: NonZeroU32,
+        /// When the attempt started: nanoseconds since `BASE`.
+        start: u64,
     }
 
     /// Arms a deadline `limit` from now for the attempt polled with `cx`; `None` when
@@ -338,32 +342,40 @@ mod keeper {
             return None;
         }
         let keeper = keeper()?;
-        let start = start.into_std();
-        let deadline = duration_nanos(start.saturating_duration_since(*BASE).saturating_add(limit));
+        let start = duration_nanos(start.into_std().saturating_duration_since(*BASE));
+        let deadline = start.saturating_add(duration_nanos(limit));
         let index = take_slot()?;
         slot(index).arm(deadline, cx.waker());
         if IDLE.load(Ordering::SeqCst) && IDLE.swap(false, Ordering::SeqCst) {
             keeper.unpark();
         }
-        Some(Armed { index, start })
+        Some(Armed { slot: NonZeroU32::MIN.saturating_add(index), start })
     }
+
+    // Carried by every timed attempt's future, armed or not.
+    const _: () = assert!(std::mem::size_of::<Option<Armed>>() == 16);
 
     impl Armed {
         /// Whether the deadline passed (the waker of `cx` is woken when it does).
         pub(crate) fn poll_fired(&self, cx: &Context<'_>) -> bool {
-            slot(self.index).poll_fired(cx)
+            slot(self.index()).poll_fired(cx)
         }
 
         /// When the attempt started.
         pub(crate) fn start(&self) -> Instant {
-            self.start
+            *BASE + Duration::from_nanos(self.start)
+        }
+
+        fn index(&self) -> u32 {
+            self.slot.get() - 1
         }
     }
 
     impl Drop for Armed {
         fn drop(&mut self) {
-            if slot(self.index).release() {
-                free_slot(self.index);
+            let index = self.index();
+            if slot(index).release() {
+                free_slot(index);
             }
         }
     }
