@@ -9,7 +9,9 @@
 //! on both alike; latencies are each operation's, throughputs each round's.
 //!
 //! Run: `cargo bench -p resilience-benches --bench pools` (needs `redis-server` and
-//! PostgreSQL: `scripts/test` installs them).
+//! PostgreSQL: `scripts/test` installs them). With `DIST=1` each comparison also prints
+//! both sides' latency quantiles and mean; with `REDIS_ONLY=1` the run stops after the
+//! Redis comparison.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,6 +112,22 @@ impl Tally {
 fn report(what: &str, callers: usize, ours: &mut Tally, raw: &mut Tally) {
     let (p50_ours, p50_raw) = (ours.p50(), raw.p50());
     let (t_ours, t_raw) = (ours.throughput(), raw.throughput());
+    if std::env::var_os("DIST").is_some() {
+        for (n, t) in [("ours", &ours.latencies), ("raw", &raw.latencies)] {
+            let q = |f: f64| t[((t.len() as f64 * f) as usize).min(t.len() - 1)].as_secs_f64() * 1e6;
+            let mean = t.iter().map(|d| d.as_secs_f64()).sum::<f64>() / t.len() as f64 * 1e6;
+            eprintln!(
+                "{what} {callers} {n}: p10 {:.1} p25 {:.1} p50 {:.1} p75 {:.1} p90 {:.1} p99 {:.1} mean {:.1}",
+                q(0.1),
+                q(0.25),
+                q(0.5),
+                q(0.75),
+                q(0.9),
+                q(0.99),
+                mean
+            );
+        }
+    }
     println!(
         "| {what} | {callers} | {:.1} µs | {:.1} µs | {:.3} | {:.0}/s | {:.0}/s | {:.3} |",
         p50_ours.as_secs_f64() * 1e6,
@@ -193,6 +211,9 @@ fn main() {
                 raw.add(y);
             }
             report("Redis GET", callers, &mut ours, &mut raw);
+        }
+        if std::env::var_os("REDIS_ONLY").is_some() {
+            return;
         }
         // Why the pool multiplexes: deadpool-redis (a connection per caller at a time)
         // against the raw multiplexed connection, same servers, same rounds.
