@@ -786,3 +786,32 @@ impl<E: From<ResilienceError>> CallError for E {
         E::from(error)
     }
 }
+
+pin_project! {
+    /// A future under a time limit the way a pipeline's attempt runs under its timeout:
+    /// no timer unless it waits, and a long limit on the helper thread rather than
+    /// tokio's timer wheel (see [`Timeout`](crate::Timeout)). For the `resilience` crate's
+    /// own layers (its HTTP middleware's request timeout); not a public API.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct TimeLimited<F> {
+        #[pin]
+        inner: Limited<F>,
+    }
+}
+
+/// `fut` limited to `limit` from its first poll that waits (zero: the least limit there
+/// is, one nanosecond).
+#[inline]
+pub fn time_limited<F: Future>(fut: F, limit: Duration) -> TimeLimited<F> {
+    TimeLimited { inner: Limited::new(fut, limit_nanos(Some(limit))) }
+}
+
+impl<F: Future> Future for TimeLimited<F> {
+    /// `None` when the limit passed first.
+    type Output = Option<F::Output>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(Result::ok)
+    }
+}

@@ -7,7 +7,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -558,7 +558,6 @@ where
             Ok(permit) => permit,
             Err(response) => return refused(tag, response),
         };
-        let deadline = started + config.request_timeout;
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
             // Off the fast path, like a wait for a slot: the ready service handles the
@@ -566,12 +565,13 @@ where
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
             let call = Call { permit, slot, quota, tag };
+            let deadline = started + config.request_timeout;
             let future = Box::pin(injected(call, injection, inner, request, deadline));
             return ResponseFuture { kind: Kind::Waiting { future } };
         }
         let future = tag.span.in_scope(|| self.inner.call(request));
         let call = Call { permit, slot, quota, tag };
-        ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, deadline, call) } }
+        ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, config.request_timeout, call) } }
     }
 }
 
@@ -700,8 +700,7 @@ where
         Err(response) => return Ok(tag.finish(response)),
     };
     let future = tag.span.in_scope(|| inner.call(request));
-    let deadline = Instant::now() + site.shared.config.request_timeout;
-    Guarded::new(future, deadline, Call { permit, slot, quota, tag }).await
+    Guarded::new(future, site.shared.config.request_timeout, Call { permit, slot, quota, tag }).await
 }
 
 /// The fault a request gets: what its override header asks for (when the layer takes
@@ -758,7 +757,7 @@ where
     }
     drop(injection);
     let future = call.tag.span.in_scope(|| inner.call(request));
-    Guarded::new(future, deadline, call).await
+    Guarded::new(future, deadline.saturating_duration_since(Instant::now()), call).await
 }
 
 #[cfg(feature = "chaos")]
@@ -844,23 +843,23 @@ static RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ra
 static RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
 pin_project_lite::pin_project! {
-    /// The inner service's future under the request timeout. The timer is armed only
-    /// when the inner future first returns `Pending`, for the deadline set when the
-    /// service was called: an answer ready at once never touches the runtime's timers.
+    /// The inner service's future under the request timeout, limited the way the core
+    /// limits a pipeline's attempt: the timer is armed only when the inner future first
+    /// returns `Pending` (an answer ready at once never touches a timer), and a long
+    /// timeout is kept by the core's helper thread rather than tokio's timer wheel.
     struct Guarded<F, B, E> {
         #[pin]
-        future: F,
-        #[pin]
-        sleep: Option<tokio::time::Sleep>,
-        deadline: Instant,
+        future: resilience_core::macro_support::TimeLimited<F>,
         call: Option<Call>,
         _answer: std::marker::PhantomData<fn() -> (B, E)>,
     }
 }
 
-impl<F, B, E> Guarded<F, B, E> {
-    fn new(future: F, deadline: Instant, call: Call) -> Self {
-        Self { future, sleep: None, deadline, call: Some(call), _answer: std::marker::PhantomData }
+impl<F: Future, B, E> Guarded<F, B, E> {
+    /// `future` with `limit` left of the request's timeout.
+    fn new(future: F, limit: Duration, call: Call) -> Self {
+        let future = resilience_core::macro_support::time_limited(future, limit);
+        Self { future, call: Some(call), _answer: std::marker::PhantomData }
     }
 }
 
@@ -871,21 +870,10 @@ where
     type Output = Result<Response<LayerBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
-        let polled = call.tag.span.in_scope(|| this.future.poll(cx));
-        let outcome = match polled {
-            Poll::Ready(result) => Some(result),
-            Poll::Pending => {
-                if this.sleep.is_none() {
-                    this.sleep.set(Some(tokio::time::sleep_until(*this.deadline)));
-                }
-                match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                    Some(Poll::Ready(())) => None,
-                    _ => return Poll::Pending,
-                }
-            }
-        };
+        // `None`: the inner service ran out of time.
+        let outcome = ready!(call.tag.span.in_scope(|| this.future.poll(cx)));
         match this.call.take() {
             Some(call) => Poll::Ready(call.finish(outcome)),
             None => unreachable!("checked above"),
