@@ -237,6 +237,16 @@ async fn after_a_sentinel_failover_no_call_fails_once_the_new_master_is_known() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The port of the replica of master `master_id` in `CLUSTER NODES` output `nodes`.
+fn replica_port(nodes: &str, master_id: &str) -> Option<u16> {
+    nodes
+        .lines()
+        .find(|l| l.contains(&format!("slave {master_id}")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|a| a.split(['@', ':']).nth(1))
+        .and_then(|p| p.parse::<u16>().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_again() {
     let cluster = RedisCluster::start(3, 1);
@@ -253,15 +263,7 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
     // Its replica has every key before the master goes (`WAIT` only waits for the
     // writes of its own connection, so it cannot say this).
     let keys = cli(ports[master], &["DBSIZE"]);
-    let replica_of_lost = || {
-        cli(ports[master], &["CLUSTER", "NODES"])
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.contains(&format!("slave {lost}")))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|a| a.split(['@', ':']).nth(1))
-            .and_then(|p| p.parse::<u16>().ok())
-    };
+    let replica_of_lost = || replica_port(&cli(ports[master], &["CLUSTER", "NODES"]).unwrap_or_default(), &lost);
     let synced = Instant::now();
     while replica_of_lost().is_none_or(|p| cli(p, &["DBSIZE"]) != keys) {
         assert!(synced.elapsed() < Duration::from_secs(30), "the lost master's replica caught up with it");
@@ -284,13 +286,7 @@ async fn a_cluster_with_replicas_fails_a_lost_master_over_and_its_keys_answer_ag
     let mut told = false;
     while !failed_over() {
         if !told && started.elapsed() > Duration::from_secs(20) {
-            let replica = nodes()
-                .lines()
-                .find(|l| l.contains(&format!("slave {lost}")))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|a| a.split(['@', ':']).nth(1))
-                .and_then(|p| p.parse::<u16>().ok());
-            if let Some(port) = replica {
+            if let Some(port) = replica_port(&nodes(), &lost) {
                 eprintln!("no election after 20 s; the replica on {port} takes over:\n{}", nodes());
                 cli(port, &["CLUSTER", "FAILOVER", "TAKEOVER"]);
                 told = true;
