@@ -183,14 +183,14 @@ mod keeper {
     use std::collections::BinaryHeap;
     use std::num::NonZeroU32;
     use std::sync::atomic::{AtomicBool, AtomicPtr};
-    use std::sync::{LazyLock, Mutex as StdMutex, OnceLock};
+    use std::sync::{LazyLock, OnceLock};
     use std::task::Context;
     use std::thread::Thread;
     use std::time::{Duration, Instant};
 
     use super::{Expired, Slot, CADENCE};
     use crate::clock::duration_nanos;
-    use crate::sync::{AtomicUsize, Ordering};
+    use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 
     /// Slots per chunk; chunks are allocated as needed and never freed (their number is
     /// the most attempts ever waiting at once, in chunks).
@@ -205,7 +205,7 @@ mod keeper {
     static DIRECTORY: [AtomicPtr<Slot>; CHUNKS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; CHUNKS];
     static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
     /// Free slots not in any thread's cache (and the lock chunks are allocated under).
-    static FREE_LIST: StdMutex<Vec<u32>> = StdMutex::new(Vec::new());
+    static FREE_LIST: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     /// The helper thread is asleep without a timeout: arming a slot must wake it.
     static IDLE: AtomicBool = AtomicBool::new(false);
     /// The helper thread, `None` if it could not be started.
@@ -230,7 +230,7 @@ mod keeper {
     /// Moves all but `keep` of `slots` to the shared free list.
     fn give_back(slots: &mut Vec<u32>, keep: usize) {
         if slots.len() > keep {
-            let mut free = FREE_LIST.lock().unwrap_or_else(|p| p.into_inner());
+            let mut free = lock(&FREE_LIST);
             free.extend(slots.drain(keep..));
         }
     }
@@ -272,7 +272,7 @@ mod keeper {
 
     /// Fills `cache` with up to a batch of free slots, allocating a chunk if none are free.
     fn refill(cache: &mut Vec<u32>) {
-        let mut free = FREE_LIST.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = lock(&FREE_LIST);
         if free.is_empty() {
             let allocated = ALLOCATED.load(Ordering::Relaxed);
             if allocated / CHUNK == CHUNKS {
