@@ -8,7 +8,11 @@
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
 //! spent per request: less noisy than the throughput of two cores shared with `wrk`.
 //!
-//! Run: `cargo bench -p resilience-benches --bench middleware`
+//! Before that it times each stack in this process without sockets (`in_process`): the
+//! layers' own cost per request, on one thread.
+//!
+//! Run: `cargo bench -p resilience-benches --bench middleware` (`IN_PROCESS_ONLY=1`: only
+//! the in-process part; `ONLY=N`: only server N, see `only`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -83,6 +87,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    in_process();
+    if std::env::var_os("IN_PROCESS_ONLY").is_some() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let urls: Vec<(&str, String)> = runtime.block_on(async {
         let mut urls = Vec::new();
@@ -104,6 +112,9 @@ fn main() {
     for round in 0..urls.len() {
         for k in 0..urls.len() {
             let i = (round + k) % urls.len();
+            if only().is_some_and(|only| only != i || round > 0) {
+                continue;
+            }
             let (name, url) = &urls[i];
             let before = process_cpu_seconds();
             let (rps, p99) = wrk(url);
@@ -132,4 +143,58 @@ fn process_cpu_seconds() -> f64 {
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Each stack's time per request in this process, without sockets: a request handed to
+/// the router on one thread and its answer dropped, best of five rounds of
+/// `IN_PROCESS_REQUESTS` (default 200,000). The layer's own cost, apart from hyper, the
+/// kernel and `wrk`; one thread, so no cache line moves between cores.
+fn in_process() {
+    use tower::{Service, ServiceExt};
+    let requests: u32 = std::env::var("IN_PROCESS_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let mut nanos = Vec::new();
+    for (i, (name, app)) in
+        [("no layer", hello()), ("ResilienceLayer", ours()), ("tower + tower_governor", tower_stack())]
+            .into_iter()
+            .enumerate()
+    {
+        if only().is_some_and(|only| only != i) {
+            continue;
+        }
+        let best = runtime.block_on(async {
+            // As `axum::serve` has it: every route built once, not per request.
+            let mut app = app.with_state::<()>(());
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let start = std::time::Instant::now();
+                for _ in 0..requests {
+                    let mut request = axum::http::Request::get("/").body(axum::body::Body::empty()).expect("request");
+                    request.extensions_mut().insert(peer);
+                    let service =
+                        ServiceExt::<axum::http::Request<axum::body::Body>>::ready(&mut app).await.expect("ready");
+                    let response = service.call(request).await.expect("answer");
+                    assert_eq!(response.status(), StatusCode::OK);
+                }
+                best = best.min(start.elapsed().as_nanos() as f64 / f64::from(requests));
+            }
+            best
+        });
+        eprintln!("in process, {name}: {best:.0} ns per request");
+        nanos.push((name, best));
+    }
+    println!("| in process, one thread | ns per request | over no layer |");
+    println!("|---|---|---|");
+    let bare = nanos.iter().find(|(name, _)| *name == "no layer").map(|(_, ns)| *ns);
+    for (name, ns) in &nanos {
+        println!("| {name} | {ns:.0} | {:.0} |", ns - bare.unwrap_or(f64::NAN));
+    }
+    println!();
+}
+
+/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack), for
+/// profiling: then `wrk` runs once against it.
+fn only() -> Option<usize> {
+    std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
 }

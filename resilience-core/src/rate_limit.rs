@@ -441,7 +441,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Like [`check_key`](Self::check_key), saying what `key` has left after the call.
     pub fn check_key_quota(&self, key: &K) -> Result<Quota, ResilienceError> {
-        let now = self.epoch.nanos();
+        self.check_key_quota_at(key, tokio::time::Instant::now())
+    }
+
+    /// Like [`check_key_quota`](Self::check_key_quota) at the instant `now`, a reading of
+    /// tokio's clock the caller already has (one clock read fewer). An instant before
+    /// the limiter was built counts as the moment it was built.
+    pub fn check_key_quota_at(&self, key: &K, now: tokio::time::Instant) -> Result<Quota, ResilienceError> {
+        let now = self.epoch.nanos_at(now);
         let known = self.cells.get(key).map(|cell| self.gcra.check_cell(&cell, now));
         let outcome = match known {
             Some(outcome) => outcome,
@@ -562,5 +569,21 @@ mod tests {
         assert_eq!(rl.keys(), 1);
         rl.check_key(&1).unwrap();
         assert_eq!(rl.keys(), 2);
+    }
+
+    /// A check at an instant the caller read is the check at that instant: later ones
+    /// see the time in between, and one before the limiter was built counts as its start.
+    #[tokio::test(start_paused = true)]
+    async fn a_keyed_check_at_a_given_instant_uses_that_instant() {
+        let start = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let rl = KeyedRateLimiter::new("k", config(1.0, 2, 4)).unwrap();
+        let now = tokio::time::Instant::now();
+        assert_eq!(rl.check_key_quota_at(&1, start).map(|q| q.remaining), Ok(1), "before the limiter: its start");
+        assert_eq!(rl.check_key_quota_at(&1, now).map(|q| q.remaining), Ok(0));
+        assert!(rl.check_key_quota_at(&1, now).is_err(), "the burst is spent at this instant");
+        let later = now + Duration::from_secs(1);
+        assert_eq!(rl.check_key_quota_at(&1, later).map(|q| q.remaining), Ok(0), "one interval later");
+        assert!(rl.check_key_quota(&1).is_err(), "the clock itself has not moved");
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, Request};
 use ipnet::IpNet;
 
 /// The longest client key kept (a header value beyond it is cut: a long key cannot
@@ -67,27 +67,33 @@ pub(super) enum NoClient {
     NoPeerAddress,
 }
 
-/// The client of a request: `peer` is the connection's peer address, if known.
-pub(super) fn client_of(
-    parts: &Parts,
+/// The client of `request` (handed back): `peer` is the connection's peer address, if
+/// known. Only a [`ClientKey::Custom`] function takes the request apart to see its head.
+pub(super) fn client_of<B>(
+    request: Request<B>,
     peer: Option<IpAddr>,
     key: &ClientKey,
     trusted: &[IpNet],
-) -> Result<Client, NoClient> {
-    match key {
-        ClientKey::PeerAddress => {
-            let peer = peer.ok_or(NoClient::NoPeerAddress)?;
-            Ok(Client::Address(forwarded_client(parts, peer, trusted)))
-        }
-        ClientKey::Header(name) => Ok(parts
-            .headers
+) -> (Request<B>, Result<Client, NoClient>) {
+    let client = match key {
+        ClientKey::PeerAddress => match peer {
+            None => Err(NoClient::NoPeerAddress),
+            Some(peer) => Ok(Client::Address(forwarded_client(request.headers(), peer, trusted))),
+        },
+        ClientKey::Header(name) => Ok(request
+            .headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map_or(Client::Anonymous, |v| Client::Key(cut(v).into()))),
-        ClientKey::Custom(f) => Ok(f(parts).map_or(Client::Anonymous, |v| Client::Key(cut(&v).into()))),
-    }
+        ClientKey::Custom(f) => {
+            let (parts, body) = request.into_parts();
+            let client = f(&parts).map_or(Client::Anonymous, |v| Client::Key(cut(&v).into()));
+            return (Request::from_parts(parts, body), Ok(client));
+        }
+    };
+    (request, client)
 }
 
 fn cut(value: &str) -> &str {
@@ -109,12 +115,12 @@ fn trusted_peer(addr: IpAddr, trusted: &[IpNet]) -> bool {
 /// right-most hop of the forwarding headers that is not a trusted proxy. A hop that does
 /// not parse ends the walk there (the hops before it cannot be trusted either), and the
 /// last trusted proxy is then the client.
-pub(super) fn forwarded_client(parts: &Parts, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+pub(super) fn forwarded_client(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     if !trusted_peer(peer, trusted) {
         return peer;
     }
     let mut hops: Vec<Option<IpAddr>> = Vec::new();
-    for value in parts.headers.get_all("forwarded") {
+    for value in headers.get_all("forwarded") {
         let Ok(value) = value.to_str() else {
             hops.push(None);
             continue;
@@ -130,7 +136,7 @@ pub(super) fn forwarded_client(parts: &Parts, peer: IpAddr, trusted: &[IpNet]) -
         }
     }
     if hops.is_empty() {
-        for value in parts.headers.get_all("x-forwarded-for") {
+        for value in headers.get_all("x-forwarded-for") {
             let Ok(value) = value.to_str() else {
                 hops.push(None);
                 continue;
@@ -165,12 +171,20 @@ fn parse_forwarded_node(node: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    fn parts(headers: &[(&str, &str)]) -> Parts {
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = http::Request::builder();
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        builder.body(()).expect("request").into_parts().0
+        builder.body(()).expect("request")
+    }
+
+    fn headers(headers: &[(&str, &str)]) -> HeaderMap {
+        request(headers).into_parts().0.headers
+    }
+
+    fn client(request: Request<()>, key: &ClientKey) -> Result<Client, NoClient> {
+        client_of(request, None, key, &[]).1
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -183,7 +197,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
-        let p = parts(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        let p = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
         assert_eq!(forwarded_client(&p, ip("9.9.9.9"), &nets(&["10.0.0.0/8"])), ip("9.9.9.9"));
         assert_eq!(forwarded_client(&p, ip("9.9.9.9"), &[]), ip("9.9.9.9"));
     }
@@ -191,11 +205,11 @@ mod tests {
     #[test]
     fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
         let trusted = nets(&["10.0.0.0/8", "192.168.0.0/16"]);
-        let p = parts(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 192.168.1.1")]);
+        let p = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 192.168.1.1")]);
         assert_eq!(forwarded_client(&p, ip("10.0.0.1"), &trusted), ip("1.2.3.4"), "6.6.6.6 may be forged");
-        let p = parts(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=10.1.1.1")]);
+        let p = headers(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=10.1.1.1")]);
         assert_eq!(forwarded_client(&p, ip("10.0.0.1"), &trusted), ip("2001:db8::7"));
-        let p = parts(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        let p = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
         assert_eq!(forwarded_client(&p, ip("10.0.0.1"), &trusted), ip("2.2.2.2"), "several headers are one list");
     }
 
@@ -203,28 +217,28 @@ mod tests {
     fn malformed_forwarding_headers_stop_at_the_last_trusted_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
         for bad in ["not an address", "1.2.3.4, garbage", "", ",,,", "999.1.1.1", "1.2.3.4 10.0.0.2"] {
-            let p = parts(&[("x-forwarded-for", bad)]);
+            let p = headers(&[("x-forwarded-for", bad)]);
             let client = forwarded_client(&p, ip("10.0.0.1"), &trusted);
             assert!(client == ip("10.0.0.1") || client == ip("1.2.3.4"), "{bad}: {client}");
         }
-        let p = parts(&[("x-forwarded-for", "1.2.3.4, garbage, 10.0.0.3")]);
+        let p = headers(&[("x-forwarded-for", "1.2.3.4, garbage, 10.0.0.3")]);
         assert_eq!(forwarded_client(&p, ip("10.0.0.1"), &trusted), ip("10.0.0.3"), "a forged hop ends the walk");
-        let p = parts(&[("forwarded", "for=unknown")]);
+        let p = headers(&[("forwarded", "for=unknown")]);
         assert_eq!(forwarded_client(&p, ip("10.0.0.1"), &trusted), ip("10.0.0.1"));
     }
 
     #[test]
     fn header_keys_are_trimmed_cut_and_default_to_one_anonymous_client() {
         let key = ClientKey::Header(HeaderName::from_static("x-api-key"));
-        assert_eq!(client_of(&parts(&[("x-api-key", " k1 ")]), None, &key, &[]), Ok(Client::Key("k1".into())));
-        assert_eq!(client_of(&parts(&[]), None, &key, &[]), Ok(Client::Anonymous));
+        assert_eq!(client(request(&[("x-api-key", " k1 ")]), &key), Ok(Client::Key("k1".into())));
+        assert_eq!(client(request(&[]), &key), Ok(Client::Anonymous));
         let long = "x".repeat(200);
-        let Ok(Client::Key(cut)) = client_of(&parts(&[("x-api-key", &long)]), None, &key, &[]) else { panic!("a key") };
+        let Ok(Client::Key(cut)) = client(request(&[("x-api-key", &long)]), &key) else { panic!("a key") };
         assert_eq!(cut.len(), MAX_KEY_BYTES);
         // A key cut inside a character is cut before it.
         let custom = ClientKey::Custom(Arc::new(|_: &Parts| Some("é".repeat(200))));
-        let Ok(Client::Key(cut)) = client_of(&parts(&[]), None, &custom, &[]) else { panic!("a key") };
+        let Ok(Client::Key(cut)) = client(request(&[]), &custom) else { panic!("a key") };
         assert!(cut.len() <= MAX_KEY_BYTES && "é".repeat(200).starts_with(&*cut));
-        assert_eq!(client_of(&parts(&[]), None, &ClientKey::PeerAddress, &[]), Err(NoClient::NoPeerAddress));
+        assert_eq!(client(request(&[]), &ClientKey::PeerAddress), Err(NoClient::NoPeerAddress));
     }
 }

@@ -362,7 +362,7 @@ fn excluded(path: &str, excluded: &[String]) -> bool {
 /// A request id from the client, if it is one we can repeat: 1 to 128 visible ASCII
 /// characters.
 fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
-    let value = request.headers().get(&X_REQUEST_ID)?;
+    let value = request.headers().get(X_REQUEST_ID)?;
     let ok = !value.is_empty() && value.len() <= 128 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
     ok.then(|| value.clone())
 }
@@ -383,29 +383,39 @@ fn new_request_id() -> HeaderValue {
     hex(*PROCESS & 0xffff_ffff, &mut id[..8]);
     id[8] = b'-';
     hex(next_request_number(), &mut id[9..]);
-    thread_local! {
-        /// What this thread's next request ids are cut from: one allocation per
-        /// `IDS_PER_BLOCK` ids instead of one per id (each id shares the block, which is
-        /// freed when its last id is).
-        static BLOCK: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
-    }
-    const IDS_PER_BLOCK: usize = 128;
-    let cut = BLOCK.try_with(|block| {
-        let mut block = block.borrow_mut();
-        if block.capacity() < id.len() {
-            *block = bytes::BytesMut::with_capacity(id.len() * IDS_PER_BLOCK);
-        }
-        block.extend_from_slice(&id);
-        block.split_to(id.len()).freeze()
-    });
-    // Only a thread that is ending has no block: it gets a copy of its own.
-    let id = cut.unwrap_or_else(|_| Bytes::copy_from_slice(&id));
-    HeaderValue::from_maybe_shared(id).unwrap_or(HeaderValue::from_static("unknown"))
+    cut_value(&id)
 }
 
-/// `n` as a header value; below 10,000 (the usual `Retry-After`, `RateLimit-Reset` and
-/// small `RateLimit-Remaining`) without allocating: a slice of one static text of all
-/// those numbers.
+/// `text`, which must be visible ASCII, as a header value without an allocation of its
+/// own: it is cut from a block of this thread's, one allocation per `BLOCK_BYTES` of
+/// values (each value shares its block, which is freed with its last value).
+fn cut_value(text: &[u8]) -> HeaderValue {
+    const BLOCK_BYTES: usize = 4096;
+    thread_local! {
+        static BLOCK: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    debug_assert!(text.iter().all(u8::is_ascii_graphic), "not a header value");
+    let cut = BLOCK.try_with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < text.len() {
+            *block = bytes::BytesMut::with_capacity(BLOCK_BYTES.max(text.len()));
+        }
+        block.extend_from_slice(text);
+        block.split_to(text.len()).freeze()
+    });
+    // Only a thread that is ending has no block: it gets a copy of its own.
+    let bytes = cut.unwrap_or_else(|_| Bytes::copy_from_slice(text));
+    // SAFETY: visible ASCII (the callers' digits, hex and `-`) is a valid header value;
+    // this skips only the check of every byte.
+    #[allow(unsafe_code)]
+    unsafe {
+        HeaderValue::from_maybe_shared_unchecked(bytes)
+    }
+}
+
+/// `n` as a header value, without allocating: below 10,000 (the usual `Retry-After`,
+/// `RateLimit-Reset` and small `RateLimit-Remaining`) a slice of one static text of all
+/// those numbers, above it cut from this thread's block (`cut_value`).
 fn number(n: u64) -> HeaderValue {
     /// "0123456789101112…9999": every number below 10,000, in order (38,890 bytes, made
     /// once per process).
@@ -421,7 +431,17 @@ fn number(n: u64) -> HeaderValue {
         10..=99 => (10 + (n - 10) * 2, 2),
         100..=999 => (190 + (n - 100) * 3, 3),
         1_000..=9_999 => (2_890 + (n - 1_000) * 4, 4),
-        _ => return HeaderValue::from(n),
+        _ => {
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            let mut rest = n;
+            while rest > 0 {
+                at -= 1;
+                digits[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            return cut_value(&digits[at..]);
+        }
     };
     let digits: &'static str = *DIGITS;
     HeaderValue::from_static(&digits[start as usize..(start + len) as usize])
@@ -528,7 +548,7 @@ where
             |tag: Tag, response| ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
-        let (request, quota) = match check_client(shared, request, tag.route()) {
+        let (request, quota) = match check_client(shared, request, tag.route(), started) {
             Ok(admitted) => admitted,
             Err(response) => return refused(tag, response),
         };
@@ -585,13 +605,12 @@ fn check_client<ReqBody, ResBody>(
     shared: &Shared,
     request: Request<ReqBody>,
     route: &RouteState,
+    now: Instant,
 ) -> Result<Admitted<ReqBody>, Response<LayerBody<ResBody>>> {
     let config = &shared.config;
     let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) else { return Ok((request, None)) };
     let peer = peer_of(&request);
-    let (parts, body) = request.into_parts();
-    let client = client_of(&parts, peer, &limit.key, &config.trusted_proxies);
-    let request = Request::from_parts(parts, body);
+    let (request, client) = client_of(request, peer, &limit.key, &config.trusted_proxies);
     let client = match client {
         Ok(client) => client,
         Err(NoClient::NoPeerAddress) => {
@@ -603,16 +622,16 @@ fn check_client<ReqBody, ResBody>(
             ));
         }
     };
-    match limiter.check_key_quota(&client) {
+    match limiter.check_key_quota_at(&client, now) {
         Ok(quota) => Ok((request, Some(quota))),
         Err(e) => {
             route.rejected(0);
             let after = e.retry_after().unwrap_or(Duration::from_secs(1));
             let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
             let headers = response.headers_mut();
-            headers.insert(&RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
-            headers.insert(&RATELIMIT_REMAINING, number(0));
-            headers.insert(&RATELIMIT_RESET, number(seconds(after)));
+            headers.insert(RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
+            headers.insert(RATELIMIT_REMAINING, number(0));
+            headers.insert(RATELIMIT_RESET, number(seconds(after)));
             Err(response)
         }
     }
@@ -751,7 +770,7 @@ where
         }
         drop(slot);
         let mut response = answer(StatusCode::INTERNAL_SERVER_ERROR, "injected fault", None);
-        response.headers_mut().insert(&X_CHAOS, HeaderValue::from_static("error"));
+        response.headers_mut().insert(X_CHAOS, HeaderValue::from_static("error"));
         drop(injection);
         return Ok(tag.finish(response));
     }
@@ -761,7 +780,8 @@ where
 }
 
 #[cfg(feature = "chaos")]
-static X_CHAOS: http::HeaderName = http::HeaderName::from_static("x-resilience-chaos");
+#[allow(clippy::declare_interior_mutable_const)] // see `X_REQUEST_ID`
+const X_CHAOS: http::HeaderName = http::HeaderName::from_static("x-resilience-chaos");
 
 /// What every answer of a guarded request gets at its end: its request id, its count and
 /// its duration.
@@ -788,7 +808,7 @@ impl Tag {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
         route.durations[usize::from(self.method)].record(self.started.elapsed().as_secs_f64());
-        response.headers_mut().insert(&X_REQUEST_ID, self.request_id);
+        response.headers_mut().insert(X_REQUEST_ID, self.request_id);
         response
     }
 }
@@ -829,18 +849,24 @@ impl Call {
         };
         if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
             let headers = response.headers_mut();
-            headers.insert(&RATELIMIT_LIMIT, limit.clone());
-            headers.insert(&RATELIMIT_REMAINING, number(q.remaining.into()));
-            headers.insert(&RATELIMIT_RESET, number(seconds(q.reset)));
+            headers.insert(RATELIMIT_LIMIT, limit.clone());
+            headers.insert(RATELIMIT_REMAINING, number(q.remaining.into()));
+            headers.insert(RATELIMIT_RESET, number(seconds(q.reset)));
         }
         Ok(tag.finish(response))
     }
 }
 
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-static RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
-static RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
-static RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+// Constants, not statics: each use is a fresh name made at compile time, which an insert
+// takes by value (a `&'static HeaderName` is cloned through a call per insert).
+#[allow(clippy::declare_interior_mutable_const)]
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+#[allow(clippy::declare_interior_mutable_const)]
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+#[allow(clippy::declare_interior_mutable_const)]
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+#[allow(clippy::declare_interior_mutable_const)]
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
 pin_project_lite::pin_project! {
     /// The inner service's future under the request timeout, limited the way the core
