@@ -188,7 +188,7 @@ async fn a_route_s_breaker_opens_on_5xx_and_only_that_route_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_limit_gets_429_with_the_ratelimit_headers() {
     let config = MiddlewareConfig {
-        rate_limit: Some(RateLimitConfig::per_client(1.0, 3)),
+        rate_limit: Some(RateLimitConfig::per_client(1.0, 3).with_quota_headers()),
         excluded_paths: vec!["/healthz".into()],
         ..Default::default()
     };
@@ -214,6 +214,26 @@ async fn a_client_over_its_limit_gets_429_with_the_ratelimit_headers() {
     for _ in 0..10 {
         assert_eq!(c.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
     }
+}
+
+/// Without `quota_headers`, admitted answers carry no `RateLimit-*` header; the 429 still
+/// carries all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_answers_carry_the_ratelimit_headers_only_when_asked() {
+    let url =
+        serve(app(MiddlewareConfig { rate_limit: Some(RateLimitConfig::per_client(1.0, 1)), ..Default::default() }))
+            .await;
+    let c = client();
+    let admitted = c.get(format!("{url}/ok")).send().await.unwrap();
+    assert_eq!(admitted.status(), 200);
+    for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(!admitted.headers().contains_key(name), "{name} on an admitted answer");
+    }
+    let limited = c.get(format!("{url}/ok")).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["ratelimit-limit"], "1");
+    assert_eq!(limited.headers()["ratelimit-remaining"], "0");
+    assert!(limited.headers().contains_key("ratelimit-reset"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +268,7 @@ async fn the_request_id_is_kept_or_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_headers_get_answers_not_panics() {
     let config = MiddlewareConfig {
-        rate_limit: Some(RateLimitConfig::per_client(1000.0, 1000)),
+        rate_limit: Some(RateLimitConfig::per_client(1000.0, 1000).with_quota_headers()),
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         ..Default::default()
     };
@@ -430,7 +450,7 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
 #[test]
 fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     let settings = resilience::Settings::from_yaml_str(
-        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n  excluded_paths:\n    - /health\n    - /metrics\n",
+        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key, quota_headers: true }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n  excluded_paths:\n    - /health\n    - /metrics\n",
     )
     .expect("valid");
     let config = resilience::web::middleware_from_settings(&settings).unwrap().expect("a section");
@@ -441,6 +461,7 @@ fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     let limit = config.rate_limit.expect("a limit");
     assert_eq!((limit.per_second, limit.burst), (10.0, 5));
     assert_eq!(limit.key, ClientKey::Header("x-api-key".parse().unwrap()));
+    assert!(limit.quota_headers);
     ResilienceLayer::try_new(MiddlewareConfig { rate_limit: Some(limit), ..config }).expect("a layer");
 
     let with_chaos = resilience::Settings::from_yaml_str(

@@ -67,15 +67,15 @@ pub(super) enum NoClient {
     NoPeerAddress,
 }
 
-/// The client of `request` (handed back): `peer` is the connection's peer address, if
-/// known. Only a [`ClientKey::Custom`] function takes the request apart to see its head.
+/// The client of `request`: `peer` is the connection's peer address, if known. The
+/// request is borrowed, never moved (it is large, and this is on every request's path).
 pub(super) fn client_of<B>(
-    request: Request<B>,
+    request: &mut Request<B>,
     peer: Option<IpAddr>,
     key: &ClientKey,
     trusted: &[IpNet],
-) -> (Request<B>, Result<Client, NoClient>) {
-    let client = match key {
+) -> Result<Client, NoClient> {
+    match key {
         ClientKey::PeerAddress => match peer {
             None => Err(NoClient::NoPeerAddress),
             Some(peer) => Ok(Client::Address(forwarded_client(request.headers(), peer, trusted))),
@@ -88,12 +88,24 @@ pub(super) fn client_of<B>(
             .filter(|v| !v.is_empty())
             .map_or(Client::Anonymous, |v| Client::Key(cut(v).into()))),
         ClientKey::Custom(f) => {
-            let (parts, body) = request.into_parts();
+            // The function sees the request's head as `Parts`: lent to it for the call
+            // and given back (none of these fields allocates when empty).
+            let mut parts = Request::new(()).into_parts().0;
+            swap_head(&mut parts, request);
             let client = f(&parts).map_or(Client::Anonymous, |v| Client::Key(cut(&v).into()));
-            return (Request::from_parts(parts, body), Ok(client));
+            swap_head(&mut parts, request);
+            Ok(client)
         }
-    };
-    (request, client)
+    }
+}
+
+/// Swaps the head of `request` with `parts`.
+fn swap_head<B>(parts: &mut Parts, request: &mut Request<B>) {
+    std::mem::swap(&mut parts.method, request.method_mut());
+    std::mem::swap(&mut parts.uri, request.uri_mut());
+    std::mem::swap(&mut parts.version, request.version_mut());
+    std::mem::swap(&mut parts.headers, request.headers_mut());
+    std::mem::swap(&mut parts.extensions, request.extensions_mut());
 }
 
 fn cut(value: &str) -> &str {
@@ -183,8 +195,8 @@ mod tests {
         request(headers).into_parts().0.headers
     }
 
-    fn client(request: Request<()>, key: &ClientKey) -> Result<Client, NoClient> {
-        client_of(request, None, key, &[]).1
+    fn client(mut request: Request<()>, key: &ClientKey) -> Result<Client, NoClient> {
+        client_of(&mut request, None, key, &[])
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -240,5 +252,19 @@ mod tests {
         let Ok(Client::Key(cut)) = client(request(&[]), &custom) else { panic!("a key") };
         assert!(cut.len() <= MAX_KEY_BYTES && "é".repeat(200).starts_with(&*cut));
         assert_eq!(client(request(&[]), &ClientKey::PeerAddress), Err(NoClient::NoPeerAddress));
+    }
+
+    /// A custom function sees the request's whole head, and the request has it back.
+    #[test]
+    fn a_custom_key_sees_the_head_and_leaves_it_in_place() {
+        let key = ClientKey::Custom(Arc::new(|parts: &Parts| {
+            let tenant = parts.uri.path().split('/').nth(1)?;
+            Some(format!("{} {tenant} {}", parts.method, parts.headers.len()))
+        }));
+        let mut request = http::Request::post("/acme/orders?x=1").header("a", "1").body(()).expect("request");
+        request.extensions_mut().insert(7u8);
+        assert_eq!(client_of(&mut request, None, &key, &[]), Ok(Client::Key("POST acme 1".into())));
+        assert_eq!((request.method(), request.uri().to_string()), (&http::Method::POST, "/acme/orders?x=1".into()));
+        assert_eq!((request.headers()["a"].to_str().ok(), request.extensions().get::<u8>()), (Some("1"), Some(&7)));
     }
 }

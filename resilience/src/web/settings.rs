@@ -10,7 +10,7 @@
 //!   bulkhead_max_wait: 0s
 //!   circuit_breaker_failure_threshold: 5
 //!   circuit_breaker_recovery_timeout: 60s
-//!   rate_limit: { per_second: 100, burst: 20, max_clients: 10000, key_header: x-api-key }
+//!   rate_limit: { per_second: 100, burst: 20, max_clients: 10000, key_header: x-api-key, quota_headers: true }
 //!   trusted_proxies: [10.0.0.0/8, 192.168.0.0/16]
 //!   excluded_paths: [/health, /metrics]          # or one comma-separated string
 //!   chaos: { latency: 200ms, latency_rate: 0.1, error_rate: 0.01, max_active: 10, seed: 7 }
@@ -42,7 +42,7 @@ const KEYS: &[&str] = &[
 
 const CHAOS_KEYS: &[&str] = &["latency", "latency_rate", "error_rate", "every", "max_active", "seed"];
 
-const RATE_LIMIT_KEYS: &[&str] = &["per_second", "burst", "max_clients", "key_header"];
+const RATE_LIMIT_KEYS: &[&str] = &["per_second", "burst", "max_clients", "key_header", "quota_headers"];
 
 #[linkme::distributed_slice(resilience_core::SETTINGS_SECTIONS)]
 static MIDDLEWARE: &'static dyn SettingsSection =
@@ -94,6 +94,7 @@ fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
                         }
                         "burst" => limit.burst = u32::try_from(v.count(1)?).map_err(|_| v.invalid("too large"))?,
                         "max_clients" => limit.max_clients = v.count_usize(1)?,
+                        "quota_headers" => limit.quota_headers = v.boolean()?,
                         _ => {
                             let name = v.string()?;
                             let header = http::HeaderName::try_from(name.as_str())
