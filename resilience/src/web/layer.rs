@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use resilience_core::{
@@ -159,6 +158,12 @@ impl std::error::Error for MiddlewareConfigError {}
 /// Breakers are per route, never per raw path, and request metrics are labelled by
 /// route and method, so clients cannot make either grow: requests no route matched
 /// share the route `unmatched`, and methods beyond the standard nine share `OTHER`.
+///
+/// The inner service's answers need a body that can be made from [`Bytes`]
+/// (`axum::body::Body`, as every axum route has, or `http_body_util::Full<Bytes>`): the
+/// layer's own answers are bodies of that type too, so an admitted answer passes through
+/// unchanged, neither wrapped nor boxed again. Another body can be mapped to
+/// `axum::body::Body` first (`Body::new`).
 #[derive(Debug, Clone)]
 pub struct ResilienceLayer {
     shared: Arc<Shared>,
@@ -294,9 +299,6 @@ impl Site {
         }
     }
 }
-
-/// The answers of a [`ResilienceService`]: the inner service's, or the layer's own.
-pub type LayerBody<B> = Either<B, Full<Bytes>>;
 
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
@@ -509,8 +511,8 @@ fn next_request_number() -> u64 {
 }
 
 /// An answer of the layer's own.
-fn answer<B>(status: StatusCode, message: &str, retry_after: Option<Duration>) -> Response<LayerBody<B>> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(message.as_bytes()))));
+fn answer<B: From<Bytes>>(status: StatusCode, message: &'static str, retry_after: Option<Duration>) -> Response<B> {
+    let mut response = Response::new(B::from(Bytes::from_static(message.as_bytes())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -531,9 +533,9 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
 {
-    type Response = Response<LayerBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
@@ -618,12 +620,12 @@ where
 /// The per-client limit: what the request's client has left (when clients are limited
 /// and admitted answers say so), or the answer refusing the request.
 #[allow(clippy::result_large_err)] // the refusal is the answer itself
-fn check_client<ReqBody, ResBody>(
+fn check_client<ReqBody, ResBody: From<Bytes>>(
     shared: &Shared,
     request: &mut Request<ReqBody>,
     route: &RouteState,
     now: Instant,
-) -> Result<Option<resilience_core::Quota>, Response<LayerBody<ResBody>>> {
+) -> Result<Option<resilience_core::Quota>, Response<ResBody>> {
     let config = &shared.config;
     let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) else { return Ok(None) };
     let peer = peer_of(request);
@@ -654,14 +656,14 @@ fn check_client<ReqBody, ResBody>(
 }
 
 /// The answer to a full bulkhead.
-fn busy<B>() -> Response<LayerBody<B>> {
+fn busy<B: From<Bytes>>() -> Response<B> {
     answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1)))
 }
 
 /// Asks the route's breaker, if it has one: its permit, or the answer refusing the
 /// request while it is open.
 #[allow(clippy::result_large_err)] // the refusal is the answer itself
-fn admit_by_breaker<B>(tag: &Tag) -> Result<Option<CallPermit<'static>>, Response<LayerBody<B>>> {
+fn admit_by_breaker<B: From<Bytes>>(tag: &Tag) -> Result<Option<CallPermit<'static>>, Response<B>> {
     let route = tag.route();
     let Some(breaker) = &route.breaker else { return Ok(None) };
     match breaker.try_acquire() {
@@ -713,9 +715,10 @@ async fn wait_for_slot<S, ReqBody, ResBody>(
     quota: Option<resilience_core::Quota>,
     mut inner: S,
     request: Request<ReqBody>,
-) -> Result<Response<LayerBody<ResBody>>, S::Error>
+) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
     let site = Arc::clone(&tag.site);
     let Some(bulkhead) = &site.shared.bulkhead else { return Ok(tag.finish(busy())) };
@@ -770,9 +773,10 @@ async fn injected<S, ReqBody, ResBody>(
     mut inner: S,
     request: Request<ReqBody>,
     deadline: Instant,
-) -> Result<Response<LayerBody<ResBody>>, S::Error>
+) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
     if let Some(latency) = injection.latency {
         if tokio::time::timeout_at(deadline, tokio::time::sleep(latency)).await.is_err() {
@@ -821,14 +825,14 @@ impl Tag {
     }
 
     /// `response`, counted, timed and given the request id.
-    fn finish<B>(self, mut response: Response<LayerBody<B>>) -> Response<LayerBody<B>> {
+    fn finish<B>(self, mut response: Response<B>) -> Response<B> {
         self.stamp(&mut response);
         response
     }
 
     /// Counts and times `response` and gives it the request id, in place (an answer is
     /// large: each move is a copy).
-    fn stamp<B>(self, response: &mut Response<LayerBody<B>>) {
+    fn stamp<B>(self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
         route.durations[usize::from(self.method)].record(self.started.elapsed().as_secs_f64());
@@ -848,7 +852,7 @@ struct Call {
 impl Call {
     /// The answer to `outcome` (`None`: the inner service ran out of time), recorded by
     /// the route's breaker.
-    fn finish<B, E>(self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<LayerBody<B>>, E> {
+    fn finish<B: From<Bytes>, E>(self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<B>, E> {
         let Self { permit, slot, quota, tag } = self;
         let failed = match &outcome {
             None | Some(Err(_)) => true,
@@ -868,7 +872,7 @@ impl Call {
                 answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None)
             }
             Some(Err(e)) => return Err(e),
-            Some(Ok(response)) => response.map(Either::Left),
+            Some(Ok(response)) => response,
         };
         if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
             let headers = response.headers_mut();
@@ -913,11 +917,11 @@ impl<F: Future, B, E> Guarded<F, B, E> {
     }
 }
 
-impl<F, B, E> Future for Guarded<F, B, E>
+impl<F, B: From<Bytes>, E> Future for Guarded<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<LayerBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -939,7 +943,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-type Waiting<B, E> = Pin<Box<dyn Future<Output = Result<Response<LayerBody<B>>, E>> + Send>>;
+type Waiting<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
 
 pin_project_lite::pin_project! {
     #[project = KindProj]
@@ -947,7 +951,7 @@ pin_project_lite::pin_project! {
         /// An excluded path: the inner service's own future.
         Passthrough { #[pin] future: F },
         /// The layer's own answer, made at once.
-        Answer { response: Option<Response<LayerBody<B>>> },
+        Answer { response: Option<Response<B>> },
         /// Admitted at once: the inner future under the timeout.
         Guarded { #[pin] guarded: Guarded<F, B, E> },
         /// Waiting for a bulkhead slot.
@@ -955,15 +959,15 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B, E>
+impl<F, B: From<Bytes>, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<LayerBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => future.poll(cx).map(|r| r.map(|r| r.map(Either::Left))),
+            KindProj::Passthrough { future } => future.poll(cx),
             KindProj::Answer { response } => match response.take() {
                 Some(response) => Poll::Ready(Ok(response)),
                 None => panic!("ResilienceService's future polled after it completed"),

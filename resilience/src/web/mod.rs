@@ -26,8 +26,7 @@ mod settings;
 pub use client_key::{ClientKey, KeyFn};
 pub use ipnet::IpNet;
 pub use layer::{
-    LayerBody, MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer, ResilienceService,
-    ResponseFuture,
+    MiddlewareConfig, MiddlewareConfigError, RateLimitConfig, ResilienceLayer, ResilienceService, ResponseFuture,
 };
 pub use routes::routes;
 pub use settings::middleware_from_settings;
