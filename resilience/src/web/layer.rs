@@ -511,6 +511,8 @@ fn next_request_number() -> u64 {
 }
 
 /// An answer of the layer's own.
+#[cold]
+#[inline(never)]
 fn answer<B: From<Bytes>>(status: StatusCode, message: &'static str, retry_after: Option<Duration>) -> Response<B> {
     let mut response = Response::new(B::from(Bytes::from_static(message.as_bytes())));
     *response.status_mut() = status;
@@ -566,8 +568,6 @@ where
             std::borrow::Cow::Owned(route) => Some(route),
         };
         let tag = Tag { span, request_id, started, method, other_route, site: Arc::clone(site) };
-        let refused =
-            |tag: Tag, response| ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
         let quota = match check_client(shared, &mut request, tag.route(), started) {
@@ -578,18 +578,8 @@ where
             None => None,
             Some(bulkhead) => match bulkhead.take_free_slot() {
                 Some(slot) => Some(slot),
-                None if bulkhead.max_wait().is_zero() => {
-                    tag.route().rejected(1);
-                    return refused(tag, busy());
-                }
-                None => {
-                    // The slow path: wait for a slot, then call a clone of the service
-                    // (the clone that was made ready handles this request: tower's rule).
-                    let clone = self.inner.clone();
-                    let inner = std::mem::replace(&mut self.inner, clone);
-                    let future = Box::pin(wait_for_slot(tag, quota, inner, request));
-                    return ResponseFuture { kind: Kind::Waiting { future } };
-                }
+                None if bulkhead.max_wait().is_zero() => return full(tag),
+                None => return waiting(&mut self.inner, tag, quota, request),
             },
         };
         // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which `tag.site`
@@ -602,19 +592,76 @@ where
         };
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
-            // Off the fast path, like a wait for a slot: the ready service handles the
-            // request, a clone stays.
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
-            let call = Call { permit, slot, quota, tag };
             let deadline = started + config.request_timeout;
-            let future = Box::pin(injected(call, injection, inner, request, deadline));
-            return ResponseFuture { kind: Kind::Waiting { future } };
+            return inject(&mut self.inner, Call { permit, slot, quota, tag }, injection, request, deadline);
         }
         let future = tag.span.in_scope(|| self.inner.call(request));
         let call = Call { permit, slot, quota, tag };
         ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, config.request_timeout, call) } }
     }
+}
+
+// The paths off the fast one, out of line and marked cold: `call` stays small, so the
+// code a request runs is compact (the slow paths' futures are large to build).
+
+/// The layer's answer refusing a request.
+#[cold]
+#[inline(never)]
+fn refused<F, B, E>(tag: Tag, response: Response<B>) -> ResponseFuture<F, B, E> {
+    ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } }
+}
+
+/// The answer to a request that found the bulkhead full and may not wait.
+#[cold]
+#[inline(never)]
+fn full<F, B: From<Bytes>, E>(tag: Tag) -> ResponseFuture<F, B, E> {
+    tag.route().rejected(1);
+    refused(tag, busy())
+}
+
+/// The slow path: wait for a slot, then call the service that was made ready (tower's
+/// rule), leaving a clone in its place.
+#[cold]
+#[inline(never)]
+fn waiting<S, ReqBody, ResBody>(
+    inner: &mut S,
+    tag: Tag,
+    quota: Option<resilience_core::Quota>,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    let clone = inner.clone();
+    let inner = std::mem::replace(inner, clone);
+    ResponseFuture { kind: Kind::Waiting { future: Box::pin(wait_for_slot(tag, quota, inner, request)) } }
+}
+
+/// A request under an injected fault, off the fast path like a wait for a slot.
+#[cfg(feature = "chaos")]
+#[cold]
+#[inline(never)]
+fn inject<S, ReqBody, ResBody>(
+    inner: &mut S,
+    call: Call,
+    injection: resilience_core::chaos::Injection,
+    request: Request<ReqBody>,
+    deadline: Instant,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    let clone = inner.clone();
+    let inner = std::mem::replace(inner, clone);
+    ResponseFuture { kind: Kind::Waiting { future: Box::pin(injected(call, injection, inner, request, deadline)) } }
 }
 
 /// The per-client limit: what the request's client has left (when clients are limited
@@ -631,28 +678,43 @@ fn check_client<ReqBody, ResBody: From<Bytes>>(
     let peer = peer_of(request);
     let client = match client_of(request, peer, &limit.key, &config.trusted_proxies) {
         Ok(client) => client,
-        Err(NoClient::NoPeerAddress) => {
-            tracing::error!(target: "resilience::http", "per-client rate limiting by peer address needs the peer address: serve with `into_make_service_with_connect_info::<SocketAddr>()`");
-            return Err(answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
-                None,
-            ));
-        }
+        Err(NoClient::NoPeerAddress) => return Err(no_peer_address()),
     };
     match limiter.check_key_quota_at(&client, now) {
         Ok(quota) => Ok(shared.quota_headers.then_some(quota)),
-        Err(e) => {
-            route.rejected(0);
-            let after = e.retry_after().unwrap_or(Duration::from_secs(1));
-            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
-            let headers = response.headers_mut();
-            headers.insert(RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
-            headers.insert(RATELIMIT_REMAINING, number(0));
-            headers.insert(RATELIMIT_RESET, number(seconds(after)));
-            Err(response)
-        }
+        Err(e) => Err(over_limit(shared, limit, route, &e)),
     }
+}
+
+/// The answer when clients are told apart by a peer address the server does not pass on.
+#[cold]
+#[inline(never)]
+fn no_peer_address<B: From<Bytes>>() -> Response<B> {
+    tracing::error!(target: "resilience::http", "per-client rate limiting by peer address needs the peer address: serve with `into_make_service_with_connect_info::<SocketAddr>()`");
+    answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
+        None,
+    )
+}
+
+/// The 429 to a client over its limit, with `Retry-After` and the `RateLimit-*` headers.
+#[cold]
+#[inline(never)]
+fn over_limit<B: From<Bytes>>(
+    shared: &Shared,
+    limit: &RateLimitConfig,
+    route: &RouteState,
+    e: &ResilienceError,
+) -> Response<B> {
+    route.rejected(0);
+    let after = e.retry_after().unwrap_or(Duration::from_secs(1));
+    let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
+    headers.insert(RATELIMIT_REMAINING, number(0));
+    headers.insert(RATELIMIT_RESET, number(seconds(after)));
+    response
 }
 
 /// The answer to a full bulkhead.
@@ -672,19 +734,20 @@ fn admit_by_breaker<B: From<Bytes>>(tag: &Tag) -> Result<Option<CallPermit<'stat
         // permit before `tag`.
         #[allow(unsafe_code)]
         Ok(permit) => Ok(Some(unsafe { extend_permit(permit) })),
-        Err(e) => {
-            route.rejected(2);
-            let after = match e {
-                ResilienceError::CircuitOpen { .. } => e.retry_after(),
-                _ => None,
-            };
-            Err(answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service unavailable",
-                Some(after.unwrap_or(Duration::from_secs(1))),
-            ))
-        }
+        Err(e) => Err(circuit_open(route, &e)),
     }
+}
+
+/// The 503 while a route's breaker is open, with `Retry-After`.
+#[cold]
+#[inline(never)]
+fn circuit_open<B: From<Bytes>>(route: &RouteState, e: &ResilienceError) -> Response<B> {
+    route.rejected(2);
+    let after = match e {
+        ResilienceError::CircuitOpen { .. } => e.retry_after(),
+        _ => None,
+    };
+    answer(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", Some(after.unwrap_or(Duration::from_secs(1))))
 }
 
 /// Lets a bulkhead slot outlive the borrow of its bulkhead.
