@@ -583,6 +583,49 @@ impl Pipeline {
         self.call_idempotent_configured(policy, E::from, f, self.timeout_nanos, self.retry.as_ref())
     }
 
+    /// Like [`call_idempotent_with`](Self::call_idempotent_with), with each attempt also
+    /// limited to `limit`: the shorter of `limit` and the pipeline's own timeout applies
+    /// (one timer per attempt, not one per limit). An attempt past it fails with
+    /// [`ResilienceError::Timeout`], counted and retried like any timeout.
+    pub fn call_idempotent_within<T, E, F, Fut>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        limit: Duration,
+        f: F,
+    ) -> Idempotent<'_, E, F, Fut>
+    where
+        F: FnMut() -> Fut + Clone,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_idempotent_configured(policy, E::from, f, self.tighter_timeout(limit), self.retry.as_ref())
+    }
+
+    /// Like [`call_with`](Self::call_with), with each attempt also limited to `limit`
+    /// (see [`call_idempotent_within`](Self::call_idempotent_within)).
+    pub fn call_within<T, E, F, Fut>(
+        &self,
+        policy: &ErrorPolicy<E>,
+        limit: Duration,
+        f: F,
+    ) -> PipelineCall<'_, E, F, Fut>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<ResilienceError>,
+    {
+        self.call_configured(policy, E::from, f, self.tighter_timeout(limit), self.retry.as_ref())
+    }
+
+    /// The attempt limit (nanoseconds) of the pipeline's timeout and `limit` together.
+    fn tighter_timeout(&self, limit: Duration) -> u64 {
+        let limit = timeout::limit_nanos(Some(limit));
+        match self.timeout_nanos {
+            0 => limit,
+            own => own.min(limit),
+        }
+    }
+
     /// An idempotent call with its own timeout and retries: hedged if the pipeline has a
     /// hedge, else the plain call.
     pub(crate) fn call_idempotent_configured<'a, T, E, F, Fut>(

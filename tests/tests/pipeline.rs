@@ -50,6 +50,34 @@ async fn an_open_breaker_is_not_retried() {
     assert!(r.unwrap_err().is_circuit_open());
 }
 
+/// A call's own limit applies with the pipeline's timeout: the shorter of the two ends
+/// each attempt, in both call forms; without a pipeline timeout the call's limit alone.
+#[tokio::test(start_paused = true)]
+async fn a_call_within_a_limit_times_out_at_the_shorter_one() {
+    let slow = || async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<(), AppError>(())
+    };
+    let p = Pipeline::builder("dep").timeout(Duration::from_secs(1)).build().unwrap();
+    let policy = ErrorPolicy::default();
+    for (limit, expected) in
+        [(Duration::from_millis(200), Duration::from_millis(200)), (Duration::from_secs(5), Duration::from_secs(1))]
+    {
+        let start = tokio::time::Instant::now();
+        assert!(p.call_within(&policy, limit, slow).await.unwrap_err().is_timeout());
+        assert_eq!(start.elapsed(), expected, "call_within {limit:?}");
+        let start = tokio::time::Instant::now();
+        assert!(p.call_idempotent_within(&policy, limit, slow).await.unwrap_err().is_timeout());
+        assert_eq!(start.elapsed(), expected, "call_idempotent_within {limit:?}");
+    }
+    let untimed = Pipeline::builder("dep").build().unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(untimed.call_within(&policy, Duration::from_millis(300), slow).await.unwrap_err().is_timeout());
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    let quick = untimed.call_within(&policy, Duration::from_millis(300), || async { Ok::<u8, AppError>(7) });
+    assert_eq!(quick.await.unwrap(), 7);
+}
+
 #[tokio::test(start_paused = true)]
 async fn timeouts_are_retried_and_count_as_failures() {
     let p = Pipeline::builder("dep")

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, ResilienceError, SemaphoreBulkhead,
-    SemaphoreBulkheadConfig, Timeout,
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, Idempotent, Pipeline, ResilienceError,
+    SemaphoreBulkhead, SemaphoreBulkheadConfig, Timeout,
 };
 
 use super::state::PoolState;
@@ -150,7 +150,6 @@ struct Inner {
     /// pools talk to one host), then one per other `host:port` in a short list.
     first_host: std::sync::OnceLock<(String, u16, SemaphoreBulkhead)>,
     hosts: Mutex<Vec<(String, u16, SemaphoreBulkhead)>>,
-    request_timeout: Option<Timeout>,
     state: PoolState,
 }
 
@@ -200,10 +199,10 @@ impl HttpPool {
             .as_deref()
             .map(|url| reqwest::Url::parse(url).map_err(|e| config_error(name, format!("`base_url` `{url}`: {e}"))))
             .transpose()?;
-        let request_timeout = config
-            .request_timeout
-            .map(|limit| Timeout::new(name, limit).map_err(|e| config_error(name, e)))
-            .transpose()?;
+        // Checked as a timeout; applied by each call's pipeline (see `exchange`).
+        if let Some(limit) = config.request_timeout {
+            Timeout::new(name, limit).map_err(|e| config_error(name, e))?;
+        }
         let total =
             SemaphoreBulkhead::new(name, SemaphoreBulkheadConfig { max_concurrent: max, max_wait: config.max_wait })
                 .map_err(|e| config_error(name, e))?;
@@ -223,7 +222,6 @@ impl HttpPool {
                 total,
                 first_host: std::sync::OnceLock::new(),
                 hosts: Mutex::new(Vec::new()),
-                request_timeout,
                 state,
             }),
         })
@@ -302,12 +300,19 @@ impl HttpPool {
         let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
         let pipeline = self.inner.dependency.pipeline();
         let read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let attempt = || self.attempt(&method, &url, &headers, &body);
+        // `request_timeout` limits each attempt together with the dependency's own
+        // timeout (the shorter wins): one timer per attempt.
+        let limit = self.inner.config.request_timeout.unwrap_or(Duration::MAX);
+        // One future type for both, awaited where it is made (the call's future is
+        // large: two in one `async fn`, or a copy in a local, made this one larger).
         let outcome = if read && retry {
             // A read: hedged if the dependency has a hedge.
-            pipeline.call_idempotent_with(&policy, || self.attempt(&method, &url, &headers, &body)).await
+            pipeline.call_idempotent_within(&policy, limit, attempt)
         } else {
-            pipeline.call_with(&policy, || self.attempt(&method, &url, &headers, &body)).await
-        };
+            Idempotent::Plain { call: Pipeline::call_within(&pipeline, &policy, limit, attempt) }
+        }
+        .await;
         match outcome {
             Ok(response) => Ok(response),
             Err(AttemptError::Status(response)) => Ok(*response),
@@ -363,10 +368,18 @@ impl HttpPool {
         let host = self.host(url);
         // The clock is read only when a slot may have to be waited for.
         let waited = (inner.total.available() == 0 || host.available() == 0).then(Instant::now);
-        let _total = inner.total.acquire().await?;
-        let _host = host.acquire().await?;
+        // A free slot is taken at once; only a wait is boxed (it is large, and a call's
+        // future holds room for every wait it may make).
+        let _total = match inner.total.take_free_slot() {
+            Some(slot) => slot,
+            None => Box::pin(inner.total.acquire()).await?,
+        };
+        let _host = match host.take_free_slot() {
+            Some(slot) => slot,
+            None => Box::pin(host.acquire()).await?,
+        };
         inner.state.started(waited);
-        let exchange = async {
+        let result = async {
             let mut response = inner
                 .client
                 .request(method.clone(), url.clone())
@@ -379,11 +392,8 @@ impl HttpPool {
             let headers = std::mem::take(response.headers_mut());
             let body = read_body(&mut response).await.map_err(|e| AttemptError::Transport(describe(&e)))?;
             Ok::<_, AttemptError>(HttpResponse { pool: Arc::clone(&inner.name), status, headers, body })
-        };
-        let result = match &inner.request_timeout {
-            Some(limit) => limit.call(exchange).await.unwrap_or_else(|e| Err(AttemptError::Policy(e))),
-            None => exchange.await,
-        };
+        }
+        .await;
         let result = match result {
             Ok(response) if response.status.is_server_error() => Err(AttemptError::Status(Box::new(response))),
             other => other,
