@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use resilience_core::{
-    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, Idempotent, Pipeline, ResilienceError,
-    SemaphoreBulkhead, SemaphoreBulkheadConfig, Timeout,
+    registry, Dependency, DependencyKind, DependencyType, ErrorPolicy, ResilienceError, SemaphoreBulkhead,
+    SemaphoreBulkheadConfig, Timeout,
 };
 
 use super::state::PoolState;
@@ -302,17 +302,10 @@ impl HttpPool {
         let read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         let attempt = || self.attempt(&method, &url, &headers, &body);
         // `request_timeout` limits each attempt together with the dependency's own
-        // timeout (the shorter wins): one timer per attempt.
-        let limit = self.inner.config.request_timeout.unwrap_or(Duration::MAX);
-        // One future type for both, awaited where it is made (the call's future is
-        // large: two in one `async fn`, or a copy in a local, made this one larger).
-        let outcome = if read && retry {
-            // A read: hedged if the dependency has a hedge.
-            pipeline.call_idempotent_within(&policy, limit, attempt)
-        } else {
-            Idempotent::Plain { call: Pipeline::call_within(&pipeline, &policy, limit, attempt) }
-        }
-        .await;
+        // timeout (the shorter wins): one timer per attempt. A read is hedged if the
+        // dependency has a hedge.
+        let limit = self.inner.config.request_timeout;
+        let outcome = super::call_through(&pipeline, &policy, read && retry, limit, attempt).await;
         match outcome {
             Ok(response) => Ok(response),
             Err(AttemptError::Status(response)) => Ok(*response),

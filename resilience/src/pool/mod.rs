@@ -297,6 +297,31 @@ impl std::error::Error for PoolError {
 }
 
 /// A pool's configuration error.
+/// The call of `attempt` through `pipeline`: hedged when `idempotent` and the pipeline
+/// hedges, each attempt also limited to `limit` when one is given (the shorter of it and
+/// the pipeline's timeout). One future type whichever the form, so an operation's `async
+/// fn` holds one call's future, not one per form.
+fn call_through<'a, T, E, F, Fut>(
+    pipeline: &'a resilience_core::Pipeline,
+    policy: &resilience_core::ErrorPolicy<E>,
+    idempotent: bool,
+    limit: Option<std::time::Duration>,
+    attempt: F,
+) -> resilience_core::Idempotent<'a, E, F, Fut>
+where
+    F: FnMut() -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: From<ResilienceError>,
+{
+    use resilience_core::Idempotent;
+    match (idempotent, limit) {
+        (true, None) => pipeline.call_idempotent_with(policy, attempt),
+        (true, Some(limit)) => pipeline.call_idempotent_within(policy, limit, attempt),
+        (false, None) => Idempotent::Plain { call: pipeline.call_with(policy, attempt) },
+        (false, Some(limit)) => Idempotent::Plain { call: pipeline.call_within(policy, limit, attempt) },
+    }
+}
+
 fn config_error(pool: &str, message: impl fmt::Display) -> PoolError {
     PoolError::Config { pool: pool.to_owned(), message: message.to_string() }
 }

@@ -435,11 +435,7 @@ impl PostgresPool {
             })
         };
         // Queries are retried as reads are, and so hedged when the dependency hedges.
-        let outcome = if retry {
-            pipeline.call_idempotent_with(&policy, attempt).await
-        } else {
-            pipeline.call_with(&policy, attempt).await
-        };
+        let outcome = super::call_through(&pipeline, &policy, retry, None, attempt).await;
         outcome.map_err(|e| self.error(e))
     }
 

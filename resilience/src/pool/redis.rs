@@ -395,7 +395,12 @@ impl RedisPool {
         let pipeline = inner.core.dependency.pipeline();
         let attempt = || async {
             let waited = (inner.core.slots.available() == 0).then(Instant::now);
-            let _slot = inner.core.slots.acquire().await?;
+            // A free slot is taken at once; only a wait is boxed (its future is large,
+            // and every operation's future would hold room for it).
+            let _slot = match inner.core.slots.take_free_slot() {
+                Some(slot) => slot,
+                None => Box::pin(inner.core.slots.acquire()).await?,
+            };
             inner.core.state.started(waited);
             let result = self.run::<T>(&cmd).await;
             if let Err(e) = &result {
@@ -405,11 +410,7 @@ impl RedisPool {
             }
             result.map_err(AttemptError::Redis)
         };
-        let outcome = if read {
-            pipeline.call_idempotent_with(&policy, attempt).await
-        } else {
-            pipeline.call_with(&policy, attempt).await
-        };
+        let outcome = super::call_through(&pipeline, &policy, read, None, attempt).await;
         outcome.map_err(|e| match e {
             AttemptError::Policy(error) => PoolError::Rejected { pool: self.name().to_owned(), error },
             AttemptError::Redis(e) if server_failure(&e) => {
