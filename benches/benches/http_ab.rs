@@ -3,7 +3,8 @@
 //! raw client alone (in an order that turns each round), so that drift of the machine (the first benchmark of a
 //! divan run measures slower) falls on all three alike. Medians over `ROUNDS` rounds.
 //!
-//! Run: `cargo bench -p resilience-benches --bench http_ab`
+//! Run: `cargo bench -p resilience-benches --bench http_ab` (`ONLY=N`: one variant, see
+//! `only`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -107,6 +108,9 @@ fn main() {
                 // in a round finds the connections as the previous round left them.
                 let mut t = [Duration::ZERO; 3];
                 for variant in ORDERS[round % ORDERS.len()] {
+                    if only().is_some_and(|only| only != variant) {
+                        continue;
+                    }
                     t[variant] = match variant {
                         0 => {
                             timed(concurrency, || {
@@ -143,6 +147,9 @@ fn main() {
                     }
                 }
             }
+            if only().is_some() {
+                continue;
+            }
             let [pool_t, timeout_t, raw_t] = times.map(|mut v| {
                 v.sort();
                 v[v.len() / 2]
@@ -156,6 +163,12 @@ fn main() {
             );
         }
     });
+}
+
+/// The one variant to run (`ONLY=0` the pool, `1` raw with the timeout, `2` raw), for
+/// profiling: then nothing is reported.
+fn only() -> Option<usize> {
+    std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
 }
 
 /// The time of one round: `concurrency` calls of `get` at once.

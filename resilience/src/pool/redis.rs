@@ -389,35 +389,44 @@ impl RedisPool {
     }
 
     /// Sends `cmd` through the policies; a `read` is hedged if the dependency has a `hedge`.
-    async fn send<T: FromRedisValue>(&self, cmd: redis::Cmd, read: bool) -> Result<T, PoolError> {
-        let policy = ErrorPolicy { retry_if: counts, record_if: counts };
-        let inner = &*self.inner;
-        let pipeline = inner.core.dependency.pipeline();
-        let attempt = || async {
-            let waited = (inner.core.slots.available() == 0).then(Instant::now);
-            // A free slot is taken at once; only a wait is boxed (its future is large,
-            // and every operation's future would hold room for it).
-            let _slot = match inner.core.slots.take_free_slot() {
-                Some(slot) => slot,
-                None => Box::pin(inner.core.slots.acquire()).await?,
-            };
-            inner.core.state.started(waited);
-            let result = self.run::<T>(&cmd).await;
-            if let Err(e) = &result {
-                if server_failure(e) {
-                    inner.core.state.failed();
+    // A plain `fn` returning an `async move` block: an `async fn`'s future would keep
+    // `cmd` twice (as received, and bound again in its body).
+    #[allow(clippy::manual_async_fn)]
+    fn send<T: FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        read: bool,
+    ) -> impl std::future::Future<Output = Result<T, PoolError>> + '_ {
+        async move {
+            let policy = ErrorPolicy { retry_if: counts, record_if: counts };
+            let inner = &*self.inner;
+            let pipeline = inner.core.dependency.pipeline();
+            let attempt = || async {
+                let waited = (inner.core.slots.available() == 0).then(Instant::now);
+                // A free slot is taken at once; only a wait is boxed (its future is large,
+                // and every operation's future would hold room for it).
+                let _slot = match inner.core.slots.take_free_slot() {
+                    Some(slot) => slot,
+                    None => Box::pin(inner.core.slots.acquire()).await?,
+                };
+                inner.core.state.started(waited);
+                let result = self.run::<T>(&cmd).await;
+                if let Err(e) = &result {
+                    if server_failure(e) {
+                        inner.core.state.failed();
+                    }
                 }
-            }
-            result.map_err(AttemptError::Redis)
-        };
-        let outcome = super::call_through(&pipeline, &policy, read, None, attempt).await;
-        outcome.map_err(|e| match e {
-            AttemptError::Policy(error) => PoolError::Rejected { pool: self.name().to_owned(), error },
-            AttemptError::Redis(e) if server_failure(&e) => {
-                PoolError::Transport { pool: self.name().to_owned(), message: e.to_string() }
-            }
-            AttemptError::Redis(e) => PoolError::Redis { pool: self.name().to_owned(), error: Arc::new(e) },
-        })
+                result.map_err(AttemptError::Redis)
+            };
+            let outcome = super::call_through(&pipeline, &policy, read, None, attempt).await;
+            outcome.map_err(|e| match e {
+                AttemptError::Policy(error) => PoolError::Rejected { pool: self.name().to_owned(), error },
+                AttemptError::Redis(e) if server_failure(&e) => {
+                    PoolError::Transport { pool: self.name().to_owned(), message: e.to_string() }
+                }
+                AttemptError::Redis(e) => PoolError::Redis { pool: self.name().to_owned(), error: Arc::new(e) },
+            })
+        }
     }
 
     /// Runs `cmd` on the mode's connection; a connection that failed is dropped so that
