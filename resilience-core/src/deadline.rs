@@ -469,6 +469,15 @@ mod loom_tests {
         }
     }
 
+    /// A slot armed for `deadline` by an owner whose waker counts its wake-ups.
+    fn armed(deadline: u64) -> (Arc<Slot>, Arc<Count>, Waker) {
+        let slot = Arc::new(Slot::new());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        slot.arm(deadline, &waker);
+        (slot, count, waker)
+    }
+
     /// The helper thread's side: looks at the slot, then expires it (its deadline having
     /// come); 1 if it freed the slot.
     fn keeper(slot: Arc<Slot>) -> loom::thread::JoinHandle<(bool, usize)> {
@@ -490,10 +499,7 @@ mod loom_tests {
     #[test]
     fn no_lost_wakeup() {
         loom::model(|| {
-            let slot = Arc::new(Slot::new());
-            let count = Arc::new(Count(AtomicUsize::new(0)));
-            let waker = Waker::from(Arc::clone(&count));
-            slot.arm(7, &waker);
+            let (slot, count, waker) = armed(7);
             let keeper = keeper(Arc::clone(&slot));
             let seen = slot.poll_fired(&Context::from_waker(&waker));
             let (fired, keeper_frees) = keeper.join().expect("keeper");
@@ -510,9 +516,7 @@ mod loom_tests {
     #[test]
     fn release_against_keeper() {
         loom::model(|| {
-            let slot = Arc::new(Slot::new());
-            let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
-            slot.arm(7, &waker);
+            let (slot, _count, _waker) = armed(7);
             let keeper = keeper(Arc::clone(&slot));
             let owner_frees = usize::from(slot.release());
             let (_, keeper_frees) = keeper.join().expect("keeper");
@@ -525,9 +529,7 @@ mod loom_tests {
     #[test]
     fn sweep_against_release() {
         loom::model(|| {
-            let slot = Arc::new(Slot::new());
-            let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
-            slot.arm(1, &waker);
+            let (slot, _count, _waker) = armed(1);
             assert_eq!(slot.take_new(), Some(1));
             let owner = {
                 let slot = Arc::clone(&slot);

@@ -441,7 +441,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Admits one call under `key` now, or rejects it.
     pub fn check_key(&self, key: &K) -> Result<(), ResilienceError> {
-        self.check_key_quota(key).map(|_| ())
+        self.check_key_at(key, tokio::time::Instant::now())
+    }
+
+    /// Like [`check_key`](Self::check_key) at the instant `now`, a reading of tokio's
+    /// clock the caller already has (see [`check_key_quota_at`](Self::check_key_quota_at)).
+    pub fn check_key_at(&self, key: &K, now: tokio::time::Instant) -> Result<(), ResilienceError> {
+        let now = self.epoch.nanos_at(now);
+        verdict(&self.metrics, &self.name, self.admit(key, now)).map(|_| ())
     }
 
     /// Like [`check_key`](Self::check_key), saying what `key` has left after the call.
@@ -454,8 +461,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// the limiter was built counts as the moment it was built.
     pub fn check_key_quota_at(&self, key: &K, now: tokio::time::Instant) -> Result<Quota, ResilienceError> {
         let now = self.epoch.nanos_at(now);
+        verdict(&self.metrics, &self.name, self.admit(key, now)).map(|tat| self.gcra.quota(tat, now, self.burst))
+    }
+
+    /// The GCRA decision for `key` at `now` (nanoseconds since the epoch): the new
+    /// theoretical arrival time, or how long to wait.
+    fn admit(&self, key: &K, now: u64) -> Result<u64, u64> {
         let cells = self.cells.pin();
-        let outcome = match cells.get(key) {
+        match cells.get(key) {
             Some(cell) => self.gcra.check_cell(cell, now),
             None => {
                 if self.tracked.load(Relaxed) >= self.max_keys {
@@ -474,8 +487,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
                     }
                 }
             }
-        };
-        verdict(&self.metrics, &self.name, outcome).map(|tat| self.gcra.quota(tat, now, self.burst))
+        }
     }
 
     /// Forgets every idle key and the eighth of the others closest to a fresh state
@@ -588,5 +600,16 @@ mod tests {
         let later = now + Duration::from_secs(1);
         assert_eq!(rl.check_key_quota_at(&1, later).map(|q| q.remaining), Ok(0), "one interval later");
         assert!(rl.check_key_quota(&1).is_err(), "the clock itself has not moved");
+    }
+
+    /// A check without the quota spends the same burst as one with it.
+    #[tokio::test(start_paused = true)]
+    async fn keyed_checks_with_and_without_the_quota_share_the_key() {
+        let rl = KeyedRateLimiter::new("k", config(1.0, 2, 4)).unwrap();
+        let now = tokio::time::Instant::now();
+        assert_eq!(rl.check_key_at(&1, now), Ok(()));
+        assert_eq!(rl.check_key_quota_at(&1, now).map(|q| q.remaining), Ok(0));
+        assert!(rl.check_key_at(&1, now).is_err(), "the burst of 2 is spent");
+        assert_eq!(rl.check_key_at(&2, now), Ok(()), "another key has its own");
     }
 }

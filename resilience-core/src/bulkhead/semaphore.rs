@@ -157,8 +157,16 @@ impl SemaphoreBulkhead {
     }
 
     /// Takes a slot, waiting up to `max_wait` (on the tokio clock).
+    ///
+    /// A free slot is taken at once. Only a wait allocates: its state (a notification
+    /// and a timer, some 300 bytes) is boxed, so this future is a few words and the
+    /// future of a caller that awaits it holds no room for a wait it rarely makes.
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, ResilienceError> {
-        if self.inner.permits.acquire(self.max_wait()).await {
+        if let Some(permit) = self.take_free_slot() {
+            return Ok(permit);
+        }
+        let max_wait = self.max_wait();
+        if !max_wait.is_zero() && Box::pin(self.inner.permits.acquire(max_wait)).await {
             Ok(BulkheadPermit { permits: &self.inner.permits })
         } else {
             Err(self.full())

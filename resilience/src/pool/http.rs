@@ -370,16 +370,8 @@ impl HttpPool {
         let host = self.host(url);
         // The clock is read only when a slot may have to be waited for.
         let waited = (inner.total.available() == 0 || host.available() == 0).then(Instant::now);
-        // A free slot is taken at once; only a wait is boxed (it is large, and a call's
-        // future holds room for every wait it may make).
-        let _total = match inner.total.take_free_slot() {
-            Some(slot) => slot,
-            None => Box::pin(inner.total.acquire()).await?,
-        };
-        let _host = match host.take_free_slot() {
-            Some(slot) => slot,
-            None => Box::pin(host.acquire()).await?,
-        };
+        let _total = inner.total.acquire().await?;
+        let _host = host.acquire().await?;
         inner.state.started(waited);
         let result = async {
             let mut response = inner

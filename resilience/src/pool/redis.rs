@@ -403,12 +403,7 @@ impl RedisPool {
             let pipeline = inner.core.dependency.pipeline();
             let attempt = || async {
                 let waited = (inner.core.slots.available() == 0).then(Instant::now);
-                // A free slot is taken at once; only a wait is boxed (its future is large,
-                // and every operation's future would hold room for it).
-                let _slot = match inner.core.slots.take_free_slot() {
-                    Some(slot) => slot,
-                    None => Box::pin(inner.core.slots.acquire()).await?,
-                };
+                let _slot = inner.core.slots.acquire().await?;
                 inner.core.state.started(waited);
                 let result = self.run::<T>(&cmd).await;
                 if let Err(e) = &result {

@@ -579,7 +579,7 @@ where
             Some(bulkhead) => match bulkhead.take_free_slot() {
                 Some(slot) => Some(slot),
                 None if bulkhead.max_wait().is_zero() => return full(tag),
-                None => return waiting(&mut self.inner, tag, quota, request),
+                None => return off_path(&mut self.inner, |inner| wait_for_slot(tag, quota, inner, request)),
             },
         };
         // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which `tag.site`
@@ -593,7 +593,8 @@ where
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
             let deadline = started + config.request_timeout;
-            return inject(&mut self.inner, Call { permit, slot, quota, tag }, injection, request, deadline);
+            let call = Call { permit, slot, quota, tag };
+            return off_path(&mut self.inner, |inner| injected(call, injection, inner, request, deadline));
         }
         let future = tag.span.in_scope(|| self.inner.call(request));
         let call = Call { permit, slot, quota, tag };
@@ -619,49 +620,21 @@ fn full<F, B: From<Bytes>, E>(tag: Tag) -> ResponseFuture<F, B, E> {
     refused(tag, busy())
 }
 
-/// The slow path: wait for a slot, then call the service that was made ready (tower's
-/// rule), leaving a clone in its place.
+/// A request off the fast path (a wait for a slot, an injected fault): `handle`'s future,
+/// boxed, given the service that was made ready (tower's rule), a clone left in its place.
 #[cold]
 #[inline(never)]
-fn waiting<S, ReqBody, ResBody>(
+fn off_path<S, ReqBody, ResBody, Fut>(
     inner: &mut S,
-    tag: Tag,
-    quota: Option<resilience_core::Quota>,
-    request: Request<ReqBody>,
+    handle: impl FnOnce(S) -> Fut,
 ) -> ResponseFuture<S::Future, ResBody, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    Fut: Future<Output = Result<Response<ResBody>, S::Error>> + Send + 'static,
 {
     let clone = inner.clone();
-    let inner = std::mem::replace(inner, clone);
-    ResponseFuture { kind: Kind::Waiting { future: Box::pin(wait_for_slot(tag, quota, inner, request)) } }
-}
-
-/// A request under an injected fault, off the fast path like a wait for a slot.
-#[cfg(feature = "chaos")]
-#[cold]
-#[inline(never)]
-fn inject<S, ReqBody, ResBody>(
-    inner: &mut S,
-    call: Call,
-    injection: resilience_core::chaos::Injection,
-    request: Request<ReqBody>,
-    deadline: Instant,
-) -> ResponseFuture<S::Future, ResBody, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + Send + 'static,
-{
-    let clone = inner.clone();
-    let inner = std::mem::replace(inner, clone);
-    ResponseFuture { kind: Kind::Waiting { future: Box::pin(injected(call, injection, inner, request, deadline)) } }
+    let ready = std::mem::replace(inner, clone);
+    ResponseFuture { kind: Kind::Waiting { future: Box::pin(handle(ready)) } }
 }
 
 /// The per-client limit: what the request's client has left (when clients are limited
@@ -680,10 +653,12 @@ fn check_client<ReqBody, ResBody: From<Bytes>>(
         Ok(client) => client,
         Err(NoClient::NoPeerAddress) => return Err(no_peer_address()),
     };
-    match limiter.check_key_quota_at(&client, now) {
-        Ok(quota) => Ok(shared.quota_headers.then_some(quota)),
-        Err(e) => Err(over_limit(shared, limit, route, &e)),
-    }
+    // What the client has left is worked out only for answers that say so.
+    let checked = match shared.quota_headers {
+        true => limiter.check_key_quota_at(&client, now).map(Some),
+        false => limiter.check_key_at(&client, now).map(|()| None),
+    };
+    checked.map_err(|e| over_limit(shared, limit, route, &e))
 }
 
 /// The answer when clients are told apart by a peer address the server does not pass on.
