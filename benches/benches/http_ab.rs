@@ -1,7 +1,9 @@
 //! The HTTP pool against raw reqwest, interleaved: each round runs the same `concurrency`
 //! GETs through the pool, through the raw client with the same timeout, and through the
 //! raw client alone (in an order that turns each round), so that drift of the machine (the first benchmark of a
-//! divan run measures slower) falls on all three alike. Medians over `ROUNDS` rounds.
+//! divan run measures slower) falls on all three alike. Over `ROUNDS` rounds: each
+//! variant's median round, and its throughput (requests over the rounds' total time), on
+//! a two-worker runtime and then on a current-thread one.
 //!
 //! Run: `cargo bench -p resilience-benches --bench http_ab` (`ONLY=N`: one variant, see
 //! `only`).
@@ -75,32 +77,61 @@ where
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    runtime.block_on(async {
-        let url = format!("http://{}/", hello::start().await);
-        resilience::register_api_dependency!("bench_http_ab", max_concurrent = 64);
-        let config = HttpPoolConfig { max_connections_per_host: 64, health_check_path: None, ..Default::default() };
-        initialize_pools(vec![PoolConfig::http("bench_http_ab", config)]).await.expect("pool");
-        let pool = pool_manager().http("bench_http_ab").expect("pool");
-        let client = pool.client().clone();
-        {
-            let (c, u) = (client.clone(), url.clone());
-            let raw = async move { c.get(u).send().await.expect("answered").bytes().await.expect("body").len() };
-            let pool_get = pool.get(url.clone());
-            let sizes = (std::mem::size_of_val(&pool_get), std::mem::size_of_val(&raw));
-            println!("future size: pool.get {} bytes, raw {} bytes", sizes.0, sizes.1);
-        }
-        let pool_allocations = allocations(|| {
-            let (pool, url) = (pool.clone(), url.clone());
-            async move { pool.get(url).await.expect("answered").bytes().await.expect("body").len() }
-        })
-        .await;
-        let raw_allocations = allocations(|| {
-            let (client, url) = (client.clone(), url.clone());
-            async move { client.get(url).send().await.expect("answered").bytes().await.expect("body").len() }
-        })
-        .await;
-        println!("allocations per request (client and server): pool {pool_allocations:.1}  raw {raw_allocations:.1}");
+    // Two runtimes, one after the other: tokio's multi-thread scheduler on two workers
+    // (what most services run), and a current-thread runtime (client and server on one
+    // thread: no hand-offs between threads, so a round's time is the work itself and the
+    // ratio repeats to a few tenths of a percent). On two workers a request at
+    // concurrency 1 takes 23–70 µs by where its tasks happen to run (a wake-up between
+    // workers or not), and the median moves between those modes from run to run.
+    for (kind, runtime) in [
+        ("multi-thread, 2 workers", tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()),
+        ("current-thread", tokio::runtime::Builder::new_current_thread().enable_all().build()),
+    ] {
+        let runtime = runtime.expect("runtime");
+        // A pool per runtime: a client's connections belong to the runtime that made them.
+        let name = if kind.starts_with("multi") { "bench_http_ab_mt" } else { "bench_http_ab_ct" };
+        runtime.block_on(compare(kind, name));
+    }
+}
+
+/// The pool named `name` against the same reqwest client raw, on the current runtime.
+async fn compare(kind: &str, name: &'static str) {
+    let url = format!("http://{}/", hello::start().await);
+    let own = resilience::ConfigOverrides {
+        bulkhead: resilience::BulkheadOverrides {
+            max_concurrent: std::num::NonZeroUsize::new(64),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    resilience::registry().register(name, resilience::DependencyType::ExternalApi, own).expect("registered");
+    let config = HttpPoolConfig { max_connections_per_host: 64, health_check_path: None, ..Default::default() };
+    initialize_pools(vec![PoolConfig::http(name, config)]).await.expect("pool");
+    let pool = pool_manager().http(name).expect("pool");
+    let client = pool.client().clone();
+    println!("{kind}:");
+    {
+        let (c, u) = (client.clone(), url.clone());
+        let raw = async move { c.get(u).send().await.expect("answered").bytes().await.expect("body").len() };
+        let pool_get = pool.get(url.clone());
+        let sizes = (std::mem::size_of_val(&pool_get), std::mem::size_of_val(&raw));
+        println!("  future size: pool.get {} bytes, raw {} bytes", sizes.0, sizes.1);
+    }
+    let pool_allocations = allocations(|| {
+        let (pool, url) = (pool.clone(), url.clone());
+        async move { pool.get(url).await.expect("answered").bytes().await.expect("body").len() }
+    })
+    .await;
+    let raw_allocations = allocations(|| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).send().await.expect("answered").bytes().await.expect("body").len() }
+    })
+    .await;
+    println!("  allocations per request (client and server): pool {pool_allocations:.1}  raw {raw_allocations:.1}");
+    // The rounds run in a task of the runtime, as a service's handler makes its calls:
+    // driven from `block_on`'s thread, each round would also time that thread's
+    // hand-offs with the workers (a wake-up each way), which no service has.
+    let driver = tokio::spawn(async move {
         for concurrency in [1usize, 32] {
             let mut times: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
             for round in 0..ROUNDS + 100 {
@@ -123,8 +154,12 @@ fn main() {
                             timed(concurrency, || {
                                 let (client, url) = (client.clone(), url.clone());
                                 async move {
-                                    let r =
-                                        client.get(url).timeout(Duration::from_secs(15)).send().await.expect("answered");
+                                    let r = client
+                                        .get(url)
+                                        .timeout(Duration::from_secs(15))
+                                        .send()
+                                        .await
+                                        .expect("answered");
                                     r.bytes().await.expect("body").len()
                                 }
                             })
@@ -147,22 +182,35 @@ fn main() {
                     }
                 }
             }
-            if only().is_some() {
-                continue;
+            if only().is_none() {
+                report(concurrency, times);
             }
-            let [pool_t, timeout_t, raw_t] = times.map(|mut v| {
-                v.sort();
-                v[v.len() / 2]
-            });
-            let per_s = |d: Duration| concurrency as f64 / d.as_secs_f64();
-            println!(
-                "concurrency {concurrency:>2}: pool {:>8.1?} ({:>8.0}/s)  raw+timeout {:>8.1?} ({:>8.0}/s)  raw {:>8.1?} ({:>8.0}/s)  pool/raw throughput {:.3}  pool/raw+timeout {:.3}  p50 overhead vs raw {:.1?}",
-                pool_t, per_s(pool_t), timeout_t, per_s(timeout_t), raw_t, per_s(raw_t),
-                per_s(pool_t) / per_s(raw_t), per_s(pool_t) / per_s(timeout_t),
-                pool_t.saturating_sub(raw_t),
-            );
         }
     });
+    driver.await.expect("driver");
+}
+
+/// One concurrency's line: each variant's median round and its throughput over all
+/// rounds (requests over their total time).
+fn report(concurrency: usize, times: [Vec<Duration>; 3]) {
+    let [pool, timeout, raw] = times.map(|mut v| {
+        v.sort();
+        let total: Duration = v.iter().sum();
+        (v[v.len() / 2], (v.len() * concurrency) as f64 / total.as_secs_f64())
+    });
+    println!(
+        "  concurrency {concurrency:>2}: p50 pool {:>7.1?}  raw+timeout {:>7.1?}  raw {:>7.1?} (pool +{:.1?})   \
+         throughput pool {:>6.0}/s  raw+timeout {:>6.0}/s  raw {:>6.0}/s   pool/raw {:.3}  pool/raw+timeout {:.3}",
+        pool.0,
+        timeout.0,
+        raw.0,
+        pool.0.saturating_sub(raw.0),
+        pool.1,
+        timeout.1,
+        raw.1,
+        pool.1 / raw.1,
+        pool.1 / timeout.1,
+    );
 }
 
 /// The one variant to run (`ONLY=0` the pool, `1` raw with the timeout, `2` raw), for

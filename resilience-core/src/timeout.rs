@@ -21,15 +21,22 @@ pin_project! {
     pub(crate) struct Limited<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
-        // A long limit's deadline, kept by the helper thread of `crate::deadline`
-        // instead of `sleep`.
-        coarse: Option<deadline::Armed>,
+        timer: Timer,
         // Nanoseconds, 0 for no limit: a whole word, so that moving this future never
         // reads a half-written one.
         limit_nanos: u64,
     }
+}
+
+/// A limited future's timer, made at its first `Pending`.
+enum Timer {
+    /// Not made yet (or no limit).
+    None,
+    /// A long limit's deadline, kept by the helper thread of `crate::deadline`.
+    Coarse(deadline::Armed),
+    /// A tokio timer: a short limit, or a paused clock. Boxed, so that the futures of
+    /// the long limits most calls have do not carry its 112 bytes.
+    Fine(Pin<Box<Sleep>>),
 }
 
 /// The limit passed before the future finished.
@@ -40,7 +47,7 @@ impl<F> Limited<F> {
     /// `limit_nanos` is the limit in nanoseconds, 0 for none (see [`limit_nanos`]).
     #[inline]
     pub(crate) fn new(inner: F, limit_nanos: u64) -> Self {
-        Self { inner, sleep: None, coarse: None, limit_nanos }
+        Self { inner, timer: Timer::None, limit_nanos }
     }
 
     fn limit(&self) -> Duration {
@@ -49,10 +56,11 @@ impl<F> Limited<F> {
 
     /// When the attempt started, if its timer was created (it went `Pending`).
     pub(crate) fn started(&self) -> Option<Instant> {
-        if let Some(armed) = &self.coarse {
-            return Some(Instant::from_std(armed.start()));
+        match &self.timer {
+            Timer::None => None,
+            Timer::Coarse(armed) => Some(Instant::from_std(armed.start())),
+            Timer::Fine(sleep) => sleep.deadline().checked_sub(self.limit()),
         }
-        self.sleep.as_ref().and_then(|s| s.deadline().checked_sub(self.limit()))
     }
 }
 
@@ -60,38 +68,40 @@ impl<F: Future> Future for Limited<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(Ok(out));
         }
         if *this.limit_nanos == 0 {
             return Poll::Pending;
         }
-        if let Some(armed) = this.coarse.as_ref() {
-            return if armed.poll_fired(cx) { Poll::Ready(Err(Elapsed)) } else { Poll::Pending };
-        }
-        if this.sleep.is_none() {
-            // The first poll is the attempt's start, to within this one poll.
-            let limit = Duration::from_nanos(*this.limit_nanos);
-            if limit >= deadline::MIN_LIMIT {
-                if let Some(armed) = deadline::arm(limit, cx) {
-                    *this.coarse = Some(armed);
-                    return Poll::Pending;
+        let fired = match this.timer {
+            Timer::Coarse(armed) => armed.poll_fired(cx),
+            Timer::Fine(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            Timer::None => {
+                // The first poll is the attempt's start, to within this one poll.
+                let limit = Duration::from_nanos(*this.limit_nanos);
+                if limit >= deadline::MIN_LIMIT {
+                    if let Some(armed) = deadline::arm(limit, cx) {
+                        *this.timer = Timer::Coarse(armed);
+                        return Poll::Pending;
+                    }
                 }
+                let start = Instant::now();
+                let mut sleep = Box::pin(match start.checked_add(limit) {
+                    Some(deadline) => tokio::time::sleep_until(deadline),
+                    // Beyond the clock's range: a timer that never fires.
+                    None => tokio::time::sleep(limit),
+                });
+                let fired = sleep.as_mut().poll(cx).is_ready();
+                *this.timer = Timer::Fine(sleep);
+                fired
             }
-            let start = Instant::now();
-            this.sleep.set(Some(match start.checked_add(limit) {
-                Some(deadline) => tokio::time::sleep_until(deadline),
-                // Beyond the clock's range: a timer that never fires.
-                None => tokio::time::sleep(limit),
-            }));
-        }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => {
-                ready!(sleep.poll(cx));
-                Poll::Ready(Err(Elapsed))
-            }
-            None => Poll::Pending,
+        };
+        if fired {
+            Poll::Ready(Err(Elapsed))
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -129,7 +139,9 @@ impl<F: Future> Future for TimeoutFuture<F> {
 /// loopback. It fires a fraction of a millisecond after the deadline (0.2–0.4 ms on an
 /// idle machine, `deadline::tests::a_long_limit_fires_on_time`). Shorter
 /// limits, and every limit while tokio's clock is paused (`tokio::time::pause`, tests
-/// with `start_paused`), use a tokio timer, so virtual time ends them. A blocking
+/// with `start_paused`), use a tokio timer, so virtual time ends them; that timer is
+/// boxed (one allocation per attempt that waits), which keeps it out of the futures of
+/// the long limits. A blocking
 /// call cannot be interrupted, so there are two forms:
 /// [`call_blocking`](Self::call_blocking) runs `Send + 'static` work on a helper thread
 /// and returns [`ResilienceError::Timeout`] on time, leaving the work to finish on its

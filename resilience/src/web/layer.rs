@@ -15,8 +15,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use resilience_core::{
-    BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig,
-    ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
+    BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Lender, Loan,
+    RateLimiterConfig, ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -267,7 +267,7 @@ impl<S> Layer<S> for ResilienceLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let site = Site { shared: Arc::clone(&self.shared), route: std::sync::OnceLock::new() };
-        ResilienceService { inner, site: Arc::new(site) }
+        ResilienceService { inner, site: Lender::new(site) }
     }
 }
 
@@ -275,7 +275,7 @@ impl<S> Layer<S> for ResilienceLayer {
 #[derive(Debug, Clone)]
 pub struct ResilienceService<S> {
     inner: S,
-    site: Arc<Site>,
+    site: Lender<Site>,
 }
 
 /// What one wrapped service shares with its clones: the layer's state, and the state of
@@ -567,7 +567,7 @@ where
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(route) => Some(route),
         };
-        let tag = Tag { span, request_id, started, method, other_route, site: Arc::clone(site) };
+        let tag = Tag { span, request_id, started, method, other_route, site: site.loan() };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
         let quota = match check_client(shared, &mut request, tag.route(), started) {
@@ -758,8 +758,8 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
 {
-    let site = Arc::clone(&tag.site);
-    let Some(bulkhead) = &site.shared.bulkhead else { return Ok(tag.finish(busy())) };
+    let site = Arc::clone(&tag.site.shared);
+    let Some(bulkhead) = &site.bulkhead else { return Ok(tag.finish(busy())) };
     let slot = match bulkhead.acquire().await {
         Ok(slot) => slot,
         Err(_) => {
@@ -776,7 +776,7 @@ where
         Err(response) => return Ok(tag.finish(response)),
     };
     let future = tag.span.in_scope(|| inner.call(request));
-    Guarded::new(future, site.shared.config.request_timeout, Call { permit, slot, quota, tag }).await
+    Guarded::new(future, site.config.request_timeout, Call { permit, slot, quota, tag }).await
 }
 
 /// The fault a request gets: what its override header asks for (when the layer takes
@@ -850,7 +850,8 @@ struct Tag {
     method: u8,
     /// The route's state when it is not the service's own (`site.route`).
     other_route: Option<Arc<RouteState>>,
-    site: Arc<Site>,
+    /// Lent rather than an `Arc` clone: no count that every core's requests share.
+    site: Loan<Site>,
 }
 
 impl Tag {
