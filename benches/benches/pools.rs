@@ -2,7 +2,7 @@
 //! same local servers (started here: `redis-server` and a throwaway PostgreSQL cluster
 //! on free ports of 127.0.0.1, see `tests/tests/servers.rs`): a Redis `GET` through
 //! `RedisPool` (its dependency has the `Cache` preset) against a raw redis-rs
-//! `MultiplexedConnection`, and `SELECT 1` through `PostgresPool` (`Database` preset)
+//! `MultiplexedConnection` (eight of each, used in turn: see `CONNECTIONS`), and `SELECT 1` through `PostgresPool` (`Database` preset)
 //! against raw deadpool-postgres, at 1 and 32 concurrent callers. Each round runs ours
 //! and the raw client, ours first in even rounds and second in odd ones (a fixed order
 //! favours one side: see the HTTP pool's `http_ab`), so that the machine's drift falls
@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 mod servers;
 
 const ROUNDS: usize = 200;
+
+/// Redis connections per side, used in turn by the rounds. One multiplexed connection's
+/// latency at 32 callers depends on where its driver task runs: six raw connections made
+/// one after another in one process had medians from 70 to 98 µs, each keeping its own
+/// for the whole run. With one connection a side, a run compared two draws of that; with
+/// eight (eight pools against eight raw connections) each side gets a mix.
+const CONNECTIONS: usize = 8;
 
 /// `a` and `b` one after the other, `a` first in even rounds and second in odd ones: the
 /// first of a pair finds the machine as the previous round left it, so neither side may
@@ -149,7 +156,8 @@ fn main() {
     runtime.block_on(async {
         // Both dependencies keep their presets, with a bulkhead wide enough for 32
         // callers (the `Database` preset's is 10 at once, which would refuse the rest).
-        for name in ["bench_redis", "bench_pg"] {
+        let redis_names: Vec<String> = (0..CONNECTIONS).map(|i| format!("bench_redis_{i}")).collect();
+        for name in redis_names.iter().map(String::as_str).chain(["bench_pg"]) {
             let own = resilience::ConfigOverrides {
                 bulkhead: resilience::BulkheadOverrides {
                     max_concurrent: std::num::NonZeroUsize::new(64),
@@ -164,17 +172,22 @@ fn main() {
         let redis_config = resilience::RedisPoolConfig { port: redis_server.port, ..Default::default() };
         let pg_config =
             resilience::PostgresPoolConfig { url: pg_server.url(), max_connections: 32, ..Default::default() };
-        resilience::initialize_pools(vec![
-            resilience::PoolConfig::redis("bench_redis", redis_config),
-            resilience::PoolConfig::postgres("bench_pg", pg_config),
-        ])
-        .await
-        .expect("pools");
-        let ours_redis = resilience::pool_manager().redis("bench_redis").expect("redis pool");
-        ours_redis.set("k", "value").await.expect("set");
+        let mut pools: Vec<_> =
+            redis_names.iter().map(|name| resilience::PoolConfig::redis(name, redis_config.clone())).collect();
+        pools.push(resilience::PoolConfig::postgres("bench_pg", pg_config));
+        resilience::initialize_pools(pools).await.expect("pools");
+        let mut ours_redis = Vec::new();
+        for name in &redis_names {
+            let pool = resilience::pool_manager().redis(name).expect("redis pool");
+            pool.set("k", "value").await.expect("set");
+            ours_redis.push(pool);
+        }
         let ours_pg = resilience::pool_manager().postgres("bench_pg").expect("pg pool");
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis_server.port)).expect("client");
-        let raw_redis = client.get_multiplexed_async_connection().await.expect("raw redis");
+        let mut raw_redis = Vec::new();
+        for _ in 0..CONNECTIONS {
+            raw_redis.push(client.get_multiplexed_async_connection().await.expect("raw redis"));
+        }
         let raw_pg = {
             let config: tokio_postgres::Config = pg_server.url().parse().expect("url");
             let manager = deadpool_postgres::Manager::from_config(
@@ -196,12 +209,12 @@ fn main() {
                 let (x, y) = in_turn(
                     r,
                     || {
-                        round_on(callers, each, &ours_redis, |pool| async move {
+                        round_on(callers, each, &ours_redis[(r / 2) % CONNECTIONS], |pool| async move {
                             pool.get::<String>("k").await.expect("get");
                         })
                     },
                     || {
-                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                        round_on(callers, each, &raw_redis[(r / 2) % CONNECTIONS], |mut conn| async move {
                             raw_get(&mut conn).await;
                         })
                     },
@@ -236,7 +249,7 @@ fn main() {
                         })
                     },
                     || {
-                        round_on(callers, each, &raw_redis, |mut conn| async move {
+                        round_on(callers, each, &raw_redis[(r / 2) % CONNECTIONS], |mut conn| async move {
                             raw_get(&mut conn).await;
                         })
                     },

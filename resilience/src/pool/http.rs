@@ -325,26 +325,22 @@ impl HttpPool {
         }
     }
 
-    /// The bulkhead of connections to `url`'s host.
-    fn host(&self, url: &reqwest::Url) -> SemaphoreBulkhead {
+    /// The bulkhead of connections to `url`'s host: the first host's lent (no count to
+    /// bump), another's cloned from the list.
+    fn host(&self, url: &reqwest::Url) -> std::borrow::Cow<'_, SemaphoreBulkhead> {
+        use std::borrow::Cow;
         let (host, port) = (url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
-        match self.inner.first_host.get() {
-            Some((h, p, b)) if h == host && *p == port => return b.clone(),
-            Some(_) => {}
-            None => {
-                let (h, p, b) = self.inner.first_host.get_or_init(|| (host.to_owned(), port, self.new_host()));
-                if h == host && *p == port {
-                    return b.clone();
-                }
-            }
+        let (h, p, b) = self.inner.first_host.get_or_init(|| (host.to_owned(), port, self.new_host()));
+        if h == host && *p == port {
+            return Cow::Borrowed(b);
         }
         let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, b)) = hosts.iter().find(|(h, p, _)| h == host && *p == port) {
-            return b.clone();
+            return Cow::Owned(b.clone());
         }
         let b = self.new_host();
         hosts.push((host.to_owned(), port, b.clone()));
-        b
+        Cow::Owned(b)
     }
 
     /// A new host's bulkhead.
@@ -374,14 +370,16 @@ impl HttpPool {
         let _host = host.acquire().await?;
         inner.state.started(waited);
         let result = async {
-            let mut response = inner
-                .client
-                .request(method.clone(), url.clone())
-                .headers(headers.clone())
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| AttemptError::Transport(describe(&e)))?;
+            // Headers and body only when there are some (or the method has a body): each
+            // step of the builder moves it, and it is large.
+            let mut request = inner.client.request(method.clone(), url.clone());
+            if !headers.is_empty() {
+                request = request.headers(headers.clone());
+            }
+            if !body.is_empty() || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
+                request = request.body(body.clone());
+            }
+            let mut response = request.send().await.map_err(|e| AttemptError::Transport(describe(&e)))?;
             let status = response.status();
             let headers = std::mem::take(response.headers_mut());
             let body = read_body(&mut response).await.map_err(|e| AttemptError::Transport(describe(&e)))?;
