@@ -156,6 +156,7 @@ fn in_process() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
     let mut nanos = Vec::new();
+    let mut pairs = Vec::new();
     for (i, (name, app)) in
         [("no layer", hello()), ("ResilienceLayer", ours()), ("tower + tower_governor", tower_stack())]
             .into_iter()
@@ -183,15 +184,71 @@ fn in_process() {
             best
         });
         eprintln!("in process, {name}: {best:.0} ns per request");
+        let shared = on_two_threads(app_for(i), requests, peer);
+        eprintln!("in process, two threads, {name}: {shared:.0} ns per request per thread");
         nanos.push((name, best));
+        pairs.push((name, shared));
     }
-    println!("| in process, one thread | ns per request | over no layer |");
-    println!("|---|---|---|");
+    println!("| in process | one thread: ns per request | over no layer | two threads: ns per request per thread | over no layer |");
+    println!("|---|---|---|---|---|");
     let bare = nanos.iter().find(|(name, _)| *name == "no layer").map(|(_, ns)| *ns);
-    for (name, ns) in &nanos {
-        println!("| {name} | {ns:.0} | {:.0} |", ns - bare.unwrap_or(f64::NAN));
+    let bare_pairs = pairs.iter().find(|(name, _)| *name == "no layer").map(|(_, ns)| *ns);
+    for ((name, ns), (_, two)) in nanos.iter().zip(&pairs) {
+        println!(
+            "| {name} | {ns:.0} | {:.0} | {two:.0} | {:.0} |",
+            ns - bare.unwrap_or(f64::NAN),
+            two - bare_pairs.unwrap_or(f64::NAN)
+        );
     }
     println!();
+}
+
+/// Stack `i` of `in_process`, built again.
+fn app_for(i: usize) -> axum::Router {
+    match i {
+        0 => hello(),
+        1 => ours(),
+        _ => tower_stack(),
+    }
+}
+
+/// The same router (one layer's state) called on two threads at once, each with a
+/// current-thread runtime of its own: what the layers' shared state (counts, the
+/// bulkhead, the client's limiter cell) costs when two cores share it, without sockets.
+/// Best of five rounds of `requests` per thread; nanoseconds per request per thread.
+fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::ConnectInfo<SocketAddr>) -> f64 {
+    use tower::{Service, ServiceExt};
+    let app = app.with_state::<()>(());
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (mut app, barrier) = (app.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                    runtime.block_on(async {
+                        barrier.wait();
+                        let start = std::time::Instant::now();
+                        for _ in 0..requests {
+                            let mut request =
+                                axum::http::Request::get("/").body(axum::body::Body::empty()).expect("request");
+                            request.extensions_mut().insert(peer);
+                            let service = ServiceExt::<axum::http::Request<axum::body::Body>>::ready(&mut app)
+                                .await
+                                .expect("ready");
+                            let response = service.call(request).await.expect("answer");
+                            assert_eq!(response.status(), StatusCode::OK);
+                        }
+                        start.elapsed()
+                    })
+                })
+            })
+            .collect();
+        let slowest = threads.into_iter().map(|t| t.join().expect("thread")).max().unwrap_or_default();
+        best = best.min(slowest.as_nanos() as f64 / f64::from(requests));
+    }
+    best
 }
 
 /// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack), for

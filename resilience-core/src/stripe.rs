@@ -6,9 +6,10 @@ use crate::sync::{AtomicU64, Ordering::Relaxed};
 /// Stripes of a count: one per thread, assigned in turn.
 #[cfg(not(resilience_loom))]
 pub(crate) const STRIPES: usize = 32;
-/// Under loom, as many as a model has threads (loom tracks every atomic).
+/// Under loom, as many as a model has threads (a main thread and two more; loom
+/// tracks every atomic).
 #[cfg(resilience_loom)]
-pub(crate) const STRIPES: usize = 2;
+pub(crate) const STRIPES: usize = 3;
 
 /// One stripe's counters, on a cache line of their own.
 #[repr(align(64))]
@@ -75,6 +76,24 @@ loom::thread_local! {
     static STRIPE: std::cell::Cell<usize> = std::cell::Cell::new(usize::MAX);
 }
 
+/// The next stripe to hand out.
+#[cfg(not(resilience_loom))]
+fn next() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Under loom, counted within each execution of a model, so that its threads have
+/// stripes of their own whatever ran before (a shared count would let two threads of one
+/// model share a stripe, whose load-and-store adds may then lose one).
+#[cfg(resilience_loom)]
+fn next() -> usize {
+    loom::lazy_static! {
+        static ref NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    }
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// This thread's stripe (threads take them in turn; past [`STRIPES`] threads share).
 #[inline]
 pub(crate) fn stripe() -> usize {
@@ -83,8 +102,7 @@ pub(crate) fn stripe() -> usize {
         if i != usize::MAX {
             return i;
         }
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
+        let i = next() % STRIPES;
         s.set(i);
         i
     })
