@@ -1,7 +1,13 @@
-//! The Redis pool: redis-rs multiplexed connections (standalone with its reconnecting
-//! `ConnectionManager`, a cluster through `ClusterConnection`, or the master that the
+//! The Redis pool: redis-rs multiplexed connections (one to a standalone server, made
+//! again after it failed; a cluster through `ClusterConnection`; or the master that the
 //! sentinels name), under the pool's limit of commands in flight and its dependency's
 //! policies (`Cache` preset).
+//!
+//! A standalone pool hands each command a clone of its connection from a per-thread
+//! copy, checked against the connection's generation (one load), rather than through
+//! redis-rs's `ConnectionManager`: the manager's own handle, its shared connect future
+//! and the connection are each cloned per command, reference counts that every core's
+//! commands write (see BENCHMARKS.md).
 //!
 //! Why multiplexed connections rather than a pool of exclusive ones (deadpool-redis):
 //! Redis answers a connection's commands in order, so one connection carries many
@@ -12,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, IntoConnectionInfo, RedisError, ToRedisArgs};
 use resilience_core::{DependencyType, ErrorPolicy, ResilienceError};
@@ -75,8 +81,8 @@ impl Default for RedisPoolConfig {
 
 /// How the pool reaches Redis.
 enum Mode {
-    /// One server; the manager reconnects by itself.
-    Standalone(ConnectionManager),
+    /// One server; a failed connection is made again by the next command.
+    Standalone(Box<StandaloneMode>),
     /// A cluster; the connection follows slot moves and failovers.
     Cluster(Box<(redis::cluster::ClusterClient, tokio::sync::Mutex<Option<ClusterConnection>>)>),
     /// The master the sentinels name: asked again after an error, and followed at each
@@ -149,6 +155,82 @@ async fn watch_failovers(inner: std::sync::Weak<Inner>, sentinel: redis::Connect
     }
 }
 
+/// A standalone server's connection: made on first use, dropped after a failure of the
+/// server and made again by the next command.
+struct StandaloneMode {
+    client: redis::Client,
+    timeouts: redis::AsyncConnectionConfig,
+    /// The current connection, `None` until made or after a failure.
+    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Bumped whenever `current` is dropped: a thread's copy of an older generation is
+    /// not used.
+    generation: std::sync::atomic::AtomicU64,
+    /// This pool's key in the threads' copies.
+    id: u64,
+}
+
+thread_local! {
+    /// This thread's copies of standalone pools' connections: (pool id, generation,
+    /// connection).
+    static LOCAL: std::cell::RefCell<Vec<(u64, u64, MultiplexedConnection)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl StandaloneMode {
+    fn new(client: redis::Client, timeouts: redis::AsyncConnectionConfig) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            client,
+            timeouts,
+            current: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// A handle to the current connection: this thread's copy if it is current, else the
+    /// pool's (made now if there is none), copied for this thread.
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), RedisError> {
+        use std::sync::atomic::Ordering::Acquire;
+        let generation = self.generation.load(Acquire);
+        let local = LOCAL.try_with(|local| {
+            let local = local.borrow();
+            local.iter().find(|(id, g, _)| *id == self.id && *g == generation).map(|(_, _, c)| c.clone())
+        });
+        if let Ok(Some(connection)) = local {
+            return Ok((connection, generation));
+        }
+        let mut current = self.current.lock().await;
+        let connection = match &*current {
+            Some(connection) => connection.clone(),
+            None => {
+                let made = self.client.get_multiplexed_async_connection_with_config(&self.timeouts).await?;
+                *current = Some(made.clone());
+                made
+            }
+        };
+        // Read under the lock that `forget` bumps it under: the generation of `current`.
+        let generation = self.generation.load(Acquire);
+        let _ = LOCAL.try_with(|local| {
+            let mut local = local.borrow_mut();
+            local.retain(|(id, _, _)| *id != self.id);
+            local.push((self.id, generation, connection.clone()));
+        });
+        Ok((connection, generation))
+    }
+
+    /// Drops the connection of `generation` after a failure of the server, unless it was
+    /// replaced already (commands that were in flight on it fail one after another):
+    /// every thread's copy of it is stale from now on.
+    async fn forget(&self, generation: u64) {
+        let mut current = self.current.lock().await;
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+            *current = None;
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// `name key`, built in place (no copy of a builder).
 fn command(name: &str, key: &str) -> redis::Cmd {
     let mut cmd = redis::cmd(name);
@@ -158,17 +240,15 @@ fn command(name: &str, key: &str) -> redis::Cmd {
 
 /// A connection of any mode, for one command.
 enum Conn {
-    Standalone(ConnectionManager),
     Cluster(ClusterConnection),
-    Sentinel(MultiplexedConnection),
+    Multiplexed(MultiplexedConnection),
 }
 
 impl Conn {
     async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         match self {
-            Self::Standalone(c) => cmd.query_async(c).await,
             Self::Cluster(c) => cmd.query_async(c).await,
-            Self::Sentinel(c) => cmd.query_async(c).await,
+            Self::Multiplexed(c) => cmd.query_async(c).await,
         }
     }
 }
@@ -324,14 +404,10 @@ impl RedisPool {
             (false, true) => {
                 let info = node(name, &format!("{}:{}", config.host, config.port), config.db, password)?;
                 let client = redis::Client::open(info).map_err(|e| config_error(name, e))?;
-                let manager = ConnectionManagerConfig::new()
+                let timeouts = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(config.response_timeout)
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                let manager =
-                    ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| config_error(name, e))?;
-                Mode::Standalone(manager)
+                    .set_response_timeout(config.response_timeout);
+                Mode::Standalone(Box::new(StandaloneMode::new(client, timeouts)))
             }
         };
         Ok(Self { inner: Arc::new(Inner { config, mode, core }) })
@@ -427,28 +503,33 @@ impl RedisPool {
     /// Runs `cmd` on the mode's connection; a connection that failed is dropped so that
     /// the next command makes (or, with sentinels, looks up) a new one.
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        let mut conn = self.connection().await?;
+        let (mut conn, generation) = self.connection().await?;
         let result = conn.query::<T>(cmd).await;
         if let Err(e) = &result {
             if server_failure(e) {
-                self.forget_connection().await;
+                self.forget_connection(generation).await;
             }
         }
         result
     }
 
-    async fn connection(&self) -> Result<Conn, RedisError> {
+    /// A connection for one command, with its generation in standalone mode (0 in the
+    /// others).
+    async fn connection(&self) -> Result<(Conn, u64), RedisError> {
         match &self.inner.mode {
-            Mode::Standalone(manager) => Ok(Conn::Standalone(manager.clone())),
+            Mode::Standalone(mode) => {
+                let (connection, generation) = mode.connection().await?;
+                Ok((Conn::Multiplexed(connection), generation))
+            }
             Mode::Cluster(cluster) => {
                 let (client, cached) = &**cluster;
                 let mut cached = cached.lock().await;
                 if let Some(c) = &*cached {
-                    return Ok(Conn::Cluster(c.clone()));
+                    return Ok((Conn::Cluster(c.clone()), 0));
                 }
                 let c = client.get_async_connection().await?;
                 *cached = Some(c.clone());
-                Ok(Conn::Cluster(c))
+                Ok((Conn::Cluster(c), 0))
             }
             Mode::Sentinel(mode) => {
                 mode.watching.call_once(|| {
@@ -458,18 +539,20 @@ impl RedisPool {
                 });
                 let mut cached = mode.cached.lock().await;
                 if let Some(c) = &*cached {
-                    return Ok(Conn::Sentinel(c.clone()));
+                    return Ok((Conn::Multiplexed(c.clone()), 0));
                 }
                 let c = mode.client.lock().await.get_async_connection().await?;
                 *cached = Some(c.clone());
-                Ok(Conn::Sentinel(c))
+                Ok((Conn::Multiplexed(c), 0))
             }
         }
     }
 
-    async fn forget_connection(&self) {
+    /// Drops the connection a command failed on (`generation`: which one, in standalone
+    /// mode), so that the next command makes (or, with sentinels, looks up) a new one.
+    async fn forget_connection(&self, generation: u64) {
         match &self.inner.mode {
-            Mode::Standalone(_) => {} // the manager reconnects by itself
+            Mode::Standalone(mode) => mode.forget(generation).await,
             Mode::Cluster(cluster) => *cluster.1.lock().await = None,
             Mode::Sentinel(mode) => *mode.cached.lock().await = None,
         }
