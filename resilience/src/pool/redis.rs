@@ -3,11 +3,11 @@
 //! sentinels name), under the pool's limit of commands in flight and its dependency's
 //! policies (`Cache` preset).
 //!
-//! A standalone pool hands each command a clone of its connection from a per-thread
-//! copy, checked against the connection's generation (one load), rather than through
-//! redis-rs's `ConnectionManager`: the manager's own handle, its shared connect future
-//! and the connection are each cloned per command, reference counts that every core's
-//! commands write (see BENCHMARKS.md).
+//! Every mode hands each command a clone of its connection from a per-thread copy,
+//! checked against the connection's generation (one load), rather than through a lock
+//! or redis-rs's `ConnectionManager` (which clones its own handle, its shared connect
+//! future and the connection per command: reference counts that every core's commands
+//! write, see BENCHMARKS.md).
 //!
 //! Why multiplexed connections rather than a pool of exclusive ones (deadpool-redis):
 //! Redis answers a connection's commands in order, so one connection carries many
@@ -82,9 +82,9 @@ impl Default for RedisPoolConfig {
 /// How the pool reaches Redis.
 enum Mode {
     /// One server; a failed connection is made again by the next command.
-    Standalone(Box<StandaloneMode>),
+    Standalone(Box<(redis::Client, redis::AsyncConnectionConfig)>),
     /// A cluster; the connection follows slot moves and failovers.
-    Cluster(Box<(redis::cluster::ClusterClient, tokio::sync::Mutex<Option<ClusterConnection>>)>),
+    Cluster(Box<redis::cluster::ClusterClient>),
     /// The master the sentinels name: asked again after an error, and followed at each
     /// promotion the sentinels announce.
     Sentinel(Box<SentinelMode>),
@@ -92,7 +92,6 @@ enum Mode {
 
 struct SentinelMode {
     client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    cached: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     sentinels: Vec<redis::ConnectionInfo>,
     master: String,
     watching: std::sync::Once,
@@ -103,7 +102,7 @@ impl SentinelMode {
     /// or `+switch-master <name> <old ip> <old port> <new ip> <new port>`: connects to
     /// the new master the message names (sentinels asked now may not know it yet), or
     /// drops the connection so that the next command asks them.
-    async fn switch(&self, channel: &str, message: &str, config: &RedisPoolConfig) {
+    async fn switch(&self, channel: &str, message: &str, config: &RedisPoolConfig, shared: &SharedConnection) {
         let fields: Vec<&str> = message.split_whitespace().collect();
         let (name, ip, port) = match channel {
             "+promoted-slave" => (fields.get(5), fields.get(2), fields.get(3)),
@@ -112,17 +111,18 @@ impl SentinelMode {
         if name != Some(&self.master.as_str()) {
             return;
         }
-        let mut cached = self.cached.lock().await;
-        *cached = None;
-        let (Some(ip), Some(port)) = (ip, port) else { return };
-        let Ok(info) = node("", &format!("{ip}:{port}"), config.db, config.password.as_deref()) else { return };
-        let Ok(client) = redis::Client::open(info) else { return };
-        let timeouts = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(config.response_timeout);
-        if let Ok(connection) = client.get_multiplexed_async_connection_with_config(&timeouts).await {
-            *cached = Some(connection);
-        }
+        shared
+            .replace(async {
+                let (Some(ip), Some(port)) = (ip, port) else { return None };
+                let info = node("", &format!("{ip}:{port}"), config.db, config.password.as_deref()).ok()?;
+                let client = redis::Client::open(info).ok()?;
+                let timeouts = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(config.response_timeout);
+                let connection = client.get_multiplexed_async_connection_with_config(&timeouts).await.ok()?;
+                Some(Conn::Multiplexed(connection))
+            })
+            .await;
     }
 }
 
@@ -142,7 +142,7 @@ async fn watch_failovers(inner: std::sync::Weak<Inner>, sentinel: redis::Connect
                         let Some(inner) = inner.upgrade() else { return };
                         if let Mode::Sentinel(mode) = &inner.mode {
                             let text: String = message.get_payload().unwrap_or_default();
-                            mode.switch(message.get_channel_name(), &text, &inner.config).await;
+                            mode.switch(message.get_channel_name(), &text, &inner.config, &inner.connection).await;
                         }
                     }
                 }
@@ -155,42 +155,42 @@ async fn watch_failovers(inner: std::sync::Weak<Inner>, sentinel: redis::Connect
     }
 }
 
-/// A standalone server's connection: made on first use, dropped after a failure of the
-/// server and made again by the next command.
-struct StandaloneMode {
-    client: redis::Client,
-    timeouts: redis::AsyncConnectionConfig,
+/// A pool's connection (of any mode): made on first use, and dropped after a failure
+/// of the server (or, with sentinels, replaced at a failover) so that the next command
+/// makes a new one. Commands clone a per-thread copy, checked against the connection's
+/// generation; only a thread without a current copy takes the lock.
+struct SharedConnection {
     /// The current connection, `None` until made or after a failure.
-    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    /// Bumped whenever `current` is dropped: a thread's copy of an older generation is
-    /// not used.
+    current: tokio::sync::Mutex<Option<Conn>>,
+    /// Bumped whenever `current` is dropped or replaced: a thread's copy of an older
+    /// generation is not used.
     generation: std::sync::atomic::AtomicU64,
     /// This pool's key in the threads' copies.
     id: u64,
 }
 
 thread_local! {
-    /// This thread's copies of standalone pools' connections: (pool id, generation,
-    /// connection).
-    static LOCAL: std::cell::RefCell<Vec<(u64, u64, MultiplexedConnection)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's copies of the pools' connections: (pool id, generation, connection).
+    static LOCAL: std::cell::RefCell<Vec<(u64, u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl StandaloneMode {
-    fn new(client: redis::Client, timeouts: redis::AsyncConnectionConfig) -> Self {
+impl SharedConnection {
+    fn new() -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
-            client,
-            timeouts,
             current: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    /// A handle to the current connection: this thread's copy if it is current, else the
-    /// pool's (made now if there is none), copied for this thread.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), RedisError> {
+    /// A handle to the current connection and its generation: this thread's copy if it
+    /// is current, else the pool's (made with `connect` if there is none), copied for
+    /// this thread.
+    async fn get<F>(&self, connect: impl FnOnce() -> F) -> Result<(Conn, u64), RedisError>
+    where
+        F: std::future::Future<Output = Result<Conn, RedisError>>,
+    {
         use std::sync::atomic::Ordering::Acquire;
         let generation = self.generation.load(Acquire);
         let local = LOCAL.try_with(|local| {
@@ -204,12 +204,12 @@ impl StandaloneMode {
         let connection = match &*current {
             Some(connection) => connection.clone(),
             None => {
-                let made = self.client.get_multiplexed_async_connection_with_config(&self.timeouts).await?;
+                let made = connect().await?;
                 *current = Some(made.clone());
                 made
             }
         };
-        // Read under the lock that `forget` bumps it under: the generation of `current`.
+        // Read under the lock that it is bumped under: the generation of `current`.
         let generation = self.generation.load(Acquire);
         let _ = LOCAL.try_with(|local| {
             let mut local = local.borrow_mut();
@@ -229,6 +229,15 @@ impl StandaloneMode {
             self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
     }
+
+    /// Replaces the connection with what `connect` makes (`None`: none, the next command
+    /// makes one). Commands wait for it: none goes to the old connection meanwhile.
+    async fn replace(&self, connect: impl std::future::Future<Output = Option<Conn>>) {
+        let mut current = self.current.lock().await;
+        *current = None;
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        *current = connect.await;
+    }
 }
 
 /// `name key`, built in place (no copy of a builder).
@@ -239,6 +248,7 @@ fn command(name: &str, key: &str) -> redis::Cmd {
 }
 
 /// A connection of any mode, for one command.
+#[derive(Clone)]
 enum Conn {
     Cluster(ClusterConnection),
     Multiplexed(MultiplexedConnection),
@@ -298,6 +308,7 @@ fn counts(error: &AttemptError) -> bool {
 struct Inner {
     config: RedisPoolConfig,
     mode: Mode,
+    connection: SharedConnection,
     core: PoolCore,
 }
 
@@ -371,7 +382,7 @@ impl RedisPool {
                     None => client,
                 };
                 let client = client.build().map_err(|e| config_error(name, e))?;
-                Mode::Cluster(Box::new((client, tokio::sync::Mutex::new(None))))
+                Mode::Cluster(Box::new(client))
             }
             (false, false) => {
                 let master = config
@@ -395,7 +406,6 @@ impl RedisPool {
                 .map_err(|e| config_error(name, e))?;
                 Mode::Sentinel(Box::new(SentinelMode {
                     client: tokio::sync::Mutex::new(client),
-                    cached: tokio::sync::Mutex::new(None),
                     sentinels,
                     master: config.sentinel_master.clone().unwrap_or_default(),
                     watching: std::sync::Once::new(),
@@ -407,10 +417,10 @@ impl RedisPool {
                 let timeouts = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(config.response_timeout);
-                Mode::Standalone(Box::new(StandaloneMode::new(client, timeouts)))
+                Mode::Standalone(Box::new((client, timeouts)))
             }
         };
-        Ok(Self { inner: Arc::new(Inner { config, mode, core }) })
+        Ok(Self { inner: Arc::new(Inner { config, mode, connection: SharedConnection::new(), core }) })
     }
 
     /// The pool's name (also its dependency's).
@@ -507,55 +517,35 @@ impl RedisPool {
         let result = conn.query::<T>(cmd).await;
         if let Err(e) = &result {
             if server_failure(e) {
-                self.forget_connection(generation).await;
+                self.inner.connection.forget(generation).await;
             }
         }
         result
     }
 
-    /// A connection for one command, with its generation in standalone mode (0 in the
-    /// others).
+    /// A connection for one command, with its generation.
     async fn connection(&self) -> Result<(Conn, u64), RedisError> {
-        match &self.inner.mode {
-            Mode::Standalone(mode) => {
-                let (connection, generation) = mode.connection().await?;
-                Ok((Conn::Multiplexed(connection), generation))
-            }
-            Mode::Cluster(cluster) => {
-                let (client, cached) = &**cluster;
-                let mut cached = cached.lock().await;
-                if let Some(c) = &*cached {
-                    return Ok((Conn::Cluster(c.clone()), 0));
+        let inner = &*self.inner;
+        if let Mode::Sentinel(mode) = &inner.mode {
+            mode.watching.call_once(|| {
+                for sentinel in &mode.sentinels {
+                    tokio::spawn(watch_failovers(Arc::downgrade(&self.inner), sentinel.clone()));
                 }
-                let c = client.get_async_connection().await?;
-                *cached = Some(c.clone());
-                Ok((Conn::Cluster(c), 0))
-            }
-            Mode::Sentinel(mode) => {
-                mode.watching.call_once(|| {
-                    for sentinel in &mode.sentinels {
-                        tokio::spawn(watch_failovers(Arc::downgrade(&self.inner), sentinel.clone()));
+            });
+        }
+        inner
+            .connection
+            .get(|| async {
+                Ok(match &inner.mode {
+                    Mode::Standalone(standalone) => {
+                        let (client, timeouts) = &**standalone;
+                        Conn::Multiplexed(client.get_multiplexed_async_connection_with_config(timeouts).await?)
                     }
-                });
-                let mut cached = mode.cached.lock().await;
-                if let Some(c) = &*cached {
-                    return Ok((Conn::Multiplexed(c.clone()), 0));
-                }
-                let c = mode.client.lock().await.get_async_connection().await?;
-                *cached = Some(c.clone());
-                Ok((Conn::Multiplexed(c), 0))
-            }
-        }
-    }
-
-    /// Drops the connection a command failed on (`generation`: which one, in standalone
-    /// mode), so that the next command makes (or, with sentinels, looks up) a new one.
-    async fn forget_connection(&self, generation: u64) {
-        match &self.inner.mode {
-            Mode::Standalone(mode) => mode.forget(generation).await,
-            Mode::Cluster(cluster) => *cluster.1.lock().await = None,
-            Mode::Sentinel(mode) => *mode.cached.lock().await = None,
-        }
+                    Mode::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+                    Mode::Sentinel(mode) => Conn::Multiplexed(mode.client.lock().await.get_async_connection().await?),
+                })
+            })
+            .await
     }
 
     /// One `PING`, outside the policies, within `connect_timeout` and then
