@@ -14,7 +14,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::reclaim::{self, Guard};
+use crate::reclaim::{self, Guard, RcuCell};
 
 /// A shared value: its clones are handles to it (an `Arc` clone each), and it lends the
 /// value to work in flight with [`loan`](Self::loan).
@@ -23,38 +23,14 @@ use crate::reclaim::{self, Guard};
 /// process's reclamation thread, which drops it (on that thread) once every loan made
 /// before is gone.
 pub struct Lender<T: Send + Sync + 'static> {
-    owner: Arc<Owner<T>>,
-}
-
-/// The value, boxed apart from the handles' reference count.
-struct Owner<T: Send + Sync + 'static> {
-    value: NonNull<T>,
-}
-
-// SAFETY: `Owner` owns a `T` (a box) that its handles share by reference: it may be sent
-// and shared when `T` may be both.
-#[allow(unsafe_code)]
-unsafe impl<T: Send + Sync + 'static> Send for Owner<T> {}
-// SAFETY: as above.
-#[allow(unsafe_code)]
-unsafe impl<T: Send + Sync + 'static> Sync for Owner<T> {}
-
-impl<T: Send + Sync + 'static> Drop for Owner<T> {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: `value` came from `Box::into_raw` in `Lender::new`, and this is its one
-        // owner. Loans still reading it opened their read sections before this drop (a
-        // loan is made through a live handle, and this runs after the last handle is
-        // gone), and `retire` frees it only after every such section has closed.
-        reclaim::retire(unsafe { Box::from_raw(self.value.as_ptr()) });
-    }
+    /// Never replaced: dropped with the last handle, which retires the value.
+    cell: Arc<RcuCell<T>>,
 }
 
 impl<T: Send + Sync + 'static> Lender<T> {
     /// A first handle to `value`.
     pub fn new(value: T) -> Self {
-        let value = NonNull::from(Box::leak(Box::new(value)));
-        Self { owner: Arc::new(Owner { value }) }
+        Self { cell: Arc::new(RcuCell::new(value)) }
     }
 
     /// The value, lent for as long as the loan is held, on any thread, even after every
@@ -66,7 +42,8 @@ impl<T: Send + Sync + 'static> Lender<T> {
     #[inline]
     pub fn loan(&self) -> Loan<T> {
         let guard = reclaim::enter();
-        Loan { value: self.owner.value, _guard: guard }
+        let value = NonNull::from(self.cell.get(&guard));
+        Loan { value, _guard: guard }
     }
 }
 
@@ -76,14 +53,15 @@ impl<T: Send + Sync + 'static> Deref for Lender<T> {
     #[inline]
     #[allow(unsafe_code)]
     fn deref(&self) -> &T {
-        // SAFETY: the value is freed only after the last handle is gone, and `self` is one.
-        unsafe { self.owner.value.as_ref() }
+        // SAFETY: the cell was made with a value and is never replaced, so it holds that
+        // value until it is dropped with the last handle, and `self` is one.
+        unsafe { &*self.cell.current_ptr() }
     }
 }
 
 impl<T: Send + Sync + 'static> Clone for Lender<T> {
     fn clone(&self) -> Self {
-        Self { owner: Arc::clone(&self.owner) }
+        Self { cell: Arc::clone(&self.cell) }
     }
 }
 
@@ -115,9 +93,9 @@ impl<T: Send + Sync + 'static> Deref for Loan<T> {
     #[inline]
     #[allow(unsafe_code)]
     fn deref(&self) -> &T {
-        // SAFETY: the loan was made through a live handle, with its read section opened
-        // first; the value is retired only after the last handle is gone, and freed only
-        // after every read section open at that point (this one) has closed.
+        // SAFETY: the value was loaded under this loan's read section; it is retired only
+        // when its cell is dropped with the last handle, and freed only after every read
+        // section open at that point (this one) has closed.
         unsafe { self.value.as_ref() }
     }
 }

@@ -469,6 +469,13 @@ impl<T: Send + 'static> RcuCell<T> {
         }
     }
 
+    /// The current value's address (null for an empty cell), for a holder that knows the
+    /// cell is not replaced while it uses the value.
+    #[inline(always)]
+    pub(crate) fn current_ptr(&self) -> *const T {
+        self.current.load(Acquire)
+    }
+
     /// Publishes `value`; the previous one is dropped once its readers are gone.
     pub(crate) fn replace(&self, value: T) {
         let old = self.current.swap(Box::into_raw(Box::new(value)), AcqRel);
