@@ -95,9 +95,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let urls: Vec<(&str, String)> = runtime.block_on(async {
         let mut urls = Vec::new();
-        for (name, app) in
-            [("no layer", hello()), ("ResilienceLayer", ours()), ("tower + tower_governor", tower_stack())]
-        {
+        for (i, name) in STACKS.into_iter().enumerate() {
+            let app = app_for(i);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let url = format!("http://{}/", listener.local_addr().expect("address"));
             tokio::spawn(async move {
@@ -157,14 +156,11 @@ fn in_process() {
     let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
     let mut nanos = Vec::new();
     let mut pairs = Vec::new();
-    for (i, (name, app)) in
-        [("no layer", hello()), ("ResilienceLayer", ours()), ("tower + tower_governor", tower_stack())]
-            .into_iter()
-            .enumerate()
-    {
+    for (i, name) in STACKS.into_iter().enumerate() {
         if only().is_some_and(|only| only != i) {
             continue;
         }
+        let app = app_for(i);
         let best = runtime.block_on(async {
             // As `axum::serve` has it: every route built once, not per request.
             let mut app = app.with_state::<()>(());
@@ -203,7 +199,10 @@ fn in_process() {
     println!();
 }
 
-/// Stack `i` of `in_process`, built again.
+/// The stacks compared, in order (`ONLY=N` picks one).
+const STACKS: [&str; 3] = ["no layer", "ResilienceLayer", "tower + tower_governor"];
+
+/// Stack `i` of [`STACKS`].
 fn app_for(i: usize) -> axum::Router {
     match i {
         0 => hello(),
