@@ -118,8 +118,14 @@ fn main() {
             let (name, url) = &urls[i];
             let before = process_cpu_seconds();
             let (rps, p99) = wrk(url);
-            let cpu_us = (process_cpu_seconds() - before) / (rps * f64::from(SECONDS)) * 1e6;
-            eprintln!("{name}: {rps:.0} requests/s, {cpu_us:.2} µs of server CPU per request");
+            let after = process_cpu_seconds();
+            let requests = rps * f64::from(SECONDS);
+            let cpu_us = (after.0 + after.1 - before.0 - before.1) / requests * 1e6;
+            let (user_us, system_us) = ((after.0 - before.0) / requests * 1e6, (after.1 - before.1) / requests * 1e6);
+            eprintln!(
+                "{name}: {rps:.0} requests/s, {cpu_us:.2} µs of server CPU per request \
+                 ({user_us:.2} user, {system_us:.2} kernel)"
+            );
             if rps > best[i].0 {
                 best[i] = (rps, p99, cpu_us);
             }
@@ -135,14 +141,14 @@ fn main() {
     println!("ResilienceLayer / tower + tower_governor: {:.3} (target >= 1.0)", best[1].0 / best[2].0);
 }
 
-/// User plus system CPU time of this process so far, in seconds (from `/proc/self/stat`,
+/// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
 /// in clock ticks of 1/100 s).
-fn process_cpu_seconds() -> f64 {
+fn process_cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
     // The fields after the command name (which may hold spaces) start at the state.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// Each stack's time per request in this process, without sockets: a request handed to
