@@ -61,7 +61,7 @@ pub use config::{
 pub use error::{ConfigError, ResilienceError};
 pub use fallback::Fallback;
 pub use hedge::{Hedge, HedgeConfig, HedgeDelay, HedgedCall};
-pub use lend::{Lender, Loan};
+pub use lend::{Lender, Loan, Replicated};
 pub use manager::{
     manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
     ResilienceManager,

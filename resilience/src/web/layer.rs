@@ -15,8 +15,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use resilience_core::{
-    BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Lender, Loan,
-    RateLimiterConfig, ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
+    BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Loan, RateLimiterConfig,
+    Replicated, ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -267,7 +267,7 @@ impl<S> Layer<S> for ResilienceLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let site = Site { shared: Arc::clone(&self.shared), route: std::sync::OnceLock::new() };
-        ResilienceService { inner, site: Lender::new(site) }
+        ResilienceService { inner, site: Replicated::new(site) }
     }
 }
 
@@ -275,13 +275,15 @@ impl<S> Layer<S> for ResilienceLayer {
 #[derive(Debug, Clone)]
 pub struct ResilienceService<S> {
     inner: S,
-    site: Lender<Site>,
+    /// Replicated: axum clones the service for every request, and an `Arc` clone would
+    /// be a count that every core's requests write.
+    site: Replicated<Site>,
 }
 
-/// What one wrapped service shares with its clones: the layer's state, and the state of
+/// What one wrapped service shares with its clones (each thread's clones share a replica of it): the layer's state, and the state of
 /// the route it serves (axum's `Router::layer` wraps each route apart, so a service
 /// mostly sees one route: kept here, it is found without a lock).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Site {
     shared: Arc<Shared>,
     route: std::sync::OnceLock<Arc<RouteState>>,
