@@ -286,39 +286,60 @@ pub struct ResilienceService<S> {
 #[derive(Debug, Clone)]
 struct Site {
     shared: Arc<Shared>,
-    route: std::sync::OnceLock<Arc<RouteState>>,
+    /// The service's own route (the first it served), and axum's text of it (`None`:
+    /// `unmatched`), kept so that the next request's text is recognised by its address.
+    route: std::sync::OnceLock<(Arc<RouteState>, Option<axum::extract::MatchedPath>)>,
 }
 
 impl Site {
-    /// The state of `route`: this service's own route without a lock, any other from the
-    /// layer's map.
-    fn route(&self, route: &str) -> std::borrow::Cow<'_, Arc<RouteState>> {
-        let own = self.route.get_or_init(|| self.shared.route(route));
-        if &*own.route == route {
-            std::borrow::Cow::Borrowed(own)
-        } else {
-            std::borrow::Cow::Owned(self.shared.route(route))
+    /// The state of the route axum `matched` (`None`: `unmatched`): this service's own
+    /// route without a lock, any other from the layer's map.
+    fn route(&self, matched: Option<&axum::extract::MatchedPath>) -> std::borrow::Cow<'_, Arc<RouteState>> {
+        let text = matched.map_or(UNMATCHED, axum::extract::MatchedPath::as_str);
+        let (own, own_text) = self.route.get_or_init(|| (self.shared.route(text), matched.cloned()));
+        let same = match (own_text, matched) {
+            // axum gives every request of a route the same text: equal addresses.
+            (Some(own), Some(this)) => std::ptr::eq(own.as_str(), this.as_str()) || own.as_str() == this.as_str(),
+            (None, None) => true,
+            _ => false,
+        };
+        match same {
+            true => std::borrow::Cow::Borrowed(own),
+            false => std::borrow::Cow::Owned(self.shared.route(text)),
         }
     }
 }
 
+/// The route of requests that matched none of the application's.
+const UNMATCHED: &str = "unmatched";
+
 const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
-/// The method's index in `METHODS`, 9 for any other.
+/// The method's index in `METHODS`, 9 for any other (a comparison of `http`'s own tag
+/// for the standard ones, not of their names).
 fn method_index(method: &http::Method) -> u8 {
-    METHODS.iter().position(|m| *m == method.as_str()).map_or(9, |i| i as u8)
+    use http::Method;
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
+    }
 }
 
 fn method_name(index: u8) -> &'static str {
     METHODS.get(usize::from(index)).copied().unwrap_or("OTHER")
 }
 
-/// The request's route: axum's `MatchedPath` if routing matched, else `unmatched`.
-fn route_of<B>(request: &Request<B>) -> &str {
-    match request.extensions().get::<axum::extract::MatchedPath>() {
-        Some(path) => path.as_str(),
-        None => "unmatched",
-    }
+/// The request's route: axum's `MatchedPath` if routing matched (`None`: `unmatched`).
+fn route_of<B>(request: &Request<B>) -> Option<&axum::extract::MatchedPath> {
+    request.extensions().get::<axum::extract::MatchedPath>()
 }
 
 /// What the layer keeps per route: its breaker and its metric handles (made once, so a
@@ -858,7 +879,7 @@ struct Tag {
 
 impl Tag {
     fn route(&self) -> &RouteState {
-        match (&self.other_route, self.site.route.get()) {
+        match (&self.other_route, self.site.route.get().map(|(route, _)| route)) {
             (Some(route), _) | (None, Some(route)) => route,
             // `Site::route` sets the service's own route before any `Tag` is made.
             (None, None) => unreachable!("a tag without a route"),
@@ -1072,7 +1093,17 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::{lasting_number, new_request_id, number};
+    use super::{lasting_number, method_index, new_request_id, number, METHODS};
+
+    /// A standard method's index is its place in `METHODS`; any other's is 9.
+    #[test]
+    fn methods_are_indexed_by_their_names() {
+        for (i, name) in METHODS.iter().enumerate() {
+            let method = http::Method::from_bytes(name.as_bytes()).expect("a method");
+            assert_eq!(usize::from(method_index(&method)), i, "{name}");
+        }
+        assert_eq!(method_index(&http::Method::from_bytes(b"PROPFIND").expect("a method")), 9);
+    }
 
     /// Every number's header value is its decimal text, from the static table or not.
     #[test]
