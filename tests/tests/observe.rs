@@ -7,7 +7,7 @@ use metrics_util::CompositeKey;
 use resilience::{BreakerOverrides, BulkheadOverrides, ConfigOverrides, DependencyType, Registry, ResilienceManager};
 use resilience::{ResilienceStrategy, RetryOverrides};
 
-use crate::support::{nz, nzu, AppError};
+use crate::support::{field, nz, nzu, AppError, SpanRecorder};
 
 fn labels(key: &CompositeKey) -> Vec<(String, String)> {
     let mut l: Vec<_> = key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
@@ -110,43 +110,9 @@ async fn breaker_retry_and_bulkhead_metrics_have_the_documented_names_and_labels
     assert_eq!(gauge("resilience_bulkhead_available_concurrent_calls", &[narrow]), 1.0);
 }
 
-/// Records the `resilient_call` spans opened while it is the thread's subscriber.
-#[derive(Default)]
-struct SpanRecorder {
-    spans: std::sync::Mutex<Vec<Vec<(String, String)>>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-struct FieldsOf<'a>(&'a mut Vec<(String, String)>);
-
-impl tracing::field::Visit for FieldsOf<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-}
-
-impl tracing::Subscriber for SpanRecorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        if attrs.metadata().name() == "resilient_call" {
-            let mut fields = Vec::new();
-            attrs.record(&mut FieldsOf(&mut fields));
-            self.spans.lock().unwrap().push(fields);
-        }
-        tracing::span::Id::from_u64(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn every_call_has_a_span_with_its_dependency_and_a_correlation_id() {
-    let recorder = std::sync::Arc::new(SpanRecorder::default());
+    let recorder = std::sync::Arc::new(SpanRecorder::of("resilient_call"));
     let manager = ResilienceManager::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     tracing::subscriber::with_default(std::sync::Arc::clone(&recorder), || {
@@ -161,9 +127,6 @@ fn every_call_has_a_span_with_its_dependency_and_a_correlation_id() {
     });
     let spans = recorder.spans.lock().unwrap();
     assert_eq!(spans.len(), 2);
-    let field = |span: &Vec<(String, String)>, name: &str| {
-        span.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
-    };
     assert_eq!(field(&spans[0], "dependency"), "\"traced_db\"");
     let (a, b) = (field(&spans[0], "correlation_id"), field(&spans[1], "correlation_id"));
     assert!(!a.is_empty() && a != b, "correlation ids {a} and {b}");

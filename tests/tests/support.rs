@@ -104,3 +104,50 @@ pub fn started_checker(interval: std::time::Duration) -> resilience::PoolHealthC
 pub fn healthy(checker: &resilience::PoolHealthChecker, name: &str) -> Option<bool> {
     checker.summary().into_iter().find(|p| p.name == name).and_then(|p| p.healthy)
 }
+
+/// Records the fields of the spans named `name` opened while it is the thread's
+/// subscriber.
+pub(crate) struct SpanRecorder {
+    name: &'static str,
+    pub(crate) spans: std::sync::Mutex<Vec<Vec<(String, String)>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) struct FieldsOf<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for FieldsOf<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+}
+
+impl SpanRecorder {
+    /// A recorder of the spans named `name`.
+    pub(crate) fn of(name: &'static str) -> Self {
+        Self { name, spans: Default::default(), next: Default::default() }
+    }
+}
+
+/// The value of field `name` of a recorded span (its `Debug` text), empty if it has none.
+pub(crate) fn field(span: &[(String, String)], name: &str) -> String {
+    span.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+impl tracing::Subscriber for SpanRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        if attrs.metadata().name() == self.name {
+            let mut fields = Vec::new();
+            attrs.record(&mut FieldsOf(&mut fields));
+            self.spans.lock().unwrap().push(fields);
+        }
+        tracing::span::Id::from_u64(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 
-use crate::support::chromium;
+use crate::support::{chromium, field, SpanRecorder};
 use resilience::{ClientKey, MiddlewareConfig, RateLimitConfig, ResilienceLayer};
 
 /// Serves `app` (with peer addresses) on a free port of 127.0.0.1.
@@ -263,6 +263,41 @@ async fn the_request_id_is_kept_or_made() {
     // An id that cannot be repeated safely is replaced.
     let bad = c.get(format!("{url}/ok")).header("x-request-id", "a b").send().await.unwrap();
     assert_ne!(bad.headers()["x-request-id"], "a b");
+}
+
+/// The request's span carries its method, matched route and request id (the client's,
+/// or the one made for it and answered), for a subscriber that takes it.
+#[test]
+fn the_request_span_carries_the_request_id() {
+    use tower::ServiceExt;
+    let recorder = Arc::new(SpanRecorder::of("request"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let made = tracing::subscriber::with_default(Arc::clone(&recorder), || {
+        runtime.block_on(async {
+            let app = app(MiddlewareConfig::default());
+            let mut ids = Vec::new();
+            for given in [Some("client-7"), None] {
+                let mut request = axum::http::Request::get("/users/42");
+                if let Some(id) = given {
+                    request = request.header("x-request-id", id);
+                }
+                let mut request = request.body(axum::body::Body::empty()).unwrap();
+                request.extensions_mut().insert(peer);
+                let response = app.clone().oneshot(request).await.unwrap();
+                ids.push(response.headers()["x-request-id"].to_str().unwrap().to_owned());
+            }
+            ids
+        })
+    });
+    assert_eq!(made[0], "client-7");
+    let spans = recorder.spans.lock().unwrap();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for (span, id) in spans.iter().zip(&made) {
+        assert_eq!(field(span, "request_id"), format!("{id:?}"));
+        assert_eq!(field(span, "route"), "\"/users/{id}\"");
+        assert_eq!(field(span, "method"), "\"GET\"");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
