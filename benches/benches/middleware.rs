@@ -1,13 +1,15 @@
 //! `ResilienceLayer` in an axum hello-world on 127.0.0.1 under `wrk`, in one run: no layer,
 //! our layer (timeout, bulkhead, route breaker and a per-client limiter with a high limit,
-//! all on), and a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
-//! and `tower_governor`'s per-IP limiter). Each server runs in this process on a 2-worker
-//! runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections for `SECONDS`
-//! per variant, in six rounds that each start with another server (so that each runs
-//! first, second and third twice); the best of the six is kept (two cores shared with
-//! `wrk` make one run's throughput move by 4 % or more). Next to each run's
+//! all on), a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
+//! and `tower_governor`'s per-IP limiter), and no layer with a fixed `x-request-id` on
+//! every answer (what that one header costs by itself). Each server runs in this process
+//! on a 2-worker runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections
+//! for `SECONDS` per variant, in eight rounds that each start with another server (so
+//! that each runs in each place twice); the best of the eight is kept (two cores shared
+//! with `wrk` make one run's throughput move by 4 % or more). Next to each run's
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
-//! spent per request: less noisy than the throughput of two cores shared with `wrk`.
+//! spent per request, user and kernel apart: less noisy than the throughput of two cores
+//! shared with `wrk`.
 //!
 //! Before that it times each stack in this process without sockets (`in_process`): the
 //! layers' own cost per request, on one thread.
@@ -107,7 +109,7 @@ fn main() {
         urls
     });
     let mut best = vec![(0.0f64, f64::NAN, f64::NAN); urls.len()];
-    // Six rounds, each server first, second and third twice: a fixed order favours
+    // Two rounds per server, each server in each place twice: a fixed order favours
     // one position (see `http_ab`).
     for round in 0..2 * urls.len() {
         for k in 0..urls.len() {
@@ -139,6 +141,7 @@ fn main() {
     println!();
     println!("ResilienceLayer / no layer: {:.3} (target >= 0.95)", best[1].0 / best[0].0);
     println!("ResilienceLayer / tower + tower_governor: {:.3} (target >= 1.0)", best[1].0 / best[2].0);
+    println!("no layer with a fixed x-request-id / no layer: {:.3} (the header alone)", best[3].0 / best[0].0);
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -206,15 +209,24 @@ fn in_process() {
 }
 
 /// The stacks compared, in order (`ONLY=N` picks one).
-const STACKS: [&str; 3] = ["no layer", "ResilienceLayer", "tower + tower_governor"];
+const STACKS: [&str; 4] = ["no layer", "ResilienceLayer", "tower + tower_governor", "no layer, x-request-id"];
 
 /// Stack `i` of [`STACKS`].
 fn app_for(i: usize) -> axum::Router {
     match i {
         0 => hello(),
         1 => ours(),
-        _ => tower_stack(),
+        2 => tower_stack(),
+        _ => hello_with_id(),
     }
+}
+
+/// The hello-world answering with a fixed `x-request-id` of the length the layer's own
+/// ids have (25 bytes), and no layer: what the one header the layer adds to every answer
+/// costs by itself (hyper writing it, the kernel carrying it, `wrk` parsing it, on the
+/// same two cores), apart from any of the layer's work.
+fn hello_with_id() -> axum::Router {
+    axum::Router::new().route("/", get(|| async { ([("x-request-id", "0123abcd-00000000000a1b2c")], "hello") }))
 }
 
 /// The same router (one layer's state) called on two threads at once, each with a
@@ -256,7 +268,7 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
     best
 }
 
-/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack), for
+/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer with a fixed `x-request-id`), for
 /// profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
