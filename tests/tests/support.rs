@@ -105,10 +105,18 @@ pub fn healthy(checker: &resilience::PoolHealthChecker, name: &str) -> Option<bo
     checker.summary().into_iter().find(|p| p.name == name).and_then(|p| p.healthy)
 }
 
+/// Held by every test that sets a thread's tracing subscriber: tracing caches each
+/// callsite's interest across all the subscribers alive at once, and two tests' scoped
+/// subscribers made and dropped concurrently can leave a callsite's cache stale for the
+/// other test (a span it expects goes unrecorded).
+pub(crate) static SUBSCRIBED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Records the fields of the spans named `name` opened while it is the thread's
 /// subscriber.
 pub(crate) struct SpanRecorder {
     name: &'static str,
+    /// Each recorded span's id and its place in `spans`.
+    ids: std::sync::Mutex<Vec<(u64, usize)>>,
     pub(crate) spans: std::sync::Mutex<Vec<Vec<(String, String)>>>,
     next: std::sync::atomic::AtomicU64,
 }
@@ -124,7 +132,7 @@ impl tracing::field::Visit for FieldsOf<'_> {
 impl SpanRecorder {
     /// A recorder of the spans named `name`.
     pub(crate) fn of(name: &'static str) -> Self {
-        Self { name, spans: Default::default(), next: Default::default() }
+        Self { name, ids: Default::default(), spans: Default::default(), next: Default::default() }
     }
 }
 
@@ -138,14 +146,23 @@ impl tracing::Subscriber for SpanRecorder {
         true
     }
     fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if attrs.metadata().name() == self.name {
             let mut fields = Vec::new();
             attrs.record(&mut FieldsOf(&mut fields));
-            self.spans.lock().unwrap().push(fields);
+            let mut spans = self.spans.lock().unwrap();
+            spans.push(fields);
+            self.ids.lock().unwrap().push((id, spans.len() - 1));
         }
-        tracing::span::Id::from_u64(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+        tracing::span::Id::from_u64(id)
     }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    /// Values recorded after the span was made (fields declared `Empty`) join its fields.
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let ids = self.ids.lock().unwrap();
+        if let Some(&(_, i)) = ids.iter().find(|(made, _)| *made == id.into_u64()) {
+            values.record(&mut FieldsOf(&mut self.spans.lock().unwrap()[i]));
+        }
+    }
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &tracing::span::Id) {}

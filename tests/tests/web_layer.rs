@@ -263,6 +263,14 @@ async fn the_request_id_is_kept_or_made() {
     // An id that cannot be repeated safely is replaced.
     let bad = c.get(format!("{url}/ok")).header("x-request-id", "a b").send().await.unwrap();
     assert_ne!(bad.headers()["x-request-id"], "a b");
+
+    // Switched off, the layer neither makes an id nor repeats the client's.
+    let off = serve(app(MiddlewareConfig { enable_request_id: false, ..Default::default() })).await;
+    let none = c.get(format!("{off}/ok")).send().await.unwrap();
+    assert_eq!(none.status(), 200);
+    assert!(none.headers().get("x-request-id").is_none());
+    let given = c.get(format!("{off}/ok")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert!(given.headers().get("x-request-id").is_none());
 }
 
 /// The request's span carries its method, matched route and request id (the client's,
@@ -273,6 +281,7 @@ fn the_request_span_carries_the_request_id() {
     let recorder = Arc::new(SpanRecorder::of("request"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let _subscribed = crate::support::SUBSCRIBED.lock().unwrap_or_else(|p| p.into_inner());
     let made = tracing::subscriber::with_default(Arc::clone(&recorder), || {
         runtime.block_on(async {
             let app = app(MiddlewareConfig::default());
@@ -485,11 +494,12 @@ async fn the_dashboard_shows_an_open_breaker_in_chromium() {
 #[test]
 fn the_middleware_comes_from_the_settings_file_with_its_error_rules() {
     let settings = resilience::Settings::from_yaml_str(
-        "middleware:\n  request_timeout: 5s\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key, quota_headers: true }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n  excluded_paths:\n    - /health\n    - /metrics\n",
+        "middleware:\n  request_timeout: 5s\n  enable_request_id: false\n  bulkhead_max_concurrent: 50\n  rate_limit: { per_second: 10, burst: 5, key_header: x-api-key, quota_headers: true }\n  trusted_proxies: [10.0.0.0/8, 192.168.1.1]\n  excluded_paths:\n    - /health\n    - /metrics\n",
     )
     .expect("valid");
     let config = resilience::web::middleware_from_settings(&settings).unwrap().expect("a section");
     assert_eq!(config.request_timeout, Duration::from_secs(5));
+    assert!(!config.enable_request_id);
     assert_eq!(config.bulkhead_max_concurrent, 50);
     assert_eq!(config.excluded_paths, ["/health", "/metrics"]);
     assert_eq!(config.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "192.168.1.1/32".parse().unwrap()]);

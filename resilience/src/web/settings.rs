@@ -11,6 +11,7 @@
 //!   circuit_breaker_failure_threshold: 5
 //!   circuit_breaker_recovery_timeout: 60s
 //!   rate_limit: { per_second: 100, burst: 20, max_clients: 10000, key_header: x-api-key, quota_headers: true }
+//!   enable_request_id: true                      # x-request-id on every answer and span
 //!   trusted_proxies: [10.0.0.0/8, 192.168.0.0/16]
 //!   excluded_paths: [/health, /metrics]          # or one comma-separated string
 //!   chaos: { latency: 200ms, latency_rate: 0.1, error_rate: 0.01, max_active: 10, seed: 7 }
@@ -34,6 +35,7 @@ const KEYS: &[&str] = &[
     "circuit_breaker_failure_threshold",
     "circuit_breaker_recovery_timeout",
     "rate_limit",
+    "enable_request_id",
     "trusted_proxies",
     "excluded_paths",
     "chaos",
@@ -71,6 +73,7 @@ fn read(section: &SectionValue<'_>) -> Result<MiddlewareConfig, ConfigError> {
             "enable_circuit_breaker" => c.enable_circuit_breaker = value.boolean()?,
             "enable_bulkhead" => c.enable_bulkhead = value.boolean()?,
             "enable_rate_limiting" => c.enable_rate_limiting = value.boolean()?,
+            "enable_request_id" => c.enable_request_id = value.boolean()?,
             "request_timeout" => c.request_timeout = value.positive_duration()?,
             "bulkhead_max_concurrent" => c.bulkhead_max_concurrent = value.count_usize(1)?,
             "bulkhead_max_wait" => c.bulkhead_max_wait = value.duration()?,
