@@ -1,11 +1,12 @@
 //! `ResilienceLayer` in an axum hello-world on 127.0.0.1 under `wrk`, in one run: no layer,
 //! our layer (timeout, bulkhead, route breaker and a per-client limiter with a high limit,
 //! all on), a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
-//! and `tower_governor`'s per-IP limiter), and no layer with a fixed `x-request-id` on
-//! every answer (what that one header costs by itself). Each server runs in this process
+//! and `tower_governor`'s per-IP limiter), no layer with a fixed `x-request-id` on
+//! every answer (what that one header costs by itself), and our layer with its request
+//! ids off (`enable_request_id: false`). Each server runs in this process
 //! on a 2-worker runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections
-//! for `SECONDS` per variant, in eight rounds that each start with another server (so
-//! that each runs in each place twice); the best of the eight is kept (two cores shared
+//! for `SECONDS` per variant, in ten rounds that each start with another server (so
+//! that each runs in each place twice); the best of the ten is kept (two cores shared
 //! with `wrk` make one run's throughput move by 4 % or more). Next to each run's
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
 //! spent per request, user and kernel apart: less noisy than the throughput of two cores
@@ -36,6 +37,17 @@ fn ours() -> axum::Router {
     hello().layer(ResilienceLayer::new(MiddlewareConfig {
         bulkhead_max_concurrent: 10_000,
         rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
+        ..Default::default()
+    }))
+}
+
+/// The layer with what the target names on (timeout, bulkhead, route breaker,
+/// per-client limiter) and its request ids off: no `x-request-id` on the answers.
+fn ours_without_request_id() -> axum::Router {
+    hello().layer(ResilienceLayer::new(MiddlewareConfig {
+        bulkhead_max_concurrent: 10_000,
+        rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
+        enable_request_id: false,
         ..Default::default()
     }))
 }
@@ -142,6 +154,8 @@ fn main() {
     println!("ResilienceLayer / no layer: {:.3} (target >= 0.95)", best[1].0 / best[0].0);
     println!("ResilienceLayer / tower + tower_governor: {:.3} (target >= 1.0)", best[1].0 / best[2].0);
     println!("no layer with a fixed x-request-id / no layer: {:.3} (the header alone)", best[3].0 / best[0].0);
+    println!("ResilienceLayer without request ids / no layer: {:.3}", best[4].0 / best[0].0);
+    println!("ResilienceLayer without request ids / tower + tower_governor: {:.3}", best[4].0 / best[2].0);
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -209,7 +223,13 @@ fn in_process() {
 }
 
 /// The stacks compared, in order (`ONLY=N` picks one).
-const STACKS: [&str; 4] = ["no layer", "ResilienceLayer", "tower + tower_governor", "no layer, x-request-id"];
+const STACKS: [&str; 5] = [
+    "no layer",
+    "ResilienceLayer",
+    "tower + tower_governor",
+    "no layer, x-request-id",
+    "ResilienceLayer, no request id",
+];
 
 /// Stack `i` of [`STACKS`].
 fn app_for(i: usize) -> axum::Router {
@@ -217,7 +237,8 @@ fn app_for(i: usize) -> axum::Router {
         0 => hello(),
         1 => ours(),
         2 => tower_stack(),
-        _ => hello_with_id(),
+        3 => hello_with_id(),
+        _ => ours_without_request_id(),
     }
 }
 
@@ -268,7 +289,7 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
     best
 }
 
-/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer with a fixed `x-request-id`), for
+/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer with a fixed `x-request-id`, `4` ours without request ids), for
 /// profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
