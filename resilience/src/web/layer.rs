@@ -289,9 +289,10 @@ pub struct ResilienceService<S> {
     site: Replicated<Site>,
 }
 
-/// What one wrapped service shares with its clones (each thread's clones share a replica of it): the layer's state, and the state of
-/// the route it serves (axum's `Router::layer` wraps each route apart, so a service
-/// mostly sees one route: kept here, it is found without a lock).
+/// What one wrapped service shares with its clones (those made on one thread share a
+/// replica of it): the layer's state, and the state of the route it serves (axum's
+/// `Router::layer` wraps each route apart, so a service mostly sees one route: kept
+/// here, it is found without a lock).
 #[derive(Debug, Clone)]
 struct Site {
     shared: Arc<Shared>,
