@@ -116,10 +116,7 @@ impl SentinelMode {
                 let (Some(ip), Some(port)) = (ip, port) else { return None };
                 let info = node("", &format!("{ip}:{port}"), config.db, config.password.as_deref()).ok()?;
                 let client = redis::Client::open(info).ok()?;
-                let timeouts = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(config.response_timeout);
-                let connection = client.get_multiplexed_async_connection_with_config(&timeouts).await.ok()?;
+                let connection = client.get_multiplexed_async_connection_with_config(&timeouts(config)).await.ok()?;
                 Some(Conn::Multiplexed(connection))
             })
             .await;
@@ -165,22 +162,17 @@ struct SharedConnection {
     /// Bumped whenever `current` is dropped or replaced: a thread's copy of an older
     /// generation is not used.
     generation: std::sync::atomic::AtomicU64,
-    /// This pool's key in the threads' copies.
-    id: u64,
-}
-
-thread_local! {
-    /// This thread's copies of the pools' connections: (pool id, generation, connection).
-    static LOCAL: std::cell::RefCell<Vec<(u64, u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's copy of `current` with its generation; dropped with the pool, so a
+    /// dropped pool's connection is not kept open by the threads that used it.
+    copies: thread_local::ThreadLocal<std::cell::RefCell<Option<(u64, Conn)>>>,
 }
 
 impl SharedConnection {
     fn new() -> Self {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             current: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            copies: thread_local::ThreadLocal::new(),
         }
     }
 
@@ -193,12 +185,10 @@ impl SharedConnection {
     {
         use std::sync::atomic::Ordering::Acquire;
         let generation = self.generation.load(Acquire);
-        let local = LOCAL.try_with(|local| {
-            let local = local.borrow();
-            local.iter().find(|(id, g, _)| *id == self.id && *g == generation).map(|(_, _, c)| c.clone())
-        });
-        if let Ok(Some(connection)) = local {
-            return Ok((connection, generation));
+        if let Some((g, connection)) = &*self.copies.get_or_default().borrow() {
+            if *g == generation {
+                return Ok((connection.clone(), generation));
+            }
         }
         let mut current = self.current.lock().await;
         let connection = match &*current {
@@ -211,11 +201,8 @@ impl SharedConnection {
         };
         // Read under the lock that it is bumped under: the generation of `current`.
         let generation = self.generation.load(Acquire);
-        let _ = LOCAL.try_with(|local| {
-            let mut local = local.borrow_mut();
-            local.retain(|(id, _, _)| *id != self.id);
-            local.push((self.id, generation, connection.clone()));
-        });
+        // The thread this task runs on now (it may have moved while it waited).
+        *self.copies.get_or_default().borrow_mut() = Some((generation, connection.clone()));
         Ok((connection, generation))
     }
 
@@ -238,6 +225,13 @@ impl SharedConnection {
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
         *current = connect.await;
     }
+}
+
+/// The pool's connect and response timeouts, for a connection to one server.
+fn timeouts(config: &RedisPoolConfig) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(config.response_timeout)
 }
 
 /// `name key`, built in place (no copy of a builder).
@@ -414,10 +408,7 @@ impl RedisPool {
             (false, true) => {
                 let info = node(name, &format!("{}:{}", config.host, config.port), config.db, password)?;
                 let client = redis::Client::open(info).map_err(|e| config_error(name, e))?;
-                let timeouts = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(config.response_timeout);
-                Mode::Standalone(Box::new((client, timeouts)))
+                Mode::Standalone(Box::new((client, timeouts(&config))))
             }
         };
         Ok(Self { inner: Arc::new(Inner { config, mode, connection: SharedConnection::new(), core }) })
