@@ -305,7 +305,7 @@ impl HttpPool {
         async move {
             let policy = ErrorPolicy { retry_if: if retry { not_rejected } else { never }, record_if: not_rejected };
             let pipeline = self.inner.dependency.pipeline();
-            let read = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+            let read = is_safe(&method);
             let attempt = || self.attempt(&method, &url, &headers, &body);
             // `request_timeout` limits each attempt together with the dependency's own
             // timeout (the shorter wins): one timer per attempt. A read is hedged if the
@@ -376,7 +376,7 @@ impl HttpPool {
             if !headers.is_empty() {
                 request = request.headers(headers.clone());
             }
-            if !body.is_empty() || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
+            if !body.is_empty() || !is_safe(method) {
                 request = request.body(body.clone());
             }
             let mut response = request.send().await.map_err(|e| AttemptError::Transport(describe(&e)))?;
@@ -434,6 +434,12 @@ async fn read_body(response: &mut reqwest::Response) -> Result<Bytes, reqwest::E
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// Whether `method` only reads (RFC 9110's safe methods): such a request may be hedged,
+/// and carries no body unless it was given one.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// Whether a request with `method` may be sent again (RFC 9110's idempotent methods).
