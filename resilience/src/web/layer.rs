@@ -623,14 +623,15 @@ where
             let call = Call { permit, slot, quota, tag };
             return off_path(&mut self.inner, |inner| injected(call, injection, inner, request, deadline));
         }
-        let future = tag.span.in_scope(|| self.inner.call(request));
+        let future = tag.in_span(|| self.inner.call(request));
         let call = Call { permit, slot, quota, tag };
         ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, config.request_timeout, call) } }
     }
 }
 
 /// The request's tracing span (`request`, at debug level, with its method, route and
-/// request id), or `Span::none()` when no subscriber takes it.
+/// request id), boxed, or `None` when no subscriber takes it (as the core keeps its
+/// call spans: the answer's future carries a word, not a span).
 ///
 /// Not the disabled span `debug_span!` makes when none does: with `tracing`'s `log`
 /// feature on (axum's default features turn it on) a disabled span still formats its
@@ -638,10 +639,16 @@ where
 /// nobody looks. So a program that only has a `log` logger does not get these spans'
 /// entries and exits as log records.
 #[inline]
-fn request_span(method: u8, route: &str, request_id: Option<&HeaderValue>) -> tracing::Span {
-    if !tracing::enabled!(target: "resilience::http", tracing::Level::DEBUG) {
-        return tracing::Span::none();
+fn request_span(method: u8, route: &str, request_id: Option<&HeaderValue>) -> Option<Box<tracing::Span>> {
+    if tracing::enabled!(target: "resilience::http", tracing::Level::DEBUG) {
+        new_request_span(method, route, request_id)
+    } else {
+        None
     }
+}
+
+#[cold]
+fn new_request_span(method: u8, route: &str, request_id: Option<&HeaderValue>) -> Option<Box<tracing::Span>> {
     let span = tracing::debug_span!(
         target: "resilience::http",
         "request",
@@ -652,7 +659,7 @@ fn request_span(method: u8, route: &str, request_id: Option<&HeaderValue>) -> tr
     if let Some(id) = request_id {
         span.record("request_id", id.to_str().unwrap_or(""));
     }
-    span
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 // The paths off the fast one, out of line and marked cold: `call` stays small, so the
@@ -828,7 +835,7 @@ where
         Ok(permit) => permit,
         Err(response) => return Ok(tag.finish(response)),
     };
-    let future = tag.span.in_scope(|| inner.call(request));
+    let future = tag.in_span(|| inner.call(request));
     Guarded::new(future, site.config.request_timeout, Call { permit, slot, quota, tag }).await
 }
 
@@ -886,7 +893,7 @@ where
         return Ok(tag.finish(response));
     }
     drop(injection);
-    let future = call.tag.span.in_scope(|| inner.call(request));
+    let future = call.tag.in_span(|| inner.call(request));
     Guarded::new(future, deadline.saturating_duration_since(Instant::now()), call).await
 }
 
@@ -897,7 +904,8 @@ const X_CHAOS: http::HeaderName = http::HeaderName::from_static("x-resilience-ch
 /// What every answer of a guarded request gets at its end: its request id, its count and
 /// its duration.
 struct Tag {
-    span: tracing::Span,
+    /// `None` when no subscriber takes the request's span.
+    span: Option<Box<tracing::Span>>,
     /// `None` when the layer gives requests no id.
     request_id: Option<HeaderValue>,
     started: Instant,
@@ -909,6 +917,13 @@ struct Tag {
 }
 
 impl Tag {
+    /// `f`'s result, run inside the request's span if it has one.
+    #[inline]
+    fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _entered = self.span.as_deref().map(tracing::Span::enter);
+        f()
+    }
+
     fn route(&self) -> &RouteState {
         match (&self.other_route, self.site.route.get().map(|(route, _)| route)) {
             (Some(route), _) | (None, Some(route)) => route,
@@ -1022,7 +1037,7 @@ where
         let this = self.project();
         let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
         // `None`: the inner service ran out of time.
-        let outcome = ready!(call.tag.span.in_scope(|| this.future.poll(cx)));
+        let outcome = ready!(call.tag.in_span(|| this.future.poll(cx)));
         match this.call.take() {
             Some(call) => Poll::Ready(call.finish(outcome)),
             None => unreachable!("checked above"),
