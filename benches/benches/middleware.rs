@@ -33,21 +33,14 @@ fn hello() -> axum::Router {
     axum::Router::new().route("/", get(|| async { "hello" }))
 }
 
-fn ours() -> axum::Router {
+/// Our layer with everything on: timeout, bulkhead, route breaker, a per-client limiter
+/// with a limit no client reaches, and (when `request_ids`) `x-request-id` on every
+/// answer. Without request ids it has just what the target names.
+fn ours(request_ids: bool) -> axum::Router {
     hello().layer(ResilienceLayer::new(MiddlewareConfig {
         bulkhead_max_concurrent: 10_000,
         rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
-        ..Default::default()
-    }))
-}
-
-/// The layer with what the target names on (timeout, bulkhead, route breaker,
-/// per-client limiter) and its request ids off: no `x-request-id` on the answers.
-fn ours_without_request_id() -> axum::Router {
-    hello().layer(ResilienceLayer::new(MiddlewareConfig {
-        bulkhead_max_concurrent: 10_000,
-        rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
-        enable_request_id: false,
+        enable_request_id: request_ids,
         ..Default::default()
     }))
 }
@@ -248,10 +241,10 @@ const STACKS: [&str; 5] = [
 fn app_for(i: usize) -> axum::Router {
     match i {
         0 => hello(),
-        1 => ours(),
+        1 => ours(true),
         2 => tower_stack(),
         3 => hello_with_id(),
-        _ => ours_without_request_id(),
+        _ => ours(false),
     }
 }
 

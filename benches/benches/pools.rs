@@ -2,8 +2,9 @@
 //! same local servers (started here: `redis-server` and a throwaway PostgreSQL cluster
 //! on free ports of 127.0.0.1, see `tests/tests/servers.rs`): a Redis `GET` through
 //! `RedisPool` (its dependency has the `Cache` preset) against a raw redis-rs
-//! `MultiplexedConnection` (eight of each, used in turn: see `CONNECTIONS`), and `SELECT 1` through `PostgresPool` (`Database` preset)
-//! against raw deadpool-postgres, at 1 and 32 concurrent callers. Each round runs ours
+//! `MultiplexedConnection` (eight of each, used in turn: see `CONNECTIONS`), and
+//! `SELECT 1` through `PostgresPool` (`Database` preset) against raw deadpool-postgres,
+//! at 1 and 32 concurrent callers. Each round runs ours
 //! and the raw client, ours first in even rounds and second in odd ones (a fixed order
 //! favours one side: see the HTTP pool's `http_ab`), so that the machine's drift falls
 //! on both alike; latencies are each operation's, throughputs each round's.
