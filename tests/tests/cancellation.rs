@@ -77,8 +77,13 @@ impl Drop for Entered<'_> {
 
 /// Waits for every task of a stress test and checks what any such run must show: many
 /// calls cancelled, some bodies panicked, never more than `limit` bodies at once, none
-/// left running.
-async fn join_stressed<T: 'static>(mut tasks: JoinSet<Option<T>>, in_body: &InBody, limit: usize) {
+/// left running, and every permit of `bulkhead` back.
+async fn join_stressed<T: 'static>(
+    mut tasks: JoinSet<Option<T>>,
+    in_body: &InBody,
+    limit: usize,
+    bulkhead: Option<&Bulkhead>,
+) {
     let (mut panicked, mut cancelled) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -96,6 +101,7 @@ async fn join_stressed<T: 'static>(mut tasks: JoinSet<Option<T>>, in_body: &InBo
     assert!(panicked > 5, "too few bodies panicked: {seen}");
     assert!(max <= limit, "more bodies than the bulkhead's {limit} ran at once: {seen}");
     assert_eq!(now, 0, "bodies still running: {seen}");
+    assert_eq!(bulkhead.map(Bulkhead::available), Some(limit), "every permit came back: {seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,9 +144,7 @@ async fn ten_thousand_cancelled_calls_never_exceed_the_bulkhead_and_leak_nothing
             cancel_after(polls, call).await
         });
     }
-    join_stressed(tasks, &in_body, LIMIT).await;
-    let Some(Bulkhead::Semaphore(bulkhead)) = pipeline.bulkhead() else { panic!("semaphore bulkhead") };
-    assert_eq!(bulkhead.available(), LIMIT, "every permit came back");
+    join_stressed(tasks, &in_body, LIMIT, pipeline.bulkhead()).await;
 }
 
 /// A `&mut self` method: the attribute's loop of attempts rather than the pipeline's
@@ -188,8 +192,7 @@ async fn ten_thousand_cancelled_attribute_calls_leak_nothing() {
         let mut worker = Worker { in_body: Arc::clone(&in_body), yields, panics, fails };
         tasks.spawn(async move { cancel_after(polls, worker.work()).await });
     }
-    join_stressed(tasks, &in_body, LIMIT).await;
-    assert_eq!(dependency.pipeline().bulkhead().map(Bulkhead::available), Some(LIMIT), "every permit came back");
+    join_stressed(tasks, &in_body, LIMIT, dependency.pipeline().bulkhead()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
