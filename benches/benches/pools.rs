@@ -2,7 +2,7 @@
 //! same local servers (started here: `redis-server` and a throwaway PostgreSQL cluster
 //! on free ports of 127.0.0.1, see `tests/tests/servers.rs`): a Redis `GET` through
 //! `RedisPool` (its dependency has the `Cache` preset) against a raw redis-rs
-//! `MultiplexedConnection` (eight of each, used in turn: see `CONNECTIONS`), and
+//! `MultiplexedConnection` (32 of each, used in turn: see `CONNECTIONS`), and
 //! `SELECT 1` through `PostgresPool` (`Database` preset) against raw deadpool-postgres,
 //! at 1 and 32 concurrent callers. Each round runs ours
 //! and the raw client, ours first in even rounds and second in odd ones (a fixed order
@@ -11,8 +11,10 @@
 //!
 //! Run: `cargo bench -p resilience-benches --bench pools` (needs `redis-server` and
 //! PostgreSQL: `scripts/test` installs them). With `DIST=1` each comparison also prints
-//! both sides' latency quantiles and mean; with `REDIS_ONLY=1` the run stops after the
-//! Redis comparison.
+//! both sides' latency quantiles and mean, and the process's CPU time (user and system,
+//! every thread) per operation of each side: the measure that found what a command
+//! costs beyond the raw client's, where latencies vary too much from run to run to show
+//! it. With `REDIS_ONLY=1` the run stops after the Redis comparison.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,14 +23,21 @@ use std::time::{Duration, Instant};
 #[path = "../../tests/tests/servers.rs"]
 mod servers;
 
-const ROUNDS: usize = 200;
+/// Rounds per comparison. With 200, the Redis ratio at 32 callers moved from run to run
+/// by ±0.06 (1.03 to 1.16 at p50 in eight runs) around a steady difference; with 800 by
+/// about ±0.02.
+const ROUNDS: usize = 800;
 
 /// Redis connections per side, used in turn by the rounds. One multiplexed connection's
 /// latency at 32 callers depends on where its driver task runs: six raw connections made
 /// one after another in one process had medians from 70 to 98 µs, each keeping its own
 /// for the whole run. With one connection a side, a run compared two draws of that; with
-/// eight (eight pools against eight raw connections) each side gets a mix.
-const CONNECTIONS: usize = 8;
+/// several each side gets a mix. At one caller the draw is starker: a connection is
+/// either fast (a median of 20–28 µs) or slow (46–64 µs) for the whole run, on either
+/// side, so the median of a side with eight connections moved with how many of its eight
+/// came out slow (ratios from 0.54 to 1.24 at one caller in six runs). With 32 a side the
+/// mix varies less: 0.93–0.99 in four runs.
+const CONNECTIONS: usize = 32;
 
 /// `a` and `b` one after the other, `a` first in even rounds and second in odd ones: the
 /// first of a pair finds the machine as the previous round left it, so neither side may
@@ -53,15 +62,24 @@ async fn raw_get<C: redis::aio::ConnectionLike + Send + Sync>(conn: &mut C) -> O
     redis::AsyncCommands::get(conn, "k").await.expect("get")
 }
 
-/// `callers` tasks each running `op` `each` times: every operation's latency, and the
-/// round's time.
-async fn round<F, Fut>(callers: usize, each: usize, op: F) -> (Vec<Duration>, Duration)
+/// What one round measured.
+struct Round {
+    /// Every operation's latency.
+    latencies: Vec<Duration>,
+    /// The round's time.
+    took: Duration,
+    /// The process's CPU time in the round (every thread's, user and system).
+    cpu: Duration,
+}
+
+/// `callers` tasks each running `op` `each` times.
+async fn round<F, Fut>(callers: usize, each: usize, op: F) -> Round
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_time());
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let op = Arc::clone(&op);
@@ -80,11 +98,11 @@ where
     for t in tasks {
         all.extend(t.await.expect("joined"));
     }
-    (all, started.elapsed())
+    Round { latencies: all, took: started.elapsed(), cpu: cpu_time() - cpu }
 }
 
 /// A round of `op` on a clone of `handle` per operation.
-async fn round_on<H, F, Fut>(callers: usize, each: usize, handle: &H, op: F) -> (Vec<Duration>, Duration)
+async fn round_on<H, F, Fut>(callers: usize, each: usize, handle: &H, op: F) -> Round
 where
     H: Clone + Send + Sync + 'static,
     F: Fn(H) -> Fut + Send + Sync + 'static,
@@ -94,16 +112,31 @@ where
     round(callers, each, move || op(handle.clone())).await
 }
 
+/// The process's CPU time (user and system, all threads) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` fills the struct it is given.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
 #[derive(Default)]
 struct Tally {
     latencies: Vec<Duration>,
     throughputs: Vec<f64>,
+    cpu: Duration,
 }
 
 impl Tally {
-    fn add(&mut self, (latencies, took): (Vec<Duration>, Duration)) {
-        self.throughputs.push(latencies.len() as f64 / took.as_secs_f64());
-        self.latencies.extend(latencies);
+    fn add(&mut self, round: Round) {
+        self.cpu += round.cpu;
+        self.throughputs.push(round.latencies.len() as f64 / round.took.as_secs_f64());
+        self.latencies.extend(round.latencies);
     }
 
     fn p50(&mut self) -> Duration {
@@ -135,6 +168,8 @@ fn report(what: &str, callers: usize, ours: &mut Tally, raw: &mut Tally) {
                 mean
             );
         }
+        let per_op = |t: &Tally| t.cpu.as_secs_f64() * 1e6 / t.latencies.len() as f64;
+        eprintln!("{what} {callers}: CPU per operation ours {:.2} µs, raw {:.2} µs", per_op(ours), per_op(raw));
     }
     println!(
         "| {what} | {callers} | {:.1} µs | {:.1} µs | {:.3} | {:.0}/s | {:.0}/s | {:.3} |",
@@ -324,8 +359,11 @@ fn main() {
                 deadpool.add(y);
                 bb8_tally.add(z);
             }
-            let mut deadpool_again =
-                Tally { latencies: deadpool.latencies.clone(), throughputs: deadpool.throughputs.clone() };
+            let mut deadpool_again = Tally {
+                latencies: deadpool.latencies.clone(),
+                throughputs: deadpool.throughputs.clone(),
+                cpu: deadpool.cpu,
+            };
             report("PostgreSQL checkout: ours / deadpool", callers, &mut ours, &mut deadpool);
             report("PostgreSQL checkout: bb8 / deadpool", callers, &mut bb8_tally, &mut deadpool_again);
         }

@@ -176,20 +176,22 @@ impl SharedConnection {
         }
     }
 
-    /// A handle to the current connection and its generation: this thread's copy if it
-    /// is current, else the pool's (made with `connect` if there is none), copied for
-    /// this thread.
+    /// This thread's copy of the current connection, if it has one, with its generation.
+    fn copy(&self) -> Option<(Conn, u64)> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        match &*self.copies.get_or_default().borrow() {
+            Some((g, connection)) if *g == generation => Some((connection.clone(), generation)),
+            _ => None,
+        }
+    }
+
+    /// The pool's connection (made with `connect` if there is none) and its generation,
+    /// copied for this thread: for a thread without a current [`copy`](Self::copy).
     async fn get<F>(&self, connect: impl FnOnce() -> F) -> Result<(Conn, u64), RedisError>
     where
         F: std::future::Future<Output = Result<Conn, RedisError>>,
     {
         use std::sync::atomic::Ordering::Acquire;
-        let generation = self.generation.load(Acquire);
-        if let Some((g, connection)) = &*self.copies.get_or_default().borrow() {
-            if *g == generation {
-                return Ok((connection.clone(), generation));
-            }
-        }
         let mut current = self.current.lock().await;
         let connection = match &*current {
             Some(connection) => connection.clone(),
@@ -503,19 +505,27 @@ impl RedisPool {
 
     /// Runs `cmd` on the mode's connection; a connection that failed is dropped so that
     /// the next command makes (or, with sentinels, looks up) a new one.
+    ///
+    /// Making a connection and dropping one are boxed: their futures (redis-rs's connect
+    /// futures, some kilobytes) would otherwise be part of every command's, which every
+    /// command moves and whose cache lines it touches.
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
-        let (mut conn, generation) = self.connection().await?;
+        let (mut conn, generation) = match self.inner.connection.copy() {
+            Some(copy) => copy,
+            None => Box::pin(self.connect()).await?,
+        };
         let result = conn.query::<T>(cmd).await;
         if let Err(e) = &result {
             if server_failure(e) {
-                self.inner.connection.forget(generation).await;
+                Box::pin(self.inner.connection.forget(generation)).await;
             }
         }
         result
     }
 
-    /// A connection for one command, with its generation.
-    async fn connection(&self) -> Result<(Conn, u64), RedisError> {
+    /// The pool's connection (made if there is none), for a thread without a current
+    /// copy of it, with its generation.
+    async fn connect(&self) -> Result<(Conn, u64), RedisError> {
         let inner = &*self.inner;
         if let Mode::Sentinel(mode) = &inner.mode {
             mode.watching.call_once(|| {
