@@ -3,7 +3,8 @@
 //! raw client alone (in an order that turns each round), so that drift of the machine (the first benchmark of a
 //! divan run measures slower) falls on all three alike. Over `ROUNDS` rounds: each
 //! variant's median round, and its throughput (requests over the rounds' total time), on
-//! a two-worker runtime and then on a current-thread one.
+//! a two-worker runtime and then on a current-thread one; and each variant's CPU time per
+//! request (the process's, every thread's: client and in-process server).
 //!
 //! Run: `cargo bench -p resilience-benches --bench http_ab` (`ONLY=N`: one variant, see
 //! `only`).
@@ -134,6 +135,7 @@ async fn compare(kind: &str, name: &'static str) {
     let driver = tokio::spawn(async move {
         for concurrency in [1usize, 32] {
             let mut times: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+            let mut cpu = [Duration::ZERO; 3];
             for round in 0..ROUNDS + 100 {
                 // Each variant goes first, second and third in turn: whichever runs first
                 // in a round finds the connections as the previous round left them.
@@ -142,6 +144,7 @@ async fn compare(kind: &str, name: &'static str) {
                     if only().is_some_and(|only| only != variant) {
                         continue;
                     }
+                    let cpu_before = cpu_time();
                     t[variant] = match variant {
                         0 => {
                             timed(concurrency, || {
@@ -175,6 +178,9 @@ async fn compare(kind: &str, name: &'static str) {
                             .await
                         }
                     };
+                    if round >= 100 {
+                        cpu[variant] += cpu_time() - cpu_before;
+                    }
                 }
                 if round >= 100 {
                     for (i, d) in t.into_iter().enumerate() {
@@ -183,7 +189,8 @@ async fn compare(kind: &str, name: &'static str) {
                 }
             }
             if only().is_none() {
-                report(concurrency, times);
+                let per_request = cpu.map(|c| c / (ROUNDS * concurrency) as u32);
+                report(concurrency, times, per_request);
             }
         }
     });
@@ -192,7 +199,7 @@ async fn compare(kind: &str, name: &'static str) {
 
 /// One concurrency's line: each variant's median round and its throughput over all
 /// rounds (requests over their total time).
-fn report(concurrency: usize, times: [Vec<Duration>; 3]) {
+fn report(concurrency: usize, times: [Vec<Duration>; 3], cpu: [Duration; 3]) {
     let [pool, timeout, raw] = times.map(|mut v| {
         v.sort();
         let total: Duration = v.iter().sum();
@@ -211,6 +218,23 @@ fn report(concurrency: usize, times: [Vec<Duration>; 3]) {
         pool.1 / raw.1,
         pool.1 / timeout.1,
     );
+    println!(
+        "                  CPU per request (client and server, every thread): pool {:.2?}  raw+timeout {:.2?}  raw {:.2?}",
+        cpu[0], cpu[1], cpu[2]
+    );
+}
+
+/// The process's CPU time (user and system, all threads) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` fills the struct it is given.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
+    t(usage.ru_utime) + t(usage.ru_stime)
 }
 
 /// The one variant to run (`ONLY=0` the pool, `1` raw with the timeout, `2` raw), for
