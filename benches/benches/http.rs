@@ -1,5 +1,6 @@
-//! One round of `concurrency` GETs (1 or 32 at once) over loopback to an in-process hyper
-//! server, through an `HttpPool`, through the same kind of reqwest client used raw, and
+//! One round of `concurrency` GETs (1 or 32 at once) over loopback to a hyper server in
+//! this process (on a thread of its own, outside the clients' runtime, as a dependency
+//! runs), through an `HttpPool`, through the same kind of reqwest client used raw, and
 //! through hyper-util's client. Throughput is `concurrency / median`; the pool's p50
 //! overhead is its median minus raw reqwest's at concurrency 1.
 //!
@@ -23,11 +24,11 @@ fn main() {
 
 const CONCURRENCY: &[usize] = &[1, 32];
 
-/// Client and server share this runtime (two workers, like the machine's two cores).
+/// The clients' runtime (two workers, like the machine's two cores).
 static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt"));
 
-static SERVER: LazyLock<SocketAddr> = LazyLock::new(|| RUNTIME.block_on(hello::start()));
+static SERVER: LazyLock<SocketAddr> = LazyLock::new(hello::start_on_own_thread);
 
 fn url() -> String {
     format!("http://{}/", *SERVER)

@@ -3,8 +3,10 @@
 //! raw client alone (in an order that turns each round), so that drift of the machine (the first benchmark of a
 //! divan run measures slower) falls on all three alike. Over `ROUNDS` rounds: each
 //! variant's median round, and its throughput (requests over the rounds' total time), on
-//! a two-worker runtime and then on a current-thread one; and each variant's CPU time per
-//! request (the process's, every thread's: client and in-process server).
+//! a two-worker runtime and then on a current-thread one, first with the server on a
+//! thread of its own and then with it in the client's runtime (see `main`); and each
+//! variant's CPU time per request (the process's, every thread's: client and in-process
+//! server).
 //!
 //! Run: `cargo bench -p resilience-benches --bench http_ab` (`ONLY=N`: one variant, see
 //! `only`).
@@ -78,26 +80,47 @@ where
 }
 
 fn main() {
-    // Two runtimes, one after the other: tokio's multi-thread scheduler on two workers
-    // (what most services run), and a current-thread runtime (client and server on one
-    // thread: no hand-offs between threads, so a round's time is the work itself and the
-    // ratio repeats to a few tenths of a percent). On two workers a request at
-    // concurrency 1 takes 23–70 µs by where its tasks happen to run (a wake-up between
-    // workers or not), and the median moves between those modes from run to run.
-    for (kind, runtime) in [
-        ("multi-thread, 2 workers", tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()),
-        ("current-thread", tokio::runtime::Builder::new_current_thread().enable_all().build()),
-    ] {
-        let runtime = runtime.expect("runtime");
-        // A pool per runtime: a client's connections belong to the runtime that made them.
-        let name = if kind.starts_with("multi") { "bench_http_ab_mt" } else { "bench_http_ab_ct" };
-        runtime.block_on(compare(kind, name));
+    // Two places for the server, each with two client runtimes, one after the other.
+    //
+    // - The server on a thread of its own (as a dependency runs: another process, not
+    //   tasks of its client's runtime). These are the lines the target is read on.
+    // - The server in the client's runtime. On the current-thread runtime client and
+    //   server then share one thread: no hand-offs between threads, so a round's time is
+    //   the work itself and the ratio repeats to a few tenths of a percent: the client's
+    //   own cost. On two workers the server's tasks compete with the client's for the same
+    //   two workers, and a request at concurrency 1 takes 23–90 µs by where its tasks
+    //   happen to run (a wake-up between workers or not); the median moves between those
+    //   modes from run to run, and the pool's few hundred nanoseconds move which mode a
+    //   request falls in.
+    //
+    // The client runtimes: tokio's multi-thread scheduler on two workers (what most
+    // services run) and a current-thread one.
+    for (place, own_thread) in [("server on its own thread", true), ("server in the client's runtime", false)] {
+        for (kind, runtime) in [
+            (
+                "multi-thread, 2 workers",
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+            ),
+            ("current-thread", tokio::runtime::Builder::new_current_thread().enable_all().build()),
+        ] {
+            let runtime = runtime.expect("runtime");
+            // A pool per runtime: a client's connections belong to the runtime that made them.
+            let name = match (own_thread, kind.starts_with("multi")) {
+                (true, true) => "bench_http_ab_own_mt",
+                (true, false) => "bench_http_ab_own_ct",
+                (false, true) => "bench_http_ab_mt",
+                (false, false) => "bench_http_ab_ct",
+            };
+            runtime.block_on(compare(&format!("{place}, {kind}"), name, own_thread));
+        }
     }
 }
 
-/// The pool named `name` against the same reqwest client raw, on the current runtime.
-async fn compare(kind: &str, name: &'static str) {
-    let url = format!("http://{}/", hello::start().await);
+/// The pool named `name` against the same reqwest client raw, on the current runtime,
+/// with the server on a thread of its own (`own_thread`) or on the current runtime.
+async fn compare(kind: &str, name: &'static str, own_thread: bool) {
+    let server = if own_thread { hello::start_on_own_thread() } else { hello::start().await };
+    let url = format!("http://{server}/");
     let own = resilience::ConfigOverrides {
         bulkhead: resilience::BulkheadOverrides {
             max_concurrent: std::num::NonZeroUsize::new(64),

@@ -8,6 +8,24 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
+/// Starts the server on a thread of its own, with a current-thread runtime of its own
+/// (as a dependency runs: outside its client's runtime); its address.
+#[allow(dead_code)] // not every benchmark that includes this file uses it
+pub fn start_on_own_thread() -> SocketAddr {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("hello-server".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                sender.send(start().await).expect("address sent");
+                std::future::pending::<()>().await
+            });
+        })
+        .expect("server thread");
+    receiver.recv().expect("server address")
+}
+
 /// Starts the server on the current runtime; its address.
 pub async fn start() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
