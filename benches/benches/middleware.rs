@@ -16,7 +16,9 @@
 //! layers' own cost per request, on one thread.
 //!
 //! Run: `cargo bench -p resilience-benches --bench middleware` (`IN_PROCESS_ONLY=1`: only
-//! the in-process part; `ONLY=N`: only server N, see `only`).
+//! the in-process part; `ONLY=N`: only server N, see `only`; `NO_BH=1`, `NO_RL=1`,
+//! `NO_CB=1`: our layer without its bulkhead, rate limiter or route breakers, to see
+//! what each costs).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -41,6 +43,9 @@ fn ours(request_ids: bool) -> axum::Router {
         bulkhead_max_concurrent: 10_000,
         rate_limit: Some(RateLimitConfig::per_client(1e9, u32::MAX)),
         enable_request_id: request_ids,
+        enable_bulkhead: std::env::var_os("NO_BH").is_none(),
+        enable_rate_limiting: std::env::var_os("NO_RL").is_none(),
+        enable_circuit_breaker: std::env::var_os("NO_CB").is_none(),
         ..Default::default()
     }))
 }
