@@ -2,12 +2,14 @@
 //! our layer (timeout, bulkhead, route breaker and a per-client limiter with a high limit,
 //! all on), a hand-built tower stack (tower's `TimeoutLayer`, `ConcurrencyLimitLayer`
 //! and `tower_governor`'s per-IP limiter), no layer with a fixed `x-request-id` on
-//! every answer (what that one header costs by itself), and our layer with its request
-//! ids off (`enable_request_id: false`). Each server runs in this process
+//! every answer (what that one header costs by itself), our layer with its request
+//! ids off (`enable_request_id: false`), and an empty layer (`tower`'s `Identity`: what
+//! axum's `Router::layer` costs any layer). Each server runs in this process
 //! on a 2-worker runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections
-//! for `SECONDS` per variant, in ten rounds that each start with another server (so
-//! that each runs in each place twice); the best of the ten is kept (two cores shared
-//! with `wrk` make one run's throughput move by 4 % or more). Next to each run's
+//! for `SECONDS` per variant, in twelve rounds that each start with another server (so
+//! that each runs in each place twice); it reports the best round, the median round and
+//! the median of the rounds' own ratios (two cores shared with `wrk` make one run's
+//! throughput move by 4 % or more). Next to each run's
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
 //! spent per request, user and kernel apart: less noisy than the throughput of two cores
 //! shared with `wrk`.
@@ -146,6 +148,14 @@ fn main() {
             runs[i].push(rps);
         }
     }
+    // Each round ran every server once, minutes apart at most: the median of the rounds'
+    // own ratios cancels what drifts between rounds (before `runs` is sorted below).
+    let paired = |a: usize, b: usize| {
+        let mut ratios: Vec<f64> = runs[a].iter().zip(&runs[b]).map(|(x, y)| x / y).collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let pairs: Vec<f64> = [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0)].iter().map(|&(a, b)| paired(a, b)).collect();
     let median: Vec<f64> = runs
         .iter_mut()
         .map(|r| {
@@ -159,14 +169,18 @@ fn main() {
         println!("| {name} | {rps:.0} | {p99:.2} ms | {cpu_us:.2} µs | {median:.0} |");
     }
     println!();
-    // Best against best, and median against median (the best of ten is the luckiest
-    // draw of each server; the medians are steadier).
-    let ratio = |a: usize, b: usize| format!("{:.3} (medians {:.3})", best[a].0 / best[b].0, median[a] / median[b]);
-    println!("ResilienceLayer / no layer: {} (target >= 0.95)", ratio(1, 0));
-    println!("ResilienceLayer / tower + tower_governor: {} (target >= 1.0)", ratio(1, 2));
-    println!("no layer with a fixed x-request-id / no layer: {} (the header alone)", ratio(3, 0));
-    println!("ResilienceLayer without request ids / no layer: {}", ratio(4, 0));
-    println!("ResilienceLayer without request ids / tower + tower_governor: {}", ratio(4, 2));
+    // Best against best, median against median (the best of the rounds is the luckiest
+    // draw of each server; the medians are steadier), and the median of the rounds' own
+    // ratios.
+    let ratio = |a: usize, b: usize, k: usize| {
+        format!("{:.3} (medians {:.3}, rounds' ratios {:.3})", best[a].0 / best[b].0, median[a] / median[b], pairs[k])
+    };
+    println!("ResilienceLayer / no layer: {} (target >= 0.95)", ratio(1, 0, 0));
+    println!("ResilienceLayer / tower + tower_governor: {} (target >= 1.0)", ratio(1, 2, 1));
+    println!("no layer with a fixed x-request-id / no layer: {} (the header alone)", ratio(3, 0, 2));
+    println!("ResilienceLayer without request ids / no layer: {}", ratio(4, 0, 3));
+    println!("ResilienceLayer without request ids / tower + tower_governor: {}", ratio(4, 2, 4));
+    println!("an empty layer / no layer: {} (what any `Router::layer` costs)", ratio(5, 0, 5));
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -234,12 +248,13 @@ fn in_process() {
 }
 
 /// The stacks compared, in order (`ONLY=N` picks one).
-const STACKS: [&str; 5] = [
+const STACKS: [&str; 6] = [
     "no layer",
     "ResilienceLayer",
     "tower + tower_governor",
     "no layer, x-request-id",
     "ResilienceLayer, no request id",
+    "an empty layer",
 ];
 
 /// Stack `i` of [`STACKS`].
@@ -249,7 +264,8 @@ fn app_for(i: usize) -> axum::Router {
         1 => ours(true),
         2 => tower_stack(),
         3 => hello_with_id(),
-        _ => ours(false),
+        4 => ours(false),
+        _ => hello().layer(tower::layer::util::Identity::new()),
     }
 }
 
@@ -300,7 +316,8 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
     best
 }
 
-/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer with a fixed `x-request-id`, `4` ours without request ids), for
+/// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer
+/// with a fixed `x-request-id`, `4` ours without request ids, `5` the empty layer), for
 /// profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
