@@ -20,7 +20,9 @@
 //! Run: `cargo bench -p resilience-benches --bench middleware` (`IN_PROCESS_ONLY=1`: only
 //! the in-process part; `ONLY=N`: only server N, see `only`; `NO_BH=1`, `NO_RL=1`,
 //! `NO_CB=1`: our layer without its bulkhead, rate limiter or route breakers, to see
-//! what each costs).
+//! what each costs; `EVICT=N`: the in-process loop writes `N` bytes between requests,
+//! so that each request meets cold caches as it does under `wrk`, where the kernel's
+//! TCP path runs between two requests; its own time cancels in "over no layer").
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -213,6 +215,7 @@ fn in_process() {
             // As `axum::serve` has it: every route built once, not per request.
             let mut app = app.with_state::<()>(());
             let mut best = f64::INFINITY;
+            let mut scratch = vec![0u8; evict_bytes()];
             for _ in 0..5 {
                 let start = std::time::Instant::now();
                 for _ in 0..requests {
@@ -222,6 +225,7 @@ fn in_process() {
                         ServiceExt::<axum::http::Request<axum::body::Body>>::ready(&mut app).await.expect("ready");
                     let response = service.call(request).await.expect("answer");
                     assert_eq!(response.status(), StatusCode::OK);
+                    evict(&mut scratch);
                 }
                 best = best.min(start.elapsed().as_nanos() as f64 / f64::from(requests));
             }
@@ -321,4 +325,20 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
 /// profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
+}
+
+/// Bytes of memory the in-process loop writes between requests (`EVICT=N`, default 0):
+/// what the kernel's TCP path does to the caches between two requests under `wrk`, so
+/// that the layers' code and data are met cold, as they are there.
+fn evict_bytes() -> usize {
+    std::env::var("EVICT").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Writes one byte of every cache line of `scratch`.
+#[inline(never)]
+fn evict(scratch: &mut [u8]) {
+    for line in scratch.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(1);
+    }
+    std::hint::black_box(scratch);
 }
