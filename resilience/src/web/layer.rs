@@ -424,10 +424,13 @@ fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
 
 /// A request id no other request of this process gets, without an allocation of its own.
 fn new_request_id() -> HeaderValue {
-    /// Ids made at once per thread: one block of `BATCH * ID_BYTES` (4,000) bytes, each
-    /// id a slice of it, freed with its last id: two allocations per 160 ids (the block
-    /// and its shared count), and the formatting done in one go.
-    const BATCH: usize = 160;
+    /// Ids made at once per thread, numbered from one draw on the process's counter (so
+    /// that workers do not contend for it on every request), into one block of
+    /// `BATCH * ID_BYTES` (4,000) bytes: each id is a slice of it, and the block is freed
+    /// with its last id (two allocations per 160 ids: the block and its shared count).
+    const BATCH: u64 = 160;
+    /// The first number of the next draw.
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         /// This thread's block of ids, and where its next unused one starts.
         static IDS: std::cell::RefCell<(Bytes, usize)> = const { std::cell::RefCell::new((Bytes::new(), 0)) };
@@ -435,9 +438,10 @@ fn new_request_id() -> HeaderValue {
     let sliced = IDS.try_with(|ids| {
         let mut ids = ids.borrow_mut();
         if ids.1 == ids.0.len() {
-            let mut block = Vec::with_capacity(BATCH * ID_BYTES);
-            for _ in 0..BATCH {
-                block.extend_from_slice(&request_id_text(next_request_number()));
+            let first = NEXT.fetch_add(BATCH, Relaxed);
+            let mut block = Vec::with_capacity(BATCH as usize * ID_BYTES);
+            for n in first..first + BATCH {
+                block.extend_from_slice(&request_id_text(n));
             }
             *ids = (Bytes::from(block), 0);
         }
@@ -446,7 +450,7 @@ fn new_request_id() -> HeaderValue {
         ids.0.slice(at..at + ID_BYTES)
     });
     // Only a thread that is ending has no block: its id gets bytes of its own.
-    let bytes = sliced.unwrap_or_else(|_| Bytes::copy_from_slice(&request_id_text(next_request_number())));
+    let bytes = sliced.unwrap_or_else(|_| Bytes::copy_from_slice(&request_id_text(NEXT.fetch_add(1, Relaxed))));
     // SAFETY: hex digits and `-` make a valid header value; this skips only the check of
     // every byte.
     #[allow(unsafe_code)]
@@ -461,12 +465,13 @@ const ID_BYTES: usize = 25;
 /// The id numbered `n`: `pppppppp-nnnnnnnnnnnnnnnn`, the process's random tag, then `n`,
 /// in hex.
 fn request_id_text(n: u64) -> [u8; ID_BYTES] {
-    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    /// The process's random tag, in hex (made once).
+    static TAG: std::sync::LazyLock<[u8; 8]> = std::sync::LazyLock::new(|| {
         use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new().build_hasher().finish()
+        hex8(std::collections::hash_map::RandomState::new().build_hasher().finish() as u32)
     });
     let mut id = [0u8; ID_BYTES];
-    id[..8].copy_from_slice(&hex8(*PROCESS as u32));
+    id[..8].copy_from_slice(&*TAG);
     id[8] = b'-';
     id[9..17].copy_from_slice(&hex8((n >> 32) as u32));
     id[17..].copy_from_slice(&hex8(n as u32));
@@ -568,26 +573,6 @@ fn lasting_number(n: u64) -> HeaderValue {
         None => return HeaderValue::from(n),
     };
     HeaderValue::from_static(text)
-}
-
-/// A number no other request of this process gets: each thread takes a block of them at
-/// a time, so that workers do not contend for one counter on every request.
-fn next_request_number() -> u64 {
-    const BLOCK: u64 = 1024;
-    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        /// The next number of this thread's block, and the block's end.
-        static BLOCK_LEFT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-    }
-    BLOCK_LEFT.with(|left| {
-        let (mut next, mut end) = left.get();
-        if next == end {
-            next = NEXT_BLOCK.fetch_add(BLOCK, Relaxed);
-            end = next + BLOCK;
-        }
-        left.set((next + 1, end));
-        next
-    })
 }
 
 /// An answer of the layer's own.
@@ -1211,7 +1196,7 @@ mod tests {
 
     /// Eight hex digits at once are `format!`'s eight.
     #[test]
-    fn hex8_is_formats_hex() {
+    fn hex8_matches_format() {
         let mut n = 0x0123_4567u32;
         for k in 0..100_000u32 {
             assert_eq!(std::str::from_utf8(&hex8(n)).ok(), Some(format!("{n:08x}").as_str()), "{n:#x}");
