@@ -799,11 +799,22 @@ pin_project! {
     }
 }
 
-/// `fut` limited to `limit` from its first poll that waits (zero: the least limit there
-/// is, one nanosecond).
+/// A [`TimeLimited`]'s limit, worked out once (a layer makes it when it is made, not on
+/// each request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit(u64);
+
+impl TimeLimit {
+    /// `limit` (zero: the least limit there is, one nanosecond).
+    pub fn new(limit: Duration) -> Self {
+        Self(limit_nanos(Some(limit)))
+    }
+}
+
+/// `fut` limited to `limit` from its first poll that waits.
 #[inline]
-pub fn time_limited<F: Future>(fut: F, limit: Duration) -> TimeLimited<F> {
-    TimeLimited { inner: Limited::new(fut, limit_nanos(Some(limit))) }
+pub fn time_limited<F: Future>(fut: F, limit: TimeLimit) -> TimeLimited<F> {
+    TimeLimited { inner: Limited::new(fut, limit.0) }
 }
 
 impl<F: Future> Future for TimeLimited<F> {

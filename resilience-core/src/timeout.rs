@@ -67,41 +67,45 @@ impl<F> Limited<F> {
 impl<F: Future> Future for Limited<F> {
     type Output = Result<F::Output, Elapsed>;
 
+    /// Inline: a future ready at once costs one poll and a branch; the timer's part is
+    /// out of line, once for every `F`.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        if *this.limit_nanos == 0 {
+        if *this.limit_nanos == 0 || !poll_timer(this.timer, *this.limit_nanos, cx) {
             return Poll::Pending;
         }
-        let fired = match this.timer {
-            Timer::Coarse(armed) => armed.poll_fired(cx),
-            Timer::Fine(sleep) => sleep.as_mut().poll(cx).is_ready(),
-            Timer::None => {
-                // The first poll is the attempt's start, to within this one poll.
-                let limit = Duration::from_nanos(*this.limit_nanos);
-                if limit >= deadline::MIN_LIMIT {
-                    if let Some(armed) = deadline::arm(limit, cx) {
-                        *this.timer = Timer::Coarse(armed);
-                        return Poll::Pending;
-                    }
+        Poll::Ready(Err(Elapsed))
+    }
+}
+
+/// Whether the limit has passed, arming the timer at the first call (the attempt's
+/// first `Pending`: its start, to within this one poll). `limit_nanos` is not 0.
+#[inline(never)]
+fn poll_timer(timer: &mut Timer, limit_nanos: u64, cx: &mut Context<'_>) -> bool {
+    match timer {
+        Timer::Coarse(armed) => armed.poll_fired(cx),
+        Timer::Fine(sleep) => sleep.as_mut().poll(cx).is_ready(),
+        Timer::None => {
+            let limit = Duration::from_nanos(limit_nanos);
+            if limit >= deadline::MIN_LIMIT {
+                if let Some(armed) = deadline::arm(limit, cx) {
+                    *timer = Timer::Coarse(armed);
+                    return false;
                 }
-                let start = Instant::now();
-                let mut sleep = Box::pin(match start.checked_add(limit) {
-                    Some(deadline) => tokio::time::sleep_until(deadline),
-                    // Beyond the clock's range: a timer that never fires.
-                    None => tokio::time::sleep(limit),
-                });
-                let fired = sleep.as_mut().poll(cx).is_ready();
-                *this.timer = Timer::Fine(sleep);
-                fired
             }
-        };
-        if fired {
-            Poll::Ready(Err(Elapsed))
-        } else {
-            Poll::Pending
+            let start = Instant::now();
+            let mut sleep = Box::pin(match start.checked_add(limit) {
+                Some(deadline) => tokio::time::sleep_until(deadline),
+                // Beyond the clock's range: a timer that never fires.
+                None => tokio::time::sleep(limit),
+            });
+            let fired = sleep.as_mut().poll(cx).is_ready();
+            *timer = Timer::Fine(sleep);
+            fired
         }
     }
 }

@@ -69,7 +69,23 @@ pub(super) enum NoClient {
 
 /// The client of `request`: `peer` is the connection's peer address, if known. The
 /// request is borrowed, never moved (it is large, and this is on every request's path).
+#[inline]
 pub(super) fn client_of<B>(
+    request: &mut Request<B>,
+    peer: Option<IpAddr>,
+    key: &ClientKey,
+    trusted: &[IpNet],
+) -> Result<Client, NoClient> {
+    match (key, peer) {
+        // The common case, inline: no proxy to look behind.
+        (ClientKey::PeerAddress, Some(peer)) if trusted.is_empty() => Ok(Client::Address(peer)),
+        _ => other_client_of(request, peer, key, trusted),
+    }
+}
+
+/// [`client_of`] but for a peer address without trusted proxies.
+#[inline(never)]
+fn other_client_of<B>(
     request: &mut Request<B>,
     peer: Option<IpAddr>,
     key: &ClientKey,

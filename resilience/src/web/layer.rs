@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
+use resilience_core::macro_support::{time_limited, TimeLimit, TimeLimited};
 use resilience_core::{
     BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Loan, RateLimiterConfig,
     Replicated, ResilienceError, SemaphoreBulkhead, SemaphoreBulkheadConfig,
@@ -190,6 +191,8 @@ struct Shared {
     limit_value: Option<HeaderValue>,
     /// Whether admitted answers carry the `RateLimit-*` headers.
     quota_headers: bool,
+    /// `config.request_timeout`, as the answer's future takes it.
+    timeout: TimeLimit,
     #[cfg(feature = "chaos")]
     chaos: Option<(resilience_core::chaos::Chaos, Option<http::HeaderName>)>,
 }
@@ -256,6 +259,7 @@ impl ResilienceLayer {
         let _ = header;
         let limit_value = config.rate_limit.as_ref().map(|limit| lasting_number(u64::from(limit.burst)));
         let quota_headers = config.rate_limit.as_ref().is_some_and(|limit| limit.quota_headers);
+        let timeout = TimeLimit::new(config.request_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -264,6 +268,7 @@ impl ResilienceLayer {
                 limiter,
                 limit_value,
                 quota_headers,
+                timeout,
                 #[cfg(feature = "chaos")]
                 chaos,
             }),
@@ -655,9 +660,20 @@ where
             let call = Call { permit, slot, quota, tag };
             return off_path(&mut self.inner, |inner| injected(call, injection, inner, request, deadline));
         }
-        let future = tag.in_span(|| self.inner.call(request));
-        let call = Call { permit, slot, quota, tag };
-        ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, config.request_timeout, call) } }
+        if tag.span.is_some() {
+            return in_span(&mut self.inner, request, Call { permit, slot, quota, tag }, shared.timeout);
+        }
+        // One expression, the inner call last: the inner future is written where the
+        // answer's future keeps it, not moved there (it is large: each move is a copy).
+        ResponseFuture {
+            kind: Kind::Guarded {
+                guarded: Guarded {
+                    future: time_limited(self.inner.call(request), shared.timeout),
+                    call: Some(Call { permit, slot, quota, tag }),
+                    _answer: std::marker::PhantomData,
+                },
+            },
+        }
     }
 }
 
@@ -696,6 +712,23 @@ fn new_request_span(method: u8, route: &str, request_id: Option<&HeaderValue>) -
 
 // The paths off the fast one, out of line and marked cold: `call` stays small, so the
 // code a request runs is compact (the slow paths' futures are large to build).
+
+/// A request admitted at once whose span a subscriber takes: the inner service called
+/// inside the span.
+#[cold]
+#[inline(never)]
+fn in_span<S, ReqBody, ResBody>(
+    inner: &mut S,
+    request: Request<ReqBody>,
+    call: Call,
+    limit: TimeLimit,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let future = call.tag.in_span(|| inner.call(request));
+    ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, limit, call) } }
+}
 
 /// The layer's answer refusing a request.
 #[cold]
@@ -868,7 +901,7 @@ where
         Err(response) => return Ok(tag.finish(response)),
     };
     let future = tag.in_span(|| inner.call(request));
-    Guarded::new(future, site.config.request_timeout, Call { permit, slot, quota, tag }).await
+    Guarded::new(future, site.timeout, Call { permit, slot, quota, tag }).await
 }
 
 /// The fault a request gets: what its override header asks for (when the layer takes
@@ -926,7 +959,7 @@ where
     }
     drop(injection);
     let future = call.tag.in_span(|| inner.call(request));
-    Guarded::new(future, deadline.saturating_duration_since(Instant::now()), call).await
+    Guarded::new(future, TimeLimit::new(deadline.saturating_duration_since(Instant::now())), call).await
 }
 
 #[cfg(feature = "chaos")]
@@ -975,10 +1008,21 @@ impl Tag {
     fn stamp<B>(self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
-        route.durations[usize::from(self.method)].record(self.started.elapsed().as_secs_f64());
+        route.durations[usize::from(self.method)].record(Elapsed(self.started));
         if let Some(id) = self.request_id {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
+    }
+}
+
+/// The time since a request started, in seconds, read from the clock only when a
+/// histogram takes it (a handle of no recorder does not: then the clock is not read).
+struct Elapsed(Instant);
+
+impl metrics::IntoF64 for Elapsed {
+    #[inline]
+    fn into_f64(self) -> f64 {
+        self.0.elapsed().as_secs_f64()
     }
 }
 
@@ -1045,7 +1089,7 @@ pin_project_lite::pin_project! {
     /// timeout is kept by the core's helper thread rather than tokio's timer wheel.
     struct Guarded<F, B, E> {
         #[pin]
-        future: resilience_core::macro_support::TimeLimited<F>,
+        future: TimeLimited<F>,
         call: Option<Call>,
         _answer: std::marker::PhantomData<fn() -> (B, E)>,
     }
@@ -1053,8 +1097,8 @@ pin_project_lite::pin_project! {
 
 impl<F: Future, B, E> Guarded<F, B, E> {
     /// `future` with `limit` left of the request's timeout.
-    fn new(future: F, limit: Duration, call: Call) -> Self {
-        let future = resilience_core::macro_support::time_limited(future, limit);
+    fn new(future: F, limit: TimeLimit, call: Call) -> Self {
+        let future = time_limited(future, limit);
         Self { future, call: Some(call), _answer: std::marker::PhantomData }
     }
 }
