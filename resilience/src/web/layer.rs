@@ -627,11 +627,14 @@ where
         let method = method_index(request.method());
         let route = site.route(route_of(&request));
         let span = request_span(method, &route.route, request_id.as_ref());
-        let other_route = match route {
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(route) => Some(route),
+        // SAFETY (of `extend_route`): the state is the service's own route, which the
+        // site lent to `tag` keeps, or the one `other_route` holds; both live in `tag`.
+        #[allow(unsafe_code)]
+        let (route, other_route) = match route {
+            std::borrow::Cow::Borrowed(own) => (unsafe { extend_route(own) }, None),
+            std::borrow::Cow::Owned(other) => (unsafe { extend_route(&other) }, Some(other)),
         };
-        let tag = Tag { span, request_id, started, method, other_route, site: site.loan() };
+        let tag = Tag { span, request_id, started, method, route, _other_route: other_route, site: site.loan() };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
         let quota = match check_client(shared, &mut request, tag.route(), started) {
@@ -861,6 +864,17 @@ unsafe fn extend_slot(slot: BulkheadPermit<'_>) -> BulkheadPermit<'static> {
     unsafe { std::mem::transmute::<BulkheadPermit<'_>, BulkheadPermit<'static>>(slot) }
 }
 
+/// Lets a route's state outlive the borrow it was found by.
+///
+/// # Safety
+///
+/// The state must outlive the returned reference.
+#[allow(unsafe_code)]
+unsafe fn extend_route(route: &RouteState) -> &'static RouteState {
+    // SAFETY: only the lifetime changes; the caller keeps the state alive.
+    unsafe { std::mem::transmute::<&RouteState, &'static RouteState>(route) }
+}
+
 /// Lets a breaker permit outlive the borrow of its breaker.
 ///
 /// # Safety
@@ -975,8 +989,11 @@ struct Tag {
     request_id: Option<HeaderValue>,
     started: Instant,
     method: u8,
-    /// The route's state when it is not the service's own (`site.route`).
-    other_route: Option<Arc<RouteState>>,
+    /// The route's state: the service's own (which `site` keeps) or `other_route`.
+    route: &'static RouteState,
+    /// The route's state when it is not the service's own (`site.route`): held, so
+    /// that `route` stays valid.
+    _other_route: Option<Arc<RouteState>>,
     /// Lent rather than an `Arc` clone: no count that every core's requests share.
     site: Loan<Site>,
 }
@@ -989,12 +1006,9 @@ impl Tag {
         f()
     }
 
+    #[inline]
     fn route(&self) -> &RouteState {
-        match (&self.other_route, self.site.route.get().map(|(route, _)| route)) {
-            (Some(route), _) | (None, Some(route)) => route,
-            // `Site::route` sets the service's own route before any `Tag` is made.
-            (None, None) => unreachable!("a tag without a route"),
-        }
+        self.route
     }
 
     /// `response`, counted, timed and given the request id.
@@ -1038,37 +1052,63 @@ struct Call {
 impl Call {
     /// The answer to `outcome` (`None`: the inner service ran out of time), recorded by
     /// the route's breaker.
+    #[cfg(feature = "chaos")]
     fn finish<B: From<Bytes>, E>(self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<B>, E> {
+        match outcome {
+            Some(Ok(mut response)) => {
+                self.answered(&mut response);
+                Ok(response)
+            }
+            Some(Err(e)) => self.unanswered(Some(e)),
+            None => self.unanswered(None),
+        }
+    }
+
+    /// Records the inner service's answer and completes it, in place (an answer is
+    /// large: each move is a copy).
+    fn answered<B>(self, response: &mut Response<B>) {
         let Self { permit, slot, quota, tag } = self;
-        let failed = match &outcome {
-            None | Some(Err(_)) => true,
-            Some(Ok(response)) => response.status().is_server_error(),
-        };
         if let Some(permit) = permit {
-            if failed {
+            if response.status().is_server_error() {
                 permit.failure();
             } else {
                 permit.success();
             }
         }
         drop(slot);
-        let mut response = match outcome {
-            None => {
-                tag.route().rejected(3);
-                answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None)
-            }
-            Some(Err(e)) => return Err(e),
-            Some(Ok(response)) => response,
-        };
-        if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
-            let headers = response.headers_mut();
-            headers.insert(RATELIMIT_LIMIT, limit.clone());
-            headers.insert(RATELIMIT_REMAINING, number(q.remaining.into()));
-            headers.insert(RATELIMIT_RESET, number(seconds(q.reset)));
+        complete(quota, tag, response);
+    }
+
+    /// The inner service's error, or (`None`) the 504 when it ran out of time: a
+    /// failure for the route's breaker.
+    #[cold]
+    #[inline(never)]
+    fn unanswered<B: From<Bytes>, E>(self, error: Option<E>) -> Result<Response<B>, E> {
+        let Self { permit, slot, quota, tag } = self;
+        if let Some(permit) = permit {
+            permit.failure();
         }
-        tag.stamp(&mut response);
+        drop(slot);
+        if let Some(e) = error {
+            return Err(e);
+        }
+        tag.route().rejected(3);
+        let mut response = answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None);
+        complete(quota, tag, &mut response);
         Ok(response)
     }
+}
+
+/// Gives an admitted request's answer what the client has left (when answers say so),
+/// then counts, times and tags it.
+fn complete<B>(quota: Option<resilience_core::Quota>, tag: Tag, response: &mut Response<B>) {
+    if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
+        let headers = response.headers_mut();
+        headers.insert(RATELIMIT_LIMIT, limit.clone());
+        headers.insert(RATELIMIT_REMAINING, number(q.remaining.into()));
+        headers.insert(RATELIMIT_RESET, number(seconds(q.reset)));
+    }
+    tag.stamp(response);
 }
 
 // Constants, not statics: each use is a fresh name made at compile time, which an insert
@@ -1114,9 +1154,15 @@ where
         let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
         // `None`: the inner service ran out of time.
         let outcome = ready!(call.tag.in_span(|| this.future.poll(cx)));
-        match this.call.take() {
-            Some(call) => Poll::Ready(call.finish(outcome)),
-            None => unreachable!("checked above"),
+        let Some(call) = this.call.take() else { unreachable!("checked above") };
+        match outcome {
+            // The answer completed where it lies, then moved once, into the result.
+            Some(Ok(mut response)) => {
+                call.answered(&mut response);
+                Poll::Ready(Ok(response))
+            }
+            Some(Err(e)) => Poll::Ready(call.unanswered(Some(e))),
+            None => Poll::Ready(call.unanswered(None)),
         }
     }
 }
