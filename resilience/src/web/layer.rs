@@ -179,22 +179,41 @@ pub struct ResilienceLayer {
     shared: Arc<Shared>,
 }
 
+/// The layer's state. `repr(C)`, and what every request reads first: so that those
+/// fields share two or three cache lines rather than being spread over the ten this
+/// struct spans (a request under load meets them cold; each line is a miss).
 #[derive(Debug)]
+#[repr(C)]
 struct Shared {
-    config: MiddlewareConfig,
+    /// `config.request_timeout`, as the answer's future takes it.
+    timeout: TimeLimit,
     bulkhead: Option<SemaphoreBulkhead>,
+    /// `config.enable_request_id`.
+    request_ids: bool,
+    /// Whether admitted answers carry the `RateLimit-*` headers.
+    quota_headers: bool,
+    /// Whether `config.excluded_paths` names any path.
+    any_excluded: bool,
+    /// The per-client limit, when clients are limited.
+    clients: Option<Clients>,
+    config: MiddlewareConfig,
     /// Per matched route (the application's routes and `unmatched`: a bounded map).
     routes: std::sync::RwLock<HashMap<Box<str>, Arc<RouteState>>>,
-    limiter: Option<KeyedRateLimiter<Client>>,
     /// `RateLimit-Limit` of every answer that carries the `RateLimit-*` headers (made
     /// once: the same on every answer).
     limit_value: Option<HeaderValue>,
-    /// Whether admitted answers carry the `RateLimit-*` headers.
-    quota_headers: bool,
-    /// `config.request_timeout`, as the answer's future takes it.
-    timeout: TimeLimit,
     #[cfg(feature = "chaos")]
     chaos: Option<(resilience_core::chaos::Chaos, Option<http::HeaderName>)>,
+}
+
+/// How clients are told apart and limited (`repr(C)`: the key's fields first, next to
+/// the limiter's, as a request reads them).
+#[derive(Debug)]
+#[repr(C)]
+struct Clients {
+    key: ClientKey,
+    trusted: Vec<IpNet>,
+    limiter: KeyedRateLimiter<Client>,
 }
 
 impl ResilienceLayer {
@@ -232,14 +251,16 @@ impl ResilienceLayer {
                 Some(SemaphoreBulkhead::new("http", c).map_err(|e| bad("bulkhead_max_concurrent", e.to_string()))?)
             }
         };
-        let limiter = match (&config.rate_limit, config.enable_rate_limiting) {
+        let clients = match (&config.rate_limit, config.enable_rate_limiting) {
             (Some(limit), true) => {
                 let burst = NonZeroU32::new(limit.burst)
                     .ok_or_else(|| bad("rate_limit.burst", String::from("must be at least 1")))?;
                 let max_keys = NonZeroUsize::new(limit.max_clients)
                     .ok_or_else(|| bad("rate_limit.max_clients", String::from("must be at least 1")))?;
                 let c = RateLimiterConfig { rate: limit.per_second, burst, max_keys, shared: false };
-                Some(KeyedRateLimiter::new("http", c).map_err(|e| bad("rate_limit.per_second", e.to_string()))?)
+                let limiter =
+                    KeyedRateLimiter::new("http", c).map_err(|e| bad("rate_limit.per_second", e.to_string()))?;
+                Some(Clients { key: limit.key.clone(), trusted: config.trusted_proxies.clone(), limiter })
             }
             _ => None,
         };
@@ -262,13 +283,15 @@ impl ResilienceLayer {
         let timeout = TimeLimit::new(config.request_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
-                config,
-                bulkhead,
-                routes: Default::default(),
-                limiter,
-                limit_value,
-                quota_headers,
                 timeout,
+                bulkhead,
+                request_ids: config.enable_request_id,
+                quota_headers,
+                any_excluded: !config.excluded_paths.is_empty(),
+                clients,
+                config,
+                routes: Default::default(),
+                limit_value,
                 #[cfg(feature = "chaos")]
                 chaos,
             }),
@@ -359,17 +382,29 @@ fn route_of<B>(request: &Request<B>) -> Option<&axum::extract::MatchedPath> {
 
 /// What the layer keeps per route: its breaker and its metric handles (made once, so a
 /// request hashes no label and allocates none for its metrics).
+///
+/// `repr(C)`: the breaker first, then each method's handles side by side, so that a
+/// request (mostly `GET`, index 0) reads one or two cache lines of it, not one for each
+/// of the breaker, the `200` counter and the histogram.
 #[derive(Debug)]
+#[repr(C)]
 struct RouteState {
-    route: Arc<str>,
     breaker: Option<CircuitBreaker>,
-    /// `200` answers by method, found without a lock.
-    ok: [std::sync::OnceLock<metrics::Counter>; 10],
-    /// By method (the index in `METHODS`, 9 for `OTHER`) and status.
+    /// By method (the index in `METHODS`, 9 for `OTHER`).
+    methods: [MethodHandles; 10],
+    route: Arc<str>,
+    /// By method and status (other than `200`).
     requests: std::sync::RwLock<HashMap<(u8, u16), metrics::Counter>>,
-    durations: [metrics::Histogram; 10],
     /// By reason: rate limited, bulkhead full, circuit open, timeout.
     rejected: [metrics::Counter; 4],
+}
+
+/// A route's handles for one method: what each of its answers takes.
+#[derive(Debug)]
+struct MethodHandles {
+    /// `200` answers, found without a lock (made on the first).
+    ok: std::sync::OnceLock<metrics::Counter>,
+    duration: metrics::Histogram,
 }
 
 const REASONS: [&str; 4] = ["rate_limited", "bulkhead_full", "circuit_open", "timeout"];
@@ -378,7 +413,7 @@ impl RouteState {
     /// Counts one answer (the handle is made the first time a method and status meet).
     fn count(&self, method: u8, status: u16) {
         if status == 200 {
-            self.ok[usize::from(method).min(9)].get_or_init(|| self.counter(method, status)).increment(1);
+            self.methods[usize::from(method).min(9)].ok.get_or_init(|| self.counter(method, status)).increment(1);
             return;
         }
         if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
@@ -429,13 +464,6 @@ fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
 
 /// A request id no other request of this process gets, without an allocation of its own.
 fn new_request_id() -> HeaderValue {
-    /// Ids made at once per thread, numbered from one draw on the process's counter (so
-    /// that workers do not contend for it on every request), into one block of
-    /// `BATCH * ID_BYTES` (4,000) bytes: each id is a slice of it, and the block is freed
-    /// with its last id (two allocations per 160 ids: the block and its shared count).
-    const BATCH: u64 = 160;
-    /// The first number of the next draw.
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         /// This thread's block of ids, and where its next unused one starts.
         static IDS: std::cell::RefCell<(Bytes, usize)> = const { std::cell::RefCell::new((Bytes::new(), 0)) };
@@ -443,12 +471,7 @@ fn new_request_id() -> HeaderValue {
     let sliced = IDS.try_with(|ids| {
         let mut ids = ids.borrow_mut();
         if ids.1 == ids.0.len() {
-            let first = NEXT.fetch_add(BATCH, Relaxed);
-            let mut block = Vec::with_capacity(BATCH as usize * ID_BYTES);
-            for n in first..first + BATCH {
-                block.extend_from_slice(&request_id_text(n));
-            }
-            *ids = (Bytes::from(block), 0);
+            *ids = (next_batch(), 0);
         }
         let at = ids.1;
         ids.1 = at + ID_BYTES;
@@ -463,6 +486,28 @@ fn new_request_id() -> HeaderValue {
         HeaderValue::from_maybe_shared_unchecked(bytes)
     }
 }
+
+/// The block of the next `BATCH` ids, numbered from one draw on `NEXT` (out of line:
+/// once per 160 requests, its loop kept off the lines every request runs).
+#[cold]
+#[inline(never)]
+fn next_batch() -> Bytes {
+    let first = NEXT.fetch_add(BATCH, Relaxed);
+    let mut block = Vec::with_capacity(BATCH as usize * ID_BYTES);
+    for n in first..first + BATCH {
+        block.extend_from_slice(&request_id_text(n));
+    }
+    Bytes::from(block)
+}
+
+/// Ids made at once per thread, numbered from one draw on the process's counter (so that
+/// workers do not contend for it on every request), into one block of `BATCH * ID_BYTES`
+/// (4,000) bytes: each id is a slice of it, and the block is freed with its last id (two
+/// allocations per 160 ids: the block and its shared count).
+const BATCH: u64 = 160;
+
+/// The first number of the next draw of ids.
+static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// Bytes of a request id the layer makes.
 const ID_BYTES: usize = 25;
@@ -618,12 +663,11 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let site = &self.site;
         let shared = &*site.shared;
-        let config = &shared.config;
-        if excluded(request.uri().path(), &config.excluded_paths) {
+        if shared.any_excluded && excluded(request.uri().path(), &shared.config.excluded_paths) {
             return ResponseFuture { kind: Kind::Passthrough { future: self.inner.call(request) } };
         }
         let started = Instant::now();
-        let request_id = config.enable_request_id.then(|| client_request_id(&request).unwrap_or_else(new_request_id));
+        let request_id = shared.request_ids.then(|| client_request_id(&request).unwrap_or_else(new_request_id));
         let method = method_index(request.method());
         let route = site.route(route_of(&request));
         let span = request_span(method, &route.route, request_id.as_ref());
@@ -659,7 +703,7 @@ where
         };
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
-            let deadline = started + config.request_timeout;
+            let deadline = started + shared.config.request_timeout;
             let call = Call { permit, slot, quota, tag };
             return off_path(&mut self.inner, |inner| injected(call, injection, inner, request, deadline));
         }
@@ -774,10 +818,10 @@ fn check_client<ReqBody, ResBody: From<Bytes>>(
     route: &RouteState,
     now: Instant,
 ) -> Result<Option<resilience_core::Quota>, Response<ResBody>> {
-    let config = &shared.config;
-    let (Some(limiter), Some(limit)) = (&shared.limiter, &config.rate_limit) else { return Ok(None) };
+    let Some(clients) = &shared.clients else { return Ok(None) };
+    let limiter = &clients.limiter;
     let peer = peer_of(request);
-    let client = match client_of(request, peer, &limit.key, &config.trusted_proxies) {
+    let client = match client_of(request, peer, &clients.key, &clients.trusted) {
         Ok(client) => client,
         Err(NoClient::NoPeerAddress) => return Err(no_peer_address()),
     };
@@ -786,7 +830,7 @@ fn check_client<ReqBody, ResBody: From<Bytes>>(
         true => limiter.check_key_quota_at(&client, now).map(Some),
         false => limiter.check_key_at(&client, now).map(|()| None),
     };
-    checked.map_err(|e| over_limit(shared, limit, route, &e))
+    checked.map_err(|e| over_limit(shared, route, &e))
 }
 
 /// The answer when clients are told apart by a peer address the server does not pass on.
@@ -804,17 +848,18 @@ fn no_peer_address<B: From<Bytes>>() -> Response<B> {
 /// The 429 to a client over its limit, with `Retry-After` and the `RateLimit-*` headers.
 #[cold]
 #[inline(never)]
-fn over_limit<B: From<Bytes>>(
-    shared: &Shared,
-    limit: &RateLimitConfig,
-    route: &RouteState,
-    e: &ResilienceError,
-) -> Response<B> {
+fn over_limit<B: From<Bytes>>(shared: &Shared, route: &RouteState, e: &ResilienceError) -> Response<B> {
     route.rejected(0);
     let after = e.retry_after().unwrap_or(Duration::from_secs(1));
     let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
     let headers = response.headers_mut();
-    headers.insert(RATELIMIT_LIMIT, shared.limit_value.clone().unwrap_or_else(|| number(limit.burst.into())));
+    headers.insert(
+        RATELIMIT_LIMIT,
+        shared
+            .limit_value
+            .clone()
+            .unwrap_or_else(|| number(shared.config.rate_limit.as_ref().map_or(0, |limit| limit.burst.into()))),
+    );
     headers.insert(RATELIMIT_REMAINING, number(0));
     headers.insert(RATELIMIT_RESET, number(seconds(after)));
     response
@@ -1022,7 +1067,7 @@ impl Tag {
     fn stamp<B>(self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
-        route.durations[usize::from(self.method)].record(Elapsed(self.started));
+        route.methods[usize::from(self.method)].duration.record(Elapsed(self.started));
         if let Some(id) = self.request_id {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
@@ -1153,7 +1198,10 @@ where
         let this = self.project();
         let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
         // `None`: the inner service ran out of time.
-        let outcome = ready!(call.tag.in_span(|| this.future.poll(cx)));
+        let outcome = ready!(match call.tag.span.as_deref() {
+            None => this.future.poll(cx),
+            Some(span) => poll_in_span(span, this.future, cx),
+        });
         let Some(call) = this.call.take() else { unreachable!("checked above") };
         match outcome {
             // The answer completed where it lies, then moved once, into the result.
@@ -1165,6 +1213,15 @@ where
             None => Poll::Ready(call.unanswered(None)),
         }
     }
+}
+
+/// `future` polled inside `span` (out of line: the span's entry and exit, and their
+/// `log` records, kept off the lines of a request that has no span).
+#[cold]
+#[inline(never)]
+fn poll_in_span<F: Future>(span: &tracing::Span, future: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    let _entered = span.enter();
+    future.poll(cx)
 }
 
 pin_project_lite::pin_project! {
@@ -1227,14 +1284,14 @@ impl Shared {
             return Arc::clone(state);
         }
         let state = Arc::new(RouteState {
-            route: Arc::from(route),
             breaker: if self.config.enable_circuit_breaker { self.breaker(route) } else { None },
-            ok: Default::default(),
-            requests: Default::default(),
-            durations: std::array::from_fn(|m| {
+            methods: std::array::from_fn(|m| {
                 let method = method_name(m as u8);
-                histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route.to_owned())
+                let duration = histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route.to_owned());
+                MethodHandles { ok: std::sync::OnceLock::new(), duration }
             }),
+            route: Arc::from(route),
+            requests: Default::default(),
             rejected: std::array::from_fn(
                 |r| counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => REASONS[r]),
             ),
