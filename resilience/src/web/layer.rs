@@ -332,6 +332,7 @@ struct Site {
 impl Site {
     /// The state of the route axum `matched` (`None`: `unmatched`): this service's own
     /// route without a lock, any other from the layer's map.
+    #[inline]
     fn route(&self, matched: Option<&axum::extract::MatchedPath>) -> std::borrow::Cow<'_, Arc<RouteState>> {
         let text = matched.map_or(UNMATCHED, axum::extract::MatchedPath::as_str);
         let (own, own_text) = self.route.get_or_init(|| (self.shared.route(text), matched.cloned()));
@@ -411,6 +412,7 @@ const REASONS: [&str; 4] = ["rate_limited", "bulkhead_full", "circuit_open", "ti
 
 impl RouteState {
     /// Counts one answer (the handle is made the first time a method and status meet).
+    #[inline]
     fn count(&self, method: u8, status: u16) {
         if status == 200 {
             self.methods[usize::from(method).min(9)].ok.get_or_init(|| self.counter(method, status)).increment(1);
@@ -463,6 +465,7 @@ fn client_request_id<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// A request id no other request of this process gets, without an allocation of its own.
+#[inline]
 fn new_request_id() -> HeaderValue {
     thread_local! {
         /// This thread's block of ids, and where its next unused one starts.
@@ -873,6 +876,7 @@ fn busy<B: From<Bytes>>() -> Response<B> {
 /// Asks the route's breaker, if it has one: its permit, or the answer refusing the
 /// request while it is open.
 #[allow(clippy::result_large_err)] // the refusal is the answer itself
+#[inline]
 fn admit_by_breaker<B: From<Bytes>>(tag: &Tag) -> Result<Option<CallPermit<'static>>, Response<B>> {
     let route = tag.route();
     let Some(breaker) = &route.breaker else { return Ok(None) };
@@ -1064,6 +1068,7 @@ impl Tag {
 
     /// Counts and times `response` and gives it the request id, in place (an answer is
     /// large: each move is a copy).
+    #[inline]
     fn stamp<B>(self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
@@ -1146,6 +1151,7 @@ impl Call {
 
 /// Gives an admitted request's answer what the client has left (when answers say so),
 /// then counts, times and tags it.
+#[inline]
 fn complete<B>(quota: Option<resilience_core::Quota>, tag: Tag, response: &mut Response<B>) {
     if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
         let headers = response.headers_mut();
