@@ -199,9 +199,6 @@ struct Shared {
     config: MiddlewareConfig,
     /// Per matched route (the application's routes and `unmatched`: a bounded map).
     routes: std::sync::RwLock<HashMap<Box<str>, Arc<RouteState>>>,
-    /// `RateLimit-Limit` of every answer that carries the `RateLimit-*` headers (made
-    /// once: the same on every answer).
-    limit_value: Option<HeaderValue>,
     #[cfg(feature = "chaos")]
     chaos: Option<(resilience_core::chaos::Chaos, Option<http::HeaderName>)>,
 }
@@ -214,6 +211,9 @@ struct Clients {
     key: ClientKey,
     trusted: Vec<IpNet>,
     limiter: KeyedRateLimiter<Client>,
+    /// `RateLimit-Limit` of every answer that carries the `RateLimit-*` headers (made
+    /// once: the same on every answer).
+    limit_value: HeaderValue,
 }
 
 impl ResilienceLayer {
@@ -260,7 +260,8 @@ impl ResilienceLayer {
                 let c = RateLimiterConfig { rate: limit.per_second, burst, max_keys, shared: false };
                 let limiter =
                     KeyedRateLimiter::new("http", c).map_err(|e| bad("rate_limit.per_second", e.to_string()))?;
-                Some(Clients { key: limit.key.clone(), trusted: config.trusted_proxies.clone(), limiter })
+                let limit_value = lasting_number(u64::from(limit.burst));
+                Some(Clients { key: limit.key.clone(), trusted: config.trusted_proxies.clone(), limiter, limit_value })
             }
             _ => None,
         };
@@ -278,7 +279,6 @@ impl ResilienceLayer {
         let chaos = config.chaos.map(|c| (resilience_core::chaos::Chaos::new(&Arc::from("http"), c), header));
         #[cfg(not(feature = "chaos"))]
         let _ = header;
-        let limit_value = config.rate_limit.as_ref().map(|limit| lasting_number(u64::from(limit.burst)));
         let quota_headers = config.rate_limit.as_ref().is_some_and(|limit| limit.quota_headers);
         let timeout = TimeLimit::new(config.request_timeout);
         Ok(Self {
@@ -291,7 +291,6 @@ impl ResilienceLayer {
                 clients,
                 config,
                 routes: Default::default(),
-                limit_value,
                 #[cfg(feature = "chaos")]
                 chaos,
             }),
@@ -833,7 +832,7 @@ fn check_client<ReqBody, ResBody: From<Bytes>>(
         true => limiter.check_key_quota_at(&client, now).map(Some),
         false => limiter.check_key_at(&client, now).map(|()| None),
     };
-    checked.map_err(|e| over_limit(shared, route, &e))
+    checked.map_err(|e| over_limit(clients, route, &e))
 }
 
 /// The answer when clients are told apart by a peer address the server does not pass on.
@@ -851,18 +850,12 @@ fn no_peer_address<B: From<Bytes>>() -> Response<B> {
 /// The 429 to a client over its limit, with `Retry-After` and the `RateLimit-*` headers.
 #[cold]
 #[inline(never)]
-fn over_limit<B: From<Bytes>>(shared: &Shared, route: &RouteState, e: &ResilienceError) -> Response<B> {
+fn over_limit<B: From<Bytes>>(clients: &Clients, route: &RouteState, e: &ResilienceError) -> Response<B> {
     route.rejected(0);
     let after = e.retry_after().unwrap_or(Duration::from_secs(1));
     let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
     let headers = response.headers_mut();
-    headers.insert(
-        RATELIMIT_LIMIT,
-        shared
-            .limit_value
-            .clone()
-            .unwrap_or_else(|| number(shared.config.rate_limit.as_ref().map_or(0, |limit| limit.burst.into()))),
-    );
+    headers.insert(RATELIMIT_LIMIT, clients.limit_value.clone());
     headers.insert(RATELIMIT_REMAINING, number(0));
     headers.insert(RATELIMIT_RESET, number(seconds(after)));
     response
@@ -1153,7 +1146,8 @@ impl Call {
 /// then counts, times and tags it.
 #[inline]
 fn complete<B>(quota: Option<resilience_core::Quota>, tag: Tag, response: &mut Response<B>) {
-    if let (Some(q), Some(limit)) = (quota, &tag.site.shared.limit_value) {
+    if let (Some(q), Some(clients)) = (quota, &tag.site.shared.clients) {
+        let limit = &clients.limit_value;
         let headers = response.headers_mut();
         headers.insert(RATELIMIT_LIMIT, limit.clone());
         headers.insert(RATELIMIT_REMAINING, number(q.remaining.into()));
