@@ -1054,19 +1054,19 @@ impl Tag {
     }
 
     /// `response`, counted, timed and given the request id.
-    fn finish<B>(self, mut response: Response<B>) -> Response<B> {
+    fn finish<B>(mut self, mut response: Response<B>) -> Response<B> {
         self.stamp(&mut response);
         response
     }
 
-    /// Counts and times `response` and gives it the request id, in place (an answer is
-    /// large: each move is a copy).
+    /// Counts and times `response` and gives it the request id (taken: stamp an answer
+    /// once), in place: neither the answer nor the tag moves (each move is a copy).
     #[inline]
-    fn stamp<B>(self, response: &mut Response<B>) {
+    fn stamp<B>(&mut self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
         route.methods[usize::from(self.method)].duration.record(Elapsed(self.started));
-        if let Some(id) = self.request_id {
+        if let Some(id) = self.request_id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
     }
@@ -1096,7 +1096,7 @@ impl Call {
     /// The answer to `outcome` (`None`: the inner service ran out of time), recorded by
     /// the route's breaker.
     #[cfg(feature = "chaos")]
-    fn finish<B: From<Bytes>, E>(self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<B>, E> {
+    fn finish<B: From<Bytes>, E>(mut self, outcome: Option<Result<Response<B>, E>>) -> Result<Response<B>, E> {
         match outcome {
             Some(Ok(mut response)) => {
                 self.answered(&mut response);
@@ -1107,19 +1107,20 @@ impl Call {
         }
     }
 
-    /// Records the inner service's answer and completes it, in place (an answer is
-    /// large: each move is a copy).
-    fn answered<B>(self, response: &mut Response<B>) {
-        let Self { permit, slot, quota, tag } = self;
-        if let Some(permit) = permit {
+    /// Records the inner service's answer and completes it, in place: neither the answer
+    /// nor the call moves (each move is a copy). The permit and the slot are given back
+    /// here; what is left of the call (its tag) is the caller's to drop.
+    #[inline]
+    fn answered<B>(&mut self, response: &mut Response<B>) {
+        if let Some(permit) = self.permit.take() {
             if response.status().is_server_error() {
                 permit.failure();
             } else {
                 permit.success();
             }
         }
-        drop(slot);
-        complete(quota, tag, response);
+        self.slot = None;
+        complete(self.quota, &mut self.tag, response);
     }
 
     /// The inner service's error, or (`None`) the 504 when it ran out of time: a
@@ -1135,9 +1136,10 @@ impl Call {
         if let Some(e) = error {
             return Err(e);
         }
+        let mut tag = tag;
         tag.route().rejected(3);
         let mut response = answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None);
-        complete(quota, tag, &mut response);
+        complete(quota, &mut tag, &mut response);
         Ok(response)
     }
 }
@@ -1145,7 +1147,7 @@ impl Call {
 /// Gives an admitted request's answer what the client has left (when answers say so),
 /// then counts, times and tags it.
 #[inline]
-fn complete<B>(quota: Option<resilience_core::Quota>, tag: Tag, response: &mut Response<B>) {
+fn complete<B>(quota: Option<resilience_core::Quota>, tag: &mut Tag, response: &mut Response<B>) {
     if let (Some(q), Some(clients)) = (quota, &tag.site.shared.clients) {
         let limit = &clients.limit_value;
         let headers = response.headers_mut();
@@ -1186,6 +1188,14 @@ impl<F: Future, B, E> Guarded<F, B, E> {
         let future = time_limited(future, limit);
         Self { future, call: Some(call), _answer: std::marker::PhantomData }
     }
+
+    /// The call of a future that has not completed yet (its answer's poll checked).
+    fn taken(call: &mut Option<Call>) -> Call {
+        match call.take() {
+            Some(call) => call,
+            None => unreachable!("checked by the answer's poll"),
+        }
+    }
 }
 
 impl<F, B: From<Bytes>, E> Future for Guarded<F, B, E>
@@ -1202,15 +1212,18 @@ where
             None => this.future.poll(cx),
             Some(span) => poll_in_span(span, this.future, cx),
         });
-        let Some(call) = this.call.take() else { unreachable!("checked above") };
         match outcome {
-            // The answer completed where it lies, then moved once, into the result.
+            // The answer completed where it lies, then moved once, into the result; the
+            // call completed where it lies, then dropped there.
             Some(Ok(mut response)) => {
-                call.answered(&mut response);
+                if let Some(call) = this.call.as_mut() {
+                    call.answered(&mut response);
+                }
+                *this.call = None;
                 Poll::Ready(Ok(response))
             }
-            Some(Err(e)) => Poll::Ready(call.unanswered(Some(e))),
-            None => Poll::Ready(call.unanswered(None)),
+            Some(Err(e)) => Poll::Ready(Self::taken(this.call).unanswered(Some(e))),
+            None => Poll::Ready(Self::taken(this.call).unanswered(None)),
         }
     }
 }
