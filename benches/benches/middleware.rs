@@ -4,9 +4,10 @@
 //! and `tower_governor`'s per-IP limiter), no layer with a fixed `x-request-id` on
 //! every answer (what that one header costs by itself), our layer with its request
 //! ids off (`enable_request_id: false`), and an empty layer (`tower`'s `Identity`: what
-//! axum's `Router::layer` costs any layer). Each server runs in this process
+//! axum's `Router::layer` costs any layer), and the floor: the least a layer with the
+//! four features can do (see `floor`). Each server runs in this process
 //! on a 2-worker runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections
-//! for `SECONDS` per variant, in twelve rounds that each start with another server (so
+//! for `SECONDS` per variant, in fourteen rounds that each start with another server (so
 //! that each runs in each place twice); it reports the best round, the median round and
 //! the median of the rounds' own ratios (two cores shared with `wrk` make one run's
 //! throughput move by 4 % or more). Next to each run's
@@ -157,7 +158,8 @@ fn main() {
         ratios.sort_by(f64::total_cmp);
         ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let pairs: Vec<f64> = [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0)].iter().map(|&(a, b)| paired(a, b)).collect();
+    let pairs: Vec<f64> =
+        [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0), (6, 0), (4, 6)].iter().map(|&(a, b)| paired(a, b)).collect();
     let median: Vec<f64> = runs
         .iter_mut()
         .map(|r| {
@@ -183,6 +185,8 @@ fn main() {
     println!("ResilienceLayer without request ids / no layer: {}", ratio(4, 0, 3));
     println!("ResilienceLayer without request ids / tower + tower_governor: {}", ratio(4, 2, 4));
     println!("an empty layer / no layer: {} (what any `Router::layer` costs)", ratio(5, 0, 5));
+    println!("the floor / no layer: {} (the least the four features cost)", ratio(6, 0, 6));
+    println!("ResilienceLayer without request ids / the floor: {}", ratio(4, 6, 7));
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -252,13 +256,14 @@ fn in_process() {
 }
 
 /// The stacks compared, in order (`ONLY=N` picks one).
-const STACKS: [&str; 6] = [
+const STACKS: [&str; 7] = [
     "no layer",
     "ResilienceLayer",
     "tower + tower_governor",
     "no layer, x-request-id",
     "ResilienceLayer, no request id",
     "an empty layer",
+    "the floor (see `floor`)",
 ];
 
 /// Stack `i` of [`STACKS`].
@@ -269,7 +274,8 @@ fn app_for(i: usize) -> axum::Router {
         2 => tower_stack(),
         3 => hello_with_id(),
         4 => ours(false),
-        _ => hello().layer(tower::layer::util::Identity::new()),
+        5 => hello().layer(tower::layer::util::Identity::new()),
+        _ => hello().layer(floor::Layer::new(10_000, 1e9, u32::MAX, Duration::from_secs(30))),
     }
 }
 
@@ -321,8 +327,8 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
 }
 
 /// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer
-/// with a fixed `x-request-id`, `4` ours without request ids, `5` the empty layer), for
-/// profiling: then `wrk` runs once against it.
+/// with a fixed `x-request-id`, `4` ours without request ids, `5` the empty layer, `6` the
+/// floor), for profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
 }
@@ -341,4 +347,195 @@ fn evict(scratch: &mut [u8]) {
         line[0] = line[0].wrapping_add(1);
     }
     std::hint::black_box(scratch);
+}
+
+/// The floor: the least a layer with the target's four features can do per request, to
+/// read our layer's ratio against (not a usable layer). Its state is leaked, so a
+/// request takes no reference count; each feature is one or two atomics:
+/// - the timeout: nothing while the answer is ready at once (a timer is armed at the
+///   inner future's first `Pending`, as ours does; hello-world never returns one);
+/// - the bulkhead: one word, a compare-and-swap to take a slot, an add to give it back;
+/// - the route breaker: one state load, and a failure count that only 5xx answers write;
+/// - the per-client limiter: the peer address hashed into a fixed table of 1,024
+///   (address, GCRA arrival time) cells, with one clock read and one compare-and-swap
+///   (a client whose cell another holds is let through: a floor need not be exact).
+mod floor {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+    use std::task::{ready, Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use axum::http::{Request, Response, StatusCode};
+
+    const CELLS: usize = 1024;
+
+    pub(crate) struct State {
+        in_flight: AtomicUsize,
+        max_in_flight: usize,
+        open: AtomicBool,
+        failures: AtomicU64,
+        /// Per cell: the client's address (IPv4 as its number plus one; 0 when free)
+        /// and its theoretical arrival time, in nanoseconds since `epoch`.
+        cells: Box<[(AtomicU64, AtomicU64)]>,
+        epoch: Instant,
+        interval_nanos: u64,
+        tolerance_nanos: u64,
+        timeout: Duration,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Layer(&'static State);
+
+    impl Layer {
+        pub(crate) fn new(max_in_flight: usize, per_second: f64, burst: u32, timeout: Duration) -> Self {
+            let interval_nanos = (1e9 / per_second).max(1.0) as u64;
+            Self(Box::leak(Box::new(State {
+                in_flight: AtomicUsize::new(0),
+                max_in_flight,
+                open: AtomicBool::new(false),
+                failures: AtomicU64::new(0),
+                cells: (0..CELLS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+                epoch: Instant::now(),
+                interval_nanos,
+                tolerance_nanos: interval_nanos.saturating_mul(u64::from(burst)),
+                timeout,
+            })))
+        }
+    }
+
+    impl<S> tower::Layer<S> for Layer {
+        type Service = Service<S>;
+        fn layer(&self, inner: S) -> Service<S> {
+            Service { inner, state: self.0 }
+        }
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Service<S> {
+        inner: S,
+        state: &'static State,
+    }
+
+    fn refuse<B: Default>(status: StatusCode) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = status;
+        response
+    }
+
+    impl State {
+        /// The GCRA verdict for `peer`'s cell.
+        fn admit(&self, peer: Option<SocketAddr>) -> bool {
+            let key = match peer {
+                Some(SocketAddr::V4(a)) => u64::from(a.ip().to_bits()) + 1,
+                Some(SocketAddr::V6(a)) => (a.ip().to_bits() as u64) | 1 << 63,
+                None => return false,
+            };
+            let (owner, tat) = &self.cells[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % CELLS];
+            if owner.load(Relaxed) != key && owner.compare_exchange(0, key, Relaxed, Relaxed).is_err() {
+                return true;
+            }
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            let mut current = tat.load(Relaxed);
+            loop {
+                let next = current.max(now) + self.interval_nanos;
+                if next - now > self.tolerance_nanos {
+                    return false;
+                }
+                match tat.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                    Ok(_) => return true,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+
+        fn take_slot(&self) -> bool {
+            let mut n = self.in_flight.load(Relaxed);
+            while n < self.max_in_flight {
+                match self.in_flight.compare_exchange_weak(n, n + 1, Acquire, Relaxed) {
+                    Ok(_) => return true,
+                    Err(actual) => n = actual,
+                }
+            }
+            false
+        }
+    }
+
+    impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Service<S>
+    where
+        S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Default,
+    {
+        type Response = Response<ResBody>;
+        type Error = S::Error;
+        type Future = Answer<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+            let state = self.state;
+            let peer = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+            if !state.admit(peer) {
+                return Answer::Refused { status: Some(StatusCode::TOO_MANY_REQUESTS) };
+            }
+            if !state.take_slot() {
+                return Answer::Refused { status: Some(StatusCode::SERVICE_UNAVAILABLE) };
+            }
+            if state.open.load(Relaxed) {
+                state.in_flight.fetch_sub(1, Release);
+                return Answer::Refused { status: Some(StatusCode::SERVICE_UNAVAILABLE) };
+            }
+            Answer::Running { future: self.inner.call(request), timer: None, slot: Slot(state) }
+        }
+    }
+
+    /// A bulkhead slot, given back when dropped (with the answer, or a cancelled one).
+    pub(crate) struct Slot(&'static State);
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Release);
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        /// The answer's future.
+        #[project = AnswerProj]
+        pub(crate) enum Answer<F> {
+            Refused { status: Option<StatusCode> },
+            Running { #[pin] future: F, timer: Option<Pin<Box<tokio::time::Sleep>>>, slot: Slot },
+        }
+    }
+
+    impl<F, B, E> Future for Answer<F>
+    where
+        F: Future<Output = Result<Response<B>, E>>,
+        B: Default,
+    {
+        type Output = Result<Response<B>, E>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                AnswerProj::Refused { status } => Poll::Ready(Ok(refuse(status.take().unwrap_or(StatusCode::OK)))),
+                AnswerProj::Running { future, timer, slot } => {
+                    let answer = match future.poll(cx) {
+                        Poll::Ready(answer) => answer,
+                        Poll::Pending => {
+                            let timeout = slot.0.timeout;
+                            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                            ready!(sleep.as_mut().poll(cx));
+                            Ok(refuse(StatusCode::GATEWAY_TIMEOUT))
+                        }
+                    };
+                    if answer.as_ref().is_ok_and(|r| r.status().is_server_error()) {
+                        slot.0.failures.fetch_add(1, Relaxed);
+                    }
+                    Poll::Ready(answer)
+                }
+            }
+        }
+    }
 }
