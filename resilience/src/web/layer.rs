@@ -1128,7 +1128,7 @@ impl Call {
     #[cold]
     #[inline(never)]
     fn unanswered<B: From<Bytes>, E>(self, error: Option<E>) -> Result<Response<B>, E> {
-        let Self { permit, slot, quota, tag } = self;
+        let Self { permit, slot, quota, mut tag } = self;
         if let Some(permit) = permit {
             permit.failure();
         }
@@ -1136,7 +1136,6 @@ impl Call {
         if let Some(e) = error {
             return Err(e);
         }
-        let mut tag = tag;
         tag.route().rejected(3);
         let mut response = answer(StatusCode::GATEWAY_TIMEOUT, "request timed out", None);
         complete(quota, &mut tag, &mut response);
