@@ -414,7 +414,7 @@ impl RouteState {
     #[inline]
     fn count(&self, method: u8, status: u16) {
         if status == 200 {
-            self.methods[usize::from(method).min(9)].ok.get_or_init(|| self.counter(method, status)).increment(1);
+            self.handles(method).ok.get_or_init(|| self.counter(method, status)).increment(1);
             return;
         }
         if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
@@ -430,6 +430,12 @@ impl RouteState {
                 counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
             })
             .increment(1);
+    }
+
+    /// The handles of `method` (an index of `method_index`).
+    #[inline]
+    fn handles(&self, method: u8) -> &MethodHandles {
+        &self.methods[usize::from(method).min(9)]
     }
 
     fn counter(&self, method: u8, status: u16) -> metrics::Counter {
@@ -854,11 +860,17 @@ fn over_limit<B: From<Bytes>>(clients: &Clients, route: &RouteState, e: &Resilie
     route.rejected(0);
     let after = e.retry_after().unwrap_or(Duration::from_secs(1));
     let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
-    let headers = response.headers_mut();
-    headers.insert(RATELIMIT_LIMIT, clients.limit_value.clone());
-    headers.insert(RATELIMIT_REMAINING, number(0));
-    headers.insert(RATELIMIT_RESET, number(seconds(after)));
+    put_quota(response.headers_mut(), clients, 0, seconds(after));
     response
+}
+
+/// The `RateLimit-*` headers: the client's limit, what it has left and the seconds until
+/// all of it is back.
+#[inline]
+fn put_quota(headers: &mut http::HeaderMap, clients: &Clients, remaining: u64, reset_seconds: u64) {
+    headers.insert(RATELIMIT_LIMIT, clients.limit_value.clone());
+    headers.insert(RATELIMIT_REMAINING, number(remaining));
+    headers.insert(RATELIMIT_RESET, number(reset_seconds));
 }
 
 /// The answer to a full bulkhead.
@@ -1065,7 +1077,7 @@ impl Tag {
     fn stamp<B>(&mut self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
-        route.methods[usize::from(self.method)].duration.record(Elapsed(self.started));
+        route.handles(self.method).duration.record(Elapsed(self.started));
         if let Some(id) = self.request_id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
@@ -1148,11 +1160,7 @@ impl Call {
 #[inline]
 fn complete<B>(quota: Option<resilience_core::Quota>, tag: &mut Tag, response: &mut Response<B>) {
     if let (Some(q), Some(clients)) = (quota, &tag.site.shared.clients) {
-        let limit = &clients.limit_value;
-        let headers = response.headers_mut();
-        headers.insert(RATELIMIT_LIMIT, limit.clone());
-        headers.insert(RATELIMIT_REMAINING, number(q.remaining.into()));
-        headers.insert(RATELIMIT_RESET, number(seconds(q.reset)));
+        put_quota(response.headers_mut(), clients, q.remaining.into(), seconds(q.reset));
     }
     tag.stamp(response);
 }
@@ -1187,14 +1195,6 @@ impl<F: Future, B, E> Guarded<F, B, E> {
         let future = time_limited(future, limit);
         Self { future, call: Some(call), _answer: std::marker::PhantomData }
     }
-
-    /// The call of a future that has not completed yet (its answer's poll checked).
-    fn taken(call: &mut Option<Call>) -> Call {
-        match call.take() {
-            Some(call) => call,
-            None => unreachable!("checked by the answer's poll"),
-        }
-    }
 }
 
 impl<F, B: From<Bytes>, E> Future for Guarded<F, B, E>
@@ -1211,7 +1211,7 @@ where
             None => this.future.poll(cx),
             Some(span) => poll_in_span(span, this.future, cx),
         });
-        match outcome {
+        let error = match outcome {
             // The answer completed where it lies, then moved once, into the result; the
             // call completed where it lies, then dropped there.
             Some(Ok(mut response)) => {
@@ -1219,11 +1219,13 @@ where
                     call.answered(&mut response);
                 }
                 *this.call = None;
-                Poll::Ready(Ok(response))
+                return Poll::Ready(Ok(response));
             }
-            Some(Err(e)) => Poll::Ready(Self::taken(this.call).unanswered(Some(e))),
-            None => Poll::Ready(Self::taken(this.call).unanswered(None)),
-        }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        let Some(call) = this.call.take() else { unreachable!("checked above") };
+        Poll::Ready(call.unanswered(error))
     }
 }
 
