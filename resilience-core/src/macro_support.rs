@@ -817,6 +817,24 @@ pub fn time_limited<F: Future>(fut: F, limit: TimeLimit) -> TimeLimited<F> {
     TimeLimited { inner: Limited::new(fut, limit.0) }
 }
 
+impl<F: Future> TimeLimited<F> {
+    /// The inner future's poll, as it gives it, without looking at the limit: for a
+    /// caller whose output is the inner future's own, so that a ready answer is not
+    /// wrapped and unwrapped (each is a copy of it). After a `Pending`, ask
+    /// [`expired`](Self::expired).
+    #[inline]
+    pub fn poll_inner(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll_inner(cx)
+    }
+
+    /// Whether the limit has passed, after [`poll_inner`](Self::poll_inner) returned
+    /// `Pending` (the first such call arms the timer, which then wakes `cx`).
+    #[inline]
+    pub fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        self.project().inner.expired(cx)
+    }
+}
+
 impl<F: Future> Future for TimeLimited<F> {
     /// `None` when the limit passed first.
     type Output = Option<F::Output>;

@@ -70,15 +70,30 @@ impl<F: Future> Future for Limited<F> {
     /// Inline: a future ready at once costs one poll and a branch; the timer's part is
     /// out of line, once for every `F`.
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.inner.poll(cx) {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = self.as_mut().poll_inner(cx) {
             return Poll::Ready(Ok(out));
         }
-        if *this.limit_nanos == 0 || !poll_timer(this.timer, *this.limit_nanos, cx) {
-            return Poll::Pending;
+        match self.expired(cx) {
+            true => Poll::Ready(Err(Elapsed)),
+            false => Poll::Pending,
         }
-        Poll::Ready(Err(Elapsed))
+    }
+}
+
+impl<F: Future> Limited<F> {
+    /// The inner future's poll alone.
+    #[inline]
+    pub(crate) fn poll_inner(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+
+    /// After the inner future returned `Pending`: whether the limit has passed (arming
+    /// the timer at the first call).
+    #[inline]
+    pub(crate) fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        let this = self.project();
+        *this.limit_nanos != 0 && poll_timer(this.timer, *this.limit_nanos, cx)
     }
 }
 

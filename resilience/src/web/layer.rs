@@ -7,7 +7,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -1205,24 +1205,29 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(call) = this.call.as_ref() else { panic!("ResilienceService's future polled after it completed") };
-        // `None`: the inner service ran out of time.
-        let outcome = ready!(match call.tag.span.as_deref() {
-            None => this.future.poll(cx),
-            Some(span) => poll_in_span(span, this.future, cx),
-        });
-        let error = match outcome {
-            // The answer completed where it lies, then moved once, into the result; the
-            // call completed where it lies, then dropped there.
-            Some(Ok(mut response)) => {
-                if let Some(call) = this.call.as_mut() {
-                    call.answered(&mut response);
-                }
+        let mut future = this.future;
+        let Some(call) = this.call.as_mut() else { panic!("ResilienceService's future polled after it completed") };
+        // The inner service's poll is this poll's own output: a ready answer is completed
+        // where it lies and returned as it is, not unwrapped and wrapped again (each a
+        // copy of it).
+        let mut polled = match call.tag.span.as_deref() {
+            None => future.as_mut().poll_inner(cx),
+            Some(span) => poll_in_span(span, future.as_mut(), cx),
+        };
+        match &mut polled {
+            Poll::Ready(Ok(response)) => {
+                call.answered(response);
                 *this.call = None;
-                return Poll::Ready(Ok(response));
+                return polled;
             }
-            Some(Err(e)) => Some(e),
-            None => None,
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending if future.expired(cx) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+        // The inner service's error, or (`None`) it ran out of time.
+        let error = match polled {
+            Poll::Ready(Err(e)) => Some(e),
+            _ => None,
         };
         let Some(call) = this.call.take() else { unreachable!("checked above") };
         Poll::Ready(call.unanswered(error))
@@ -1233,9 +1238,13 @@ where
 /// `log` records, kept off the lines of a request that has no span).
 #[cold]
 #[inline(never)]
-fn poll_in_span<F: Future>(span: &tracing::Span, future: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+fn poll_in_span<F: Future>(
+    span: &tracing::Span,
+    future: Pin<&mut TimeLimited<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
     let _entered = span.enter();
-    future.poll(cx)
+    future.poll_inner(cx)
 }
 
 pin_project_lite::pin_project! {
