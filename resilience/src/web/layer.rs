@@ -686,37 +686,44 @@ where
             std::borrow::Cow::Borrowed(own) => (unsafe { extend_route(own) }, None),
             std::borrow::Cow::Owned(other) => (unsafe { extend_route(&other) }, Some(other)),
         };
-        let tag = Tag { span, request_id, started, method, route, _other_route: other_route, site: site.loan() };
+        // The call is made whole here and filled in where it lies, then moved once, into
+        // the answer's future (each move of it is a copy).
+        let mut call = Call {
+            permit: None,
+            slot: None,
+            quota: None,
+            tag: Tag { span, request_id, started, method, route, _other_route: other_route, site: site.loan() },
+        };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
-        let quota = match check_client(shared, &mut request, tag.route(), started) {
+        call.quota = match check_client(shared, &mut request, call.tag.route(), started) {
             Ok(quota) => quota,
-            Err(response) => return refused(tag, response),
+            Err(response) => return refused(call.tag, response),
         };
-        let slot = match &shared.bulkhead {
-            None => None,
-            Some(bulkhead) => match bulkhead.take_free_slot() {
-                Some(slot) => Some(slot),
-                None if bulkhead.max_wait().is_zero() => return full(tag),
-                None => return off_path(&mut self.inner, |inner| wait_for_slot(tag, quota, inner, request)),
-            },
-        };
-        // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which `tag.site`
-        // keeps alive; `Call` drops it before `tag`.
-        #[allow(unsafe_code)]
-        let slot = slot.map(|slot| unsafe { extend_slot(slot) });
-        let permit = match admit_by_breaker(&tag) {
+        if let Some(bulkhead) = &shared.bulkhead {
+            match bulkhead.take_free_slot() {
+                // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which
+                // `call.tag.site` keeps alive; `Call` drops it before its tag.
+                #[allow(unsafe_code)]
+                Some(slot) => call.slot = Some(unsafe { extend_slot(slot) }),
+                None if bulkhead.max_wait().is_zero() => return full(call.tag),
+                None => {
+                    let Call { tag, quota, .. } = call;
+                    return off_path(&mut self.inner, |inner| wait_for_slot(tag, quota, inner, request));
+                }
+            }
+        }
+        call.permit = match admit_by_breaker(&call.tag) {
             Ok(permit) => permit,
-            Err(response) => return refused(tag, response),
+            Err(response) => return refused(call.tag, response),
         };
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
             let deadline = started + shared.config.request_timeout;
-            let call = Call { permit, slot, quota, tag };
             return off_path(&mut self.inner, |inner| injected(call, injection, inner, request, deadline));
         }
-        if tag.span.is_some() {
-            return in_span(&mut self.inner, request, Call { permit, slot, quota, tag }, shared.timeout);
+        if call.tag.span.is_some() {
+            return in_span(&mut self.inner, request, call, shared.timeout);
         }
         // One expression, the inner call last: the inner future is written where the
         // answer's future keeps it, not moved there (it is large: each move is a copy).
@@ -724,7 +731,7 @@ where
             kind: Kind::Guarded {
                 guarded: Guarded {
                     future: time_limited(self.inner.call(request), shared.timeout),
-                    call: Some(Call { permit, slot, quota, tag }),
+                    call: Some(call),
                     _answer: std::marker::PhantomData,
                 },
             },
