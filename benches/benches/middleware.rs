@@ -21,7 +21,8 @@
 //! Run: `cargo bench -p resilience-benches --bench middleware` (`IN_PROCESS_ONLY=1`: only
 //! the in-process part; `ONLY=N`: only server N, see `only`; `NO_BH=1`, `NO_RL=1`,
 //! `NO_CB=1`: our layer without its bulkhead, rate limiter or route breakers, to see
-//! what each costs; `EVICT=N`: the in-process loop writes `N` bytes between requests,
+//! what each costs; `PROMETHEUS=1`: with the `prometheus` feature's recorder installed,
+//! so that the layer's request metrics are recorded (without it they are no-ops); `EVICT=N`: the in-process loop writes `N` bytes between requests,
 //! so that each request meets cold caches as it does under `wrk`, where the kernel's
 //! TCP path runs between two requests; its own time cancels in "over no layer").
 
@@ -105,6 +106,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    // What a service that serves `/metrics` pays: the layer's request metrics recorded,
+    // not dropped by the facade's no-op recorder.
+    let _metrics = std::env::var_os("PROMETHEUS").map(|_| resilience::prometheus::install().expect("recorder"));
     in_process();
     if std::env::var_os("IN_PROCESS_ONLY").is_some() {
         return;

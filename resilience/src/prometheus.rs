@@ -6,12 +6,21 @@
 //! ```
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Buckets of every `*_seconds` histogram: 1 ms to 60 s.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// How often the recorder's upkeep runs. Until it runs (or `/metrics` renders), every
+/// duration recorded is kept as a sample of its own (8 bytes each): without it, a service
+/// nobody scrapes would grow by 8 bytes a request without end.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The name of the thread that runs the upkeep.
+pub const UPKEEP_THREAD: &str = "metrics-upkeep";
 
 static HANDLE: OnceLock<Result<PrometheusHandle, InstallError>> = OnceLock::new();
 
@@ -30,13 +39,32 @@ impl std::error::Error for InstallError {}
 /// Installs a Prometheus recorder as the process's `metrics` recorder, once; later calls
 /// return the same handle (or the same error: another recorder was installed first).
 /// Durations (`*_seconds`) are histograms with buckets from 1 ms to 60 s.
+///
+/// It also starts a thread, [`UPKEEP_THREAD`], that runs the recorder's upkeep every
+/// 5 s: that folds the durations recorded since into their buckets. So the recorder's
+/// memory stays bounded whether or not anything scrapes `/metrics`.
 pub fn install() -> Result<PrometheusHandle, InstallError> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix(String::from("_seconds")), &SECONDS_BUCKETS)
                 .map_err(|e| InstallError(e.to_string()))?;
-            builder.install_recorder().map_err(|e| InstallError(e.to_string()))
+            let handle = builder.install_recorder().map_err(|e| InstallError(e.to_string()))?;
+            start_upkeep(handle.clone())?;
+            Ok(handle)
         })
         .clone()
+}
+
+/// Runs `handle`'s upkeep every [`UPKEEP_EVERY`], on a thread of its own, for the life
+/// of the process (the recorder is the process's, and lives as long).
+fn start_upkeep(handle: PrometheusHandle) -> Result<(), InstallError> {
+    std::thread::Builder::new()
+        .name(UPKEEP_THREAD.to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        })
+        .map(drop)
+        .map_err(|e| InstallError(format!("the thread of its upkeep did not start: {e}")))
 }

@@ -438,6 +438,14 @@ async fn the_observability_routes_answer() {
         "{text}"
     );
     assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
+    // The recorder's samples are folded into their buckets whether or not anything
+    // scrapes: its upkeep runs on a thread of its own.
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect();
+    assert!(threads.iter().any(|name| name == resilience::prometheus::UPKEEP_THREAD), "{threads:?}");
     assert!(text.contains("resilience_adaptive_limit{name=\"observed_adaptive\"} 20"), "{text}");
     assert!(text.contains("resilience_adaptive_in_flight{name=\"observed_adaptive\"} 0"), "{text}");
     assert!(text.contains("resilience_retry_budget_remaining{name=\"observed_adaptive\"} 100"), "{text}");
