@@ -703,7 +703,9 @@ where
         if let Some(bulkhead) = &shared.bulkhead {
             match bulkhead.take_free_slot() {
                 // SAFETY (of `extend_slot`): the slot is of `shared.bulkhead`, which
-                // `call.tag.site` keeps alive; `Call` drops it before its tag.
+                // `call.tag.site` keeps alive; `Call` drops it before its tag. (When
+                // the breaker refuses below, the tag is given away first and the slot
+                // dropped after it, here, while `self` still holds the bulkhead.)
                 #[allow(unsafe_code)]
                 Some(slot) => call.slot = Some(unsafe { extend_slot(slot) }),
                 None if bulkhead.max_wait().is_zero() => return full(call.tag),
