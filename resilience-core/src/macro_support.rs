@@ -790,9 +790,11 @@ impl<E: From<ResilienceError>> CallError for E {
 pin_project! {
     /// A future under a time limit the way a pipeline's attempt runs under its timeout:
     /// no timer unless it waits, and a long limit on the helper thread rather than
-    /// tokio's timer wheel (see [`Timeout`](crate::Timeout)). For the `resilience` crate's
-    /// own layers (its HTTP middleware's request timeout); not a public API.
-    #[must_use = "futures do nothing unless polled"]
+    /// tokio's timer wheel (see [`Timeout`](crate::Timeout)). Polled with
+    /// [`poll_inner`](Self::poll_inner), then [`expired`](Self::expired) after a
+    /// `Pending`, by a future whose output is the inner one's. For the `resilience`
+    /// crate's own layers (its HTTP middleware's request timeout); not a public API.
+    #[must_use = "it does nothing unless polled"]
     pub struct TimeLimited<F> {
         #[pin]
         inner: Limited<F>,
@@ -832,15 +834,5 @@ impl<F: Future> TimeLimited<F> {
     #[inline]
     pub fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
         self.project().inner.expired(cx)
-    }
-}
-
-impl<F: Future> Future for TimeLimited<F> {
-    /// `None` when the limit passed first.
-    type Output = Option<F::Output>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map(Result::ok)
     }
 }
