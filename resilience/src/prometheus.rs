@@ -14,10 +14,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 /// Buckets of every `*_seconds` histogram: 1 ms to 60 s.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
-/// How often the recorder's upkeep runs. Until it runs (or `/metrics` renders), every
-/// duration recorded is kept as a sample of its own (8 bytes each): without it, a service
-/// nobody scrapes would grow by 8 bytes a request without end.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often the counted durations are handed to the recorder and its upkeep runs. Until
+/// the upkeep runs (or `/metrics` renders), every duration handed over is kept as a
+/// sample of its own (16 bytes each): without it, a service nobody scrapes would grow by
+/// 16 bytes a request without end.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The name of the thread that runs the upkeep.
 pub const UPKEEP_THREAD: &str = "metrics-upkeep";
@@ -40,9 +41,17 @@ impl std::error::Error for InstallError {}
 /// return the same handle (or the same error: another recorder was installed first).
 /// Durations (`*_seconds`) are histograms with buckets from 1 ms to 60 s.
 ///
-/// It also starts a thread, [`UPKEEP_THREAD`], that runs the recorder's upkeep every
-/// 5 s: that folds the durations recorded since into their buckets. So the recorder's
-/// memory stays bounded whether or not anything scrapes `/metrics`.
+/// The crate's duration histograms made from then on are counted per thread into those
+/// buckets ([`durations::aggregate_into`](crate::durations::aggregate_into)): recording
+/// one writes no memory another thread writes, where the recorder's own histograms take
+/// a shared sample queue per value.
+///
+/// It also starts a thread, [`UPKEEP_THREAD`], that every second hands the counted
+/// durations to the recorder ([`durations::flush`](crate::durations::flush)) and runs the
+/// recorder's upkeep, which folds them into their buckets. So the recorder's memory stays
+/// bounded whether or not anything scrapes `/metrics`. `/metrics` hands them over before
+/// it renders; a service that renders the handle itself and wants durations to the
+/// moment, not to the last second, calls `durations::flush()` first.
 pub fn install() -> Result<PrometheusHandle, InstallError> {
     HANDLE
         .get_or_init(|| {
@@ -50,19 +59,22 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
                 .set_buckets_for_metric(Matcher::Suffix(String::from("_seconds")), &SECONDS_BUCKETS)
                 .map_err(|e| InstallError(e.to_string()))?;
             let handle = builder.install_recorder().map_err(|e| InstallError(e.to_string()))?;
+            resilience_core::durations::aggregate_into(&SECONDS_BUCKETS).map_err(|e| InstallError(e.to_string()))?;
             start_upkeep(handle.clone())?;
             Ok(handle)
         })
         .clone()
 }
 
-/// Runs `handle`'s upkeep every [`UPKEEP_EVERY`], on a thread of its own, for the life
-/// of the process (the recorder is the process's, and lives as long).
+/// Hands the counted durations over and runs `handle`'s upkeep every [`UPKEEP_EVERY`],
+/// on a thread of its own, for the life of the process (the recorder is the process's,
+/// and lives as long).
 fn start_upkeep(handle: PrometheusHandle) -> Result<(), InstallError> {
     std::thread::Builder::new()
         .name(UPKEEP_THREAD.to_owned())
         .spawn(move || loop {
             std::thread::sleep(UPKEEP_EVERY);
+            resilience_core::durations::flush();
             handle.run_upkeep();
         })
         .map(drop)

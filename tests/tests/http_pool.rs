@@ -430,6 +430,9 @@ async fn pool_metrics_and_pool_alerts() {
     }
     assert_eq!(http.in_use(), 0);
     pool_manager().refresh_gauges();
+    // Once a test of this process installed the Prometheus recorder, durations are
+    // counted per thread and reach the histogram at a flush.
+    resilience::durations::flush();
     let snapshot = snapshotter.snapshot().into_vec();
     let find = |name: &str| snapshot.iter().find(|(k, _, _, _)| k.key().name() == name).map(|(_, _, _, v)| v);
     assert_eq!(find("resilience_pool_max_connections"), Some(&DebugValue::Gauge(5.0.into())));

@@ -223,6 +223,9 @@ async fn sampled_call_durations_feed_the_histogram_and_the_p95_alert() {
             .await
             .unwrap();
     }
+    // Once a test of this process installed the Prometheus recorder, durations are
+    // counted per thread and reach the histogram at a flush.
+    resilience::durations::flush();
     let snapshot = snapshotter.snapshot().into_vec();
     match find(&snapshot, "resilience_call_duration_seconds", &[("name", "latency_slow")]) {
         Some(DebugValue::Histogram(values)) => {

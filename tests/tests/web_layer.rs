@@ -437,7 +437,14 @@ async fn the_observability_routes_answer() {
         text.contains("resilience_http_requests_total{method=\"GET\",route=\"/observed_fail\",status=\"500\"} 1"),
         "{text}"
     );
-    assert!(text.contains("resilience_http_request_duration_seconds_bucket{"), "durations are histograms: {text}");
+    // Counted per thread, handed to the recorder before the render: every answer is
+    // there (the unit tests of `durations` check each lands in its bucket).
+    for suffix in
+        ["_bucket{method=\"GET\",route=\"/observed\",le=\"+Inf\"}", "_count{method=\"GET\",route=\"/observed\"}"]
+    {
+        let line = format!("resilience_http_request_duration_seconds{suffix} 3\n");
+        assert!(text.contains(&line), "durations are histograms, {line}: {text}");
+    }
     // The recorder's samples are folded into their buckets whether or not anything
     // scrapes: its upkeep runs on a thread of its own.
     let threads: Vec<String> = std::fs::read_dir("/proc/self/task")

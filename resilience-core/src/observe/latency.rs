@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use metrics::{histogram, Histogram};
+use metrics::histogram;
+
+use super::durations::DurationHistogram;
 
 use crate::clock::Epoch;
 
@@ -55,7 +57,7 @@ fn stamp(started: Option<tokio::time::Instant>) -> u64 {
 }
 
 pub(crate) struct LatencyStats {
-    histogram: Histogram,
+    histogram: DurationHistogram,
     buckets: [AtomicU64; BUCKETS],
     reported: Mutex<[u64; BUCKETS]>,
 }
@@ -87,7 +89,9 @@ pub(crate) fn bucket_limit(index: usize) -> Duration {
 impl LatencyStats {
     pub(crate) fn new(name: &str) -> Self {
         Self {
-            histogram: histogram!("resilience_call_duration_seconds", "name" => name.to_owned()),
+            histogram: DurationHistogram::new(
+                histogram!("resilience_call_duration_seconds", "name" => name.to_owned()),
+            ),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             reported: Mutex::new([0; BUCKETS]),
         }
@@ -97,7 +101,7 @@ impl LatencyStats {
     #[cold]
     pub(crate) fn finish(&self, start: u64) {
         let nanos = EPOCH.nanos().saturating_sub(start - 1);
-        self.histogram.record_many(nanos as f64 / 1e9, SAMPLE_EVERY as usize);
+        self.histogram.record_nanos(nanos, SAMPLE_EVERY);
         self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
     }
 

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge};
+use resilience_core::durations::DurationHistogram;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 use resilience_core::{
     registry, Dependency, DependencyKind, DependencyType, SemaphoreBulkhead, SemaphoreBulkheadConfig,
@@ -58,7 +59,7 @@ impl PoolCore {
 pub(super) struct PoolMetrics {
     pub(super) active: Gauge,
     pub(super) max: Gauge,
-    pub(super) acquire: Histogram,
+    pub(super) acquire: DurationHistogram,
     pub(super) errors: Counter,
     pub(super) healthy: Gauge,
 }
@@ -68,7 +69,9 @@ impl PoolMetrics {
         let m = Self {
             active: gauge!("resilience_pool_connections", "pool" => pool.to_owned(), "state" => "active"),
             max: gauge!("resilience_pool_max_connections", "pool" => pool.to_owned()),
-            acquire: histogram!("resilience_pool_acquire_duration_seconds", "pool" => pool.to_owned()),
+            acquire: DurationHistogram::new(
+                histogram!("resilience_pool_acquire_duration_seconds", "pool" => pool.to_owned()),
+            ),
             errors: counter!("resilience_pool_errors_total", "pool" => pool.to_owned()),
             healthy: gauge!("resilience_pool_healthy", "pool" => pool.to_owned()),
         };
@@ -148,7 +151,7 @@ impl PoolState {
 
     /// Counts an operation that got its connection after `waited` (`None`: no wait).
     pub(super) fn started(&self, waited: Option<Instant>) {
-        self.metrics.acquire.record(waited.map_or(0.0, |at| at.elapsed().as_secs_f64()));
+        self.metrics.acquire.record_with(|| waited.map_or(Duration::ZERO, |at| at.elapsed()));
         self.operations.add();
     }
 

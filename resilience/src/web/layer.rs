@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
+use resilience_core::durations::DurationHistogram;
 use resilience_core::macro_support::{time_limited, TimeLimit, TimeLimited};
 use resilience_core::{
     BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Loan, RateLimiterConfig,
@@ -404,7 +405,8 @@ struct RouteState {
 struct MethodHandles {
     /// `200` answers, found without a lock (made on the first).
     ok: std::sync::OnceLock<metrics::Counter>,
-    duration: metrics::Histogram,
+    /// Made on the first answer (a counted histogram takes some memory per CPU).
+    duration: std::sync::OnceLock<DurationHistogram>,
 }
 
 const REASONS: [&str; 4] = ["rate_limited", "bulkhead_full", "circuit_open", "timeout"];
@@ -436,6 +438,17 @@ impl RouteState {
     #[inline]
     fn handles(&self, method: u8) -> &MethodHandles {
         &self.methods[usize::from(method).min(9)]
+    }
+
+    /// The duration histogram of `method` (made the first time).
+    #[inline]
+    fn duration(&self, method: u8) -> &DurationHistogram {
+        self.handles(method).duration.get_or_init(|| {
+            let (method, route) = (method_name(method), self.route.to_string());
+            DurationHistogram::new(
+                histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route),
+            )
+        })
     }
 
     fn counter(&self, method: u8, status: u16) -> metrics::Counter {
@@ -1086,21 +1099,11 @@ impl Tag {
     fn stamp<B>(&mut self, response: &mut Response<B>) {
         let route = self.route();
         route.count(self.method, response.status().as_u16());
-        route.handles(self.method).duration.record(Elapsed(self.started));
+        let started = self.started;
+        route.duration(self.method).record_with(|| started.elapsed());
         if let Some(id) = self.request_id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
-    }
-}
-
-/// The time since a request started, in seconds, read from the clock only when a
-/// histogram takes it (a handle of no recorder does not: then the clock is not read).
-struct Elapsed(Instant);
-
-impl metrics::IntoF64 for Elapsed {
-    #[inline]
-    fn into_f64(self) -> f64 {
-        self.0.elapsed().as_secs_f64()
     }
 }
 
@@ -1317,10 +1320,9 @@ impl Shared {
         }
         let state = Arc::new(RouteState {
             breaker: if self.config.enable_circuit_breaker { self.breaker(route) } else { None },
-            methods: std::array::from_fn(|m| {
-                let method = method_name(m as u8);
-                let duration = histogram!("resilience_http_request_duration_seconds", "method" => method, "route" => route.to_owned());
-                MethodHandles { ok: std::sync::OnceLock::new(), duration }
+            methods: std::array::from_fn(|_| MethodHandles {
+                ok: std::sync::OnceLock::new(),
+                duration: std::sync::OnceLock::new(),
             }),
             route: Arc::from(route),
             requests: Default::default(),

@@ -26,8 +26,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .route("/resilience/dashboard", get(dashboard))
 }
 
+/// Brings every metric up to now before a render: gauges, and the durations counted per
+/// thread.
 fn refresh_gauges() {
     resilience_core::registry().refresh_gauges();
+    resilience_core::durations::flush();
     #[cfg(feature = "http")]
     crate::pool_manager().refresh_gauges();
 }
