@@ -66,7 +66,7 @@ pub use manager::{
     manager, resilient_cache_call, resilient_database_call, resilient_external_call, resilient_internal_call,
     ResilienceManager,
 };
-pub use observe::durations;
+pub use observe::aggregate;
 pub use observe::health::{
     register_pool_reporter, Alert, AlertKind, DependencyHealth, HealthReport, HealthStatus, PoolHealth, PoolReporter,
     Severity,

@@ -22,7 +22,7 @@ use crate::circuit_breaker::{CallPermit, CircuitBreaker, CircuitBreakerConfig};
 use crate::error::{ConfigError, ResilienceError};
 use crate::hedge::{Hedge, HedgeConfig, HedgedCall};
 use crate::observe::latency::{self, LatencyStats};
-use crate::observe::metrics::PipelineMetrics;
+use crate::observe::metrics::{PipelineMetrics, TimeOutcome};
 use crate::rate_limit::{RateLimiter, RateLimiterConfig};
 use crate::reclaim::{self, Guard, RcuCell};
 use crate::retry::budget::{attempt_starts, mark_refused, refused_inside};
@@ -726,9 +726,9 @@ impl Pipeline {
     ) -> Result<Result<T, E>, E> {
         if timeout_nanos != 0 {
             match &outcome {
-                Ok(Ok(_)) => self.metrics.time_successful.increment(1),
-                Ok(Err(_)) => self.metrics.time_failed.increment(1),
-                Err(Elapsed) => self.metrics.time_timeout.increment(1),
+                Ok(Ok(_)) => self.metrics.timed(TimeOutcome::Successful),
+                Ok(Err(_)) => self.metrics.timed(TimeOutcome::Failed),
+                Err(Elapsed) => self.metrics.timed(TimeOutcome::Timeout),
             }
         }
         match outcome {

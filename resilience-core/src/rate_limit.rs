@@ -114,11 +114,11 @@ pub struct Quota {
 fn verdict<T>(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<T, u64>) -> Result<T, ResilienceError> {
     match outcome {
         Ok(admitted) => {
-            metrics.permitted.increment(1);
+            metrics.call(true);
             Ok(admitted)
         }
         Err(wait) => {
-            metrics.rejected.increment(1);
+            metrics.call(false);
             Err(ResilienceError::rate_limited(name, Duration::from_nanos(wait)))
         }
     }

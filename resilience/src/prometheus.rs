@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 /// Buckets of every `*_seconds` histogram: 1 ms to 60 s.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
-/// How often the counted durations are handed to the recorder and its upkeep runs. Until
-/// the upkeep runs (or `/metrics` renders), every duration handed over is kept as a
+/// How often the counts made per thread are handed to the recorder and its upkeep runs.
+/// Until the upkeep runs (or `/metrics` renders), every duration handed over is kept as a
 /// sample of its own (16 bytes each): without it, a service nobody scrapes would grow by
 /// 16 bytes a request without end.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
@@ -41,17 +41,18 @@ impl std::error::Error for InstallError {}
 /// return the same handle (or the same error: another recorder was installed first).
 /// Durations (`*_seconds`) are histograms with buckets from 1 ms to 60 s.
 ///
-/// The crate's duration histograms made from then on are counted per thread into those
-/// buckets ([`durations::aggregate_into`](crate::durations::aggregate_into)): recording
-/// one writes no memory another thread writes, where the recorder's own histograms take
-/// a shared sample queue per value.
+/// It switches on the crate's aggregation ([`aggregate::enable`](crate::aggregate::enable)):
+/// the hot counters and the duration histograms of policies, pools and the web layer made
+/// from then on count per thread, in the recorder's buckets, and write no memory another
+/// thread writes. (The recorder's own counters are shared atomics, and its histograms a
+/// shared sample queue per value.)
 ///
-/// It also starts a thread, [`UPKEEP_THREAD`], that every second hands the counted
-/// durations to the recorder ([`durations::flush`](crate::durations::flush)) and runs the
-/// recorder's upkeep, which folds them into their buckets. So the recorder's memory stays
-/// bounded whether or not anything scrapes `/metrics`. `/metrics` hands them over before
-/// it renders; a service that renders the handle itself and wants durations to the
-/// moment, not to the last second, calls `durations::flush()` first.
+/// It also starts a thread, [`UPKEEP_THREAD`], that every second hands those counts to
+/// the recorder ([`aggregate::flush`](crate::aggregate::flush)) and runs the recorder's
+/// upkeep, which folds the durations into their buckets. So the recorder's memory stays
+/// bounded whether or not anything scrapes `/metrics`. `/metrics` flushes before it
+/// renders; a service that renders the handle itself and wants counts to the moment, not
+/// to the last second, calls `aggregate::flush()` first.
 pub fn install() -> Result<PrometheusHandle, InstallError> {
     HANDLE
         .get_or_init(|| {
@@ -59,14 +60,14 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
                 .set_buckets_for_metric(Matcher::Suffix(String::from("_seconds")), &SECONDS_BUCKETS)
                 .map_err(|e| InstallError(e.to_string()))?;
             let handle = builder.install_recorder().map_err(|e| InstallError(e.to_string()))?;
-            resilience_core::durations::aggregate_into(&SECONDS_BUCKETS).map_err(|e| InstallError(e.to_string()))?;
+            resilience_core::aggregate::enable(&SECONDS_BUCKETS).map_err(|e| InstallError(e.to_string()))?;
             start_upkeep(handle.clone())?;
             Ok(handle)
         })
         .clone()
 }
 
-/// Hands the counted durations over and runs `handle`'s upkeep every [`UPKEEP_EVERY`],
+/// Hands the counts made per thread over and runs `handle`'s upkeep every [`UPKEEP_EVERY`],
 /// on a thread of its own, for the life of the process (the recorder is the process's,
 /// and lives as long).
 fn start_upkeep(handle: PrometheusHandle) -> Result<(), InstallError> {
@@ -74,7 +75,7 @@ fn start_upkeep(handle: PrometheusHandle) -> Result<(), InstallError> {
         .name(UPKEEP_THREAD.to_owned())
         .spawn(move || loop {
             std::thread::sleep(UPKEEP_EVERY);
-            resilience_core::durations::flush();
+            resilience_core::aggregate::flush();
             handle.run_upkeep();
         })
         .map(drop)

@@ -432,7 +432,7 @@ async fn pool_metrics_and_pool_alerts() {
     pool_manager().refresh_gauges();
     // Once a test of this process installed the Prometheus recorder, durations are
     // counted per thread and reach the histogram at a flush.
-    resilience::durations::flush();
+    resilience::aggregate::flush();
     let snapshot = snapshotter.snapshot().into_vec();
     let find = |name: &str| snapshot.iter().find(|(k, _, _, _)| k.key().name() == name).map(|(_, _, _, v)| v);
     assert_eq!(find("resilience_pool_max_connections"), Some(&DebugValue::Gauge(5.0.into())));

@@ -81,6 +81,9 @@ async fn breaker_retry_and_bulkhead_metrics_have_the_documented_names_and_labels
     assert!(full.unwrap_err().is_bulkhead_full());
     drop(held);
     metrics::with_local_recorder(&recorder, || manager.registry().refresh_gauges());
+    // Once a test of this process installed the Prometheus recorder, the hot counters
+    // count per thread and reach their handles at a flush.
+    resilience::aggregate::flush();
 
     let snapshot = snapshotter.snapshot().into_vec();
     let counter = |name: &str, want: &[(&str, &str)]| match find(&snapshot, name, want) {
@@ -223,9 +226,9 @@ async fn sampled_call_durations_feed_the_histogram_and_the_p95_alert() {
             .await
             .unwrap();
     }
-    // Once a test of this process installed the Prometheus recorder, durations are
-    // counted per thread and reach the histogram at a flush.
-    resilience::durations::flush();
+    // Once a test of this process installed the Prometheus recorder, durations count per
+    // thread and reach the histogram at a flush.
+    resilience::aggregate::flush();
     let snapshot = snapshotter.snapshot().into_vec();
     match find(&snapshot, "resilience_call_duration_seconds", &[("name", "latency_slow")]) {
         Some(DebugValue::Histogram(values)) => {

@@ -438,7 +438,7 @@ async fn the_observability_routes_answer() {
         "{text}"
     );
     // Counted per thread, handed to the recorder before the render: every answer is
-    // there (the unit tests of `durations` check each lands in its bucket).
+    // there (the unit tests of `aggregate` check each lands in its bucket).
     for suffix in
         ["_bucket{method=\"GET\",route=\"/observed\",le=\"+Inf\"}", "_count{method=\"GET\",route=\"/observed\"}"]
     {

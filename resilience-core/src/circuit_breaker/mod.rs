@@ -436,7 +436,7 @@ impl Inner {
 
     #[cold]
     fn not_permitted(&self, retry_after: Option<Duration>) -> ResilienceError {
-        self.metrics.not_permitted.increment(1);
+        self.metrics.not_permitted();
         if let Some(link) = &self.shared {
             link.rejected.fetch_add(1, Relaxed);
         }
@@ -614,7 +614,7 @@ impl CallPermit<'_> {
             if let Window::Count(w) = &self.breaker.window {
                 if w.is_quiet() {
                     self.word = UNRECORDED;
-                    self.breaker.metrics.successful.increment(1);
+                    self.breaker.metrics.successful();
                     if let Some(link) = &self.breaker.shared {
                         link.outcomes.add(shared::CALLS, 1);
                     }
@@ -633,7 +633,7 @@ impl CallPermit<'_> {
     /// The call's outcome says nothing about the dependency.
     pub fn ignore(mut self) {
         if self.word != UNRECORDED {
-            self.breaker.metrics.ignored.increment(1);
+            self.breaker.metrics.ignored();
         }
         self.finish(None);
     }
@@ -654,8 +654,8 @@ impl CallPermit<'_> {
         let breaker = self.breaker;
         match failed {
             _ if word == UNRECORDED => {}
-            Some(false) => breaker.metrics.successful.increment(1),
-            Some(true) => breaker.metrics.failed.increment(1),
+            Some(false) => breaker.metrics.successful(),
+            Some(true) => breaker.metrics.failed(),
             None => {}
         }
         match state_of(word) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metrics::histogram;
 
-use super::durations::DurationHistogram;
+use super::aggregate::DurationHistogram;
 
 use crate::clock::Epoch;
 

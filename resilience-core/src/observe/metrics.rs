@@ -2,27 +2,26 @@
 
 use metrics::{counter, gauge, Counter, Gauge};
 
+use super::aggregate::Counters;
 use crate::circuit_breaker::CircuitState;
 
 pub(crate) struct BreakerMetrics {
-    pub(crate) successful: Counter,
-    pub(crate) failed: Counter,
-    pub(crate) ignored: Counter,
-    pub(crate) not_permitted: Counter,
+    /// By kind, as in `BREAKER_CALLS`: counted on every call.
+    calls: Counters<4>,
     pub(crate) failure_rate: Gauge,
     state: [Gauge; 5],
     /// By `from` and `to`, in the order of `CircuitState::ALL`.
     transitions: [[Counter; 5]; 5],
 }
 
+const BREAKER_CALLS: [&str; 4] = ["successful", "failed", "ignored", "not_permitted"];
+
 impl BreakerMetrics {
     pub(crate) fn new(name: &str) -> Self {
-        let calls = |kind: &'static str| counter!("resilience_circuitbreaker_calls_total", "name" => name.to_owned(), "kind" => kind);
         Self {
-            successful: calls("successful"),
-            failed: calls("failed"),
-            ignored: calls("ignored"),
-            not_permitted: calls("not_permitted"),
+            calls: Counters::new(BREAKER_CALLS.map(
+                |kind| counter!("resilience_circuitbreaker_calls_total", "name" => name.to_owned(), "kind" => kind),
+            )),
             failure_rate: gauge!("resilience_circuitbreaker_failure_rate", "name" => name.to_owned()),
             state: CircuitState::ALL
                 .map(|s| gauge!("resilience_circuitbreaker_state", "name" => name.to_owned(), "state" => s.as_str())),
@@ -35,6 +34,30 @@ impl BreakerMetrics {
                 })
             }),
         }
+    }
+
+    /// Counts a call that succeeded.
+    #[inline]
+    pub(crate) fn successful(&self) {
+        self.calls.increment(0, 1);
+    }
+
+    /// Counts a call that failed.
+    #[inline]
+    pub(crate) fn failed(&self) {
+        self.calls.increment(1, 1);
+    }
+
+    /// Counts a call whose outcome the breaker ignored.
+    #[inline]
+    pub(crate) fn ignored(&self) {
+        self.calls.increment(2, 1);
+    }
+
+    /// Counts a call the breaker refused.
+    #[inline]
+    pub(crate) fn not_permitted(&self) {
+        self.calls.increment(3, 1);
     }
 
     /// One state gauge at 1, the others at 0.
@@ -71,27 +94,38 @@ impl BulkheadMetrics {
     }
 }
 
-pub(crate) struct RateLimiterMetrics {
-    pub(crate) permitted: Counter,
-    pub(crate) rejected: Counter,
-}
+/// A rate limiter's calls: permitted, then rejected.
+pub(crate) struct RateLimiterMetrics(Counters<2>);
 
 impl RateLimiterMetrics {
     pub(crate) fn new(name: &str) -> Self {
-        let calls = |kind: &'static str| counter!("resilience_ratelimiter_calls_total", "name" => name.to_owned(), "kind" => kind);
-        Self { permitted: calls("permitted"), rejected: calls("rejected") }
+        Self(Counters::new(
+            ["permitted", "rejected"]
+                .map(|kind| counter!("resilience_ratelimiter_calls_total", "name" => name.to_owned(), "kind" => kind)),
+        ))
+    }
+
+    /// Counts a call, permitted or not.
+    #[inline]
+    pub(crate) fn call(&self, permitted: bool) {
+        self.0.increment(usize::from(!permitted), 1);
     }
 }
 
-/// Retry and time-limiter counters of a pipeline.
-pub(crate) struct PipelineMetrics {
-    pub(crate) successful_without_retry: Counter,
-    pub(crate) successful_with_retry: Counter,
-    pub(crate) failed_without_retry: Counter,
-    pub(crate) failed_with_retry: Counter,
-    pub(crate) time_successful: Counter,
-    pub(crate) time_failed: Counter,
-    pub(crate) time_timeout: Counter,
+/// Retry and time-limiter counters of a pipeline, by kind as in `RETRY_CALLS`, then
+/// `TIME_CALLS`.
+pub(crate) struct PipelineMetrics(Counters<7>);
+
+const RETRY_CALLS: [&str; 4] =
+    ["successful_without_retry", "successful_with_retry", "failed_without_retry", "failed_with_retry"];
+const TIME_CALLS: [&str; 3] = ["successful", "failed", "timeout"];
+
+/// How a call through a pipeline's time limiter ended.
+#[derive(Clone, Copy)]
+pub(crate) enum TimeOutcome {
+    Successful = 4,
+    Failed = 5,
+    Timeout = 6,
 }
 
 impl std::fmt::Debug for PipelineMetrics {
@@ -104,27 +138,27 @@ impl PipelineMetrics {
     /// A call ended; `attempts` is `None` when the pipeline does not retry.
     #[inline]
     pub(crate) fn finished(&self, attempts: Option<u32>, ok: bool) {
-        match (attempts, ok) {
-            (None, _) => {}
-            (Some(1), true) => self.successful_without_retry.increment(1),
-            (Some(_), true) => self.successful_with_retry.increment(1),
-            (Some(1), false) => self.failed_without_retry.increment(1),
-            (Some(_), false) => self.failed_with_retry.increment(1),
-        }
+        let kind = match (attempts, ok) {
+            (None, _) => return,
+            (Some(1), true) => 0,
+            (Some(_), true) => 1,
+            (Some(1), false) => 2,
+            (Some(_), false) => 3,
+        };
+        self.0.increment(kind, 1);
+    }
+
+    /// A call through the time limiter ended.
+    #[inline]
+    pub(crate) fn timed(&self, outcome: TimeOutcome) {
+        self.0.increment(outcome as usize, 1);
     }
 
     pub(crate) fn new(name: &str) -> Self {
         let retry =
-            |kind: &'static str| counter!("resilience_retry_calls_total", "name" => name.to_owned(), "kind" => kind);
-        let time = |kind: &'static str| counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => kind);
-        Self {
-            successful_without_retry: retry("successful_without_retry"),
-            successful_with_retry: retry("successful_with_retry"),
-            failed_without_retry: retry("failed_without_retry"),
-            failed_with_retry: retry("failed_with_retry"),
-            time_successful: time("successful"),
-            time_failed: time("failed"),
-            time_timeout: time("timeout"),
-        }
+            RETRY_CALLS.map(|kind| counter!("resilience_retry_calls_total", "name" => name.to_owned(), "kind" => kind));
+        let time = TIME_CALLS
+            .map(|kind| counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => kind));
+        Self(Counters::new(std::array::from_fn(|i| if i < 4 { retry[i].clone() } else { time[i - 4].clone() })))
     }
 }

@@ -10,7 +10,7 @@
 //! path and refreshed for every dependency by [`Registry::refresh_gauges`](crate::Registry::refresh_gauges),
 //! which an exporter calls before it renders.
 
-pub mod durations;
+pub mod aggregate;
 pub(crate) mod health;
 pub(crate) mod latency;
 pub(crate) mod metrics;

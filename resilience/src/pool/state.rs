@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge};
-use resilience_core::durations::DurationHistogram;
+use resilience_core::aggregate::DurationHistogram;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 use resilience_core::{
     registry, Dependency, DependencyKind, DependencyType, SemaphoreBulkhead, SemaphoreBulkheadConfig,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
-use resilience_core::durations::DurationHistogram;
+use resilience_core::aggregate::{Counters, DurationHistogram};
 use resilience_core::macro_support::{time_limited, TimeLimit, TimeLimited};
 use resilience_core::{
     BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, Loan, RateLimiterConfig,
@@ -395,16 +395,16 @@ struct RouteState {
     methods: [MethodHandles; 10],
     route: Arc<str>,
     /// By method and status (other than `200`).
-    requests: std::sync::RwLock<HashMap<(u8, u16), metrics::Counter>>,
+    requests: std::sync::RwLock<HashMap<(u8, u16), Counters<1>>>,
     /// By reason: rate limited, bulkhead full, circuit open, timeout.
-    rejected: [metrics::Counter; 4],
+    rejected: Counters<4>,
 }
 
 /// A route's handles for one method: what each of its answers takes.
 #[derive(Debug)]
 struct MethodHandles {
     /// `200` answers, found without a lock (made on the first).
-    ok: std::sync::OnceLock<metrics::Counter>,
+    ok: std::sync::OnceLock<Counters<1>>,
     /// Made on the first answer (a counted histogram takes some memory per CPU).
     duration: std::sync::OnceLock<DurationHistogram>,
 }
@@ -416,22 +416,15 @@ impl RouteState {
     #[inline]
     fn count(&self, method: u8, status: u16) {
         if status == 200 {
-            self.handles(method).ok.get_or_init(|| self.counter(method, status)).increment(1);
+            self.handles(method).ok.get_or_init(|| self.counter(method, status)).increment(0, 1);
             return;
         }
         if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
-            c.increment(1);
+            c.increment(0, 1);
             return;
         }
         let mut requests = self.requests.write().unwrap_or_else(|p| p.into_inner());
-        let route = self.route.to_string();
-        requests
-            .entry((method, status))
-            .or_insert_with(|| {
-                let method = method_name(method);
-                counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
-            })
-            .increment(1);
+        requests.entry((method, status)).or_insert_with(|| self.counter(method, status)).increment(0, 1);
     }
 
     /// The handles of `method` (an index of `method_index`).
@@ -451,13 +444,16 @@ impl RouteState {
         })
     }
 
-    fn counter(&self, method: u8, status: u16) -> metrics::Counter {
+    /// The counter of `method`'s answers with `status`.
+    fn counter(&self, method: u8, status: u16) -> Counters<1> {
         let (method, route) = (method_name(method), self.route.to_string());
-        counter!("resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
+        Counters::new([counter!(
+            "resilience_http_requests_total", "method" => method, "route" => route, "status" => status.to_string()
+        )])
     }
 
     fn rejected(&self, reason: usize) {
-        self.rejected[reason].increment(1);
+        self.rejected.increment(reason, 1);
     }
 }
 
@@ -1326,9 +1322,9 @@ impl Shared {
             }),
             route: Arc::from(route),
             requests: Default::default(),
-            rejected: std::array::from_fn(
-                |r| counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => REASONS[r]),
-            ),
+            rejected: Counters::new(REASONS.map(
+                |reason| counter!("resilience_http_rejected_total", "route" => route.to_owned(), "reason" => reason),
+            )),
         });
         routes.insert(Box::from(route), Arc::clone(&state));
         state

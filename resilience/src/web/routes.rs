@@ -26,11 +26,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .route("/resilience/dashboard", get(dashboard))
 }
 
-/// Brings every metric up to now before a render: gauges, and the durations counted per
+/// Brings every metric up to now before a render: gauges, and what was counted per
 /// thread.
 fn refresh_gauges() {
     resilience_core::registry().refresh_gauges();
-    resilience_core::durations::flush();
+    resilience_core::aggregate::flush();
     #[cfg(feature = "http")]
     crate::pool_manager().refresh_gauges();
 }

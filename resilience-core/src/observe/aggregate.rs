@@ -1,39 +1,46 @@
-//! Duration histograms counted per thread, for exporters whose histograms cost a shared
-//! write per sample.
+//! Metrics counted per thread, for exporters whose handles write memory that every thread
+//! shares.
 //!
-//! A [`DurationHistogram`] wraps a `metrics` histogram. By default it hands each duration
-//! to that histogram as it comes. Once an exporter has said which buckets its histograms
-//! have ([`aggregate_into`]), every `DurationHistogram` made afterwards counts each
-//! duration instead into the current thread's own stripe: the bucket's count and the sum
-//! of its durations, two uncontended adds on one cache line, no shared write. [`flush`]
-//! then folds what was counted since the previous flush into the `metrics` histogram: one
-//! `record_many` per bucket, at the mean of that bucket's new durations.
+//! A recorder's counter is typically one shared atomic (metrics-exporter-prometheus's is
+//! two: the value and a generation), and its histogram a shared queue of samples. Two
+//! threads recording into one handle then pass its cache line back and forth, and on a
+//! hot path that costs more than the rest of the recording. The handles here wrap the
+//! `metrics` ones and, once an exporter has switched aggregation on ([`enable`]), count
+//! into the current thread's own stripe instead, with no shared write; [`flush`] hands
+//! what was counted since the previous flush to the `metrics` handles. Without [`enable`]
+//! they record straight into the `metrics` handles, as if they were not there.
 //!
-//! That mean lies within its bucket, so the exporter's bucket counts and `_count` come out
-//! exact. Its `_sum` is right to within a nanosecond per duration of the last flush (each
-//! mean is a whole number of nanoseconds, and what rounding left out is carried into the
-//! next flush). What is not exact is time: a duration reaches the exporter at the next
-//! flush, not when it is recorded. `resilience::prometheus` flushes every second and
-//! before `/metrics` renders.
+//! - [`Counters`]: a few counters side by side. A flush adds each one's new count.
+//! - [`DurationHistogram`]: per bucket, the count and the sum of the durations. A flush
+//!   records each bucket's new durations with one `record_many`, at their mean. That
+//!   mean lies within the bucket, so the exporter's bucket counts and `_count` come out
+//!   exact when its buckets are the ones given to [`enable`]. Its `_sum` is right to
+//!   within a nanosecond per duration of the last flush (each mean is a whole number of
+//!   nanoseconds, and what rounding left out is carried into the next flush).
 //!
-//! Memory: a counted histogram takes 256 bytes per stripe (14 buckets and the overflow),
-//! one stripe per CPU rounded up to a power of two, at most 32: 512 bytes on 2 CPUs,
-//! 4 KiB on 16. A histogram whose last handle is dropped is flushed once more and freed.
+//! What is not exact is time: a count reaches the exporter at the next flush, not when it
+//! is made. `resilience::prometheus` flushes every second and before `/metrics` renders.
+//!
+//! Memory, per handle made after [`enable`]: one stripe per CPU, rounded up to a power of
+//! two, at most 32. A stripe is 64 bytes for a [`Counters`] (up to 8 counters) and
+//! 256 bytes for a [`DurationHistogram`] with Prometheus's 14 buckets and the overflow:
+//! 128 and 512 bytes on 2 CPUs, 1 KiB and 4 KiB on 16. A handle whose last clone is
+//! dropped is flushed once more and freed.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::Histogram;
+use metrics::{Counter, Histogram};
 
 use crate::clock::duration_nanos;
 use crate::stripe::stripe;
 
-/// The most buckets [`aggregate_into`] accepts (besides the overflow bucket).
+/// The most duration buckets [`enable`] accepts (besides the overflow bucket).
 pub const MAX_BUCKETS: usize = 64;
 
-/// Why [`aggregate_into`] refused a list of bucket bounds.
+/// Why [`enable`] refused a list of bucket bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BucketsError {
     /// No bounds, or more than [`MAX_BUCKETS`].
@@ -59,31 +66,38 @@ impl fmt::Display for BucketsError {
 
 impl std::error::Error for BucketsError {}
 
-/// The bucket bounds of the installed exporter, once [`aggregate_into`] is called.
+/// The bucket bounds of the installed exporter, once [`enable`] is called: aggregation
+/// is on.
 static BOUNDS: OnceLock<Bounds> = OnceLock::new();
 
-/// Every counted histogram, for [`flush`].
-static LIVE: Mutex<Vec<Arc<Counts>>> = Mutex::new(Vec::new());
+/// Every handle that counts per thread, for [`flush`].
+static LIVE: Mutex<Vec<Arc<dyn Flush>>> = Mutex::new(Vec::new());
 
-/// Stripes per counted histogram: one per CPU, rounded up to a power of two, at most 32
-/// (threads beyond that share stripes; their adds stay exact).
+/// What [`flush`] calls on each handle.
+trait Flush: Send + Sync {
+    /// Hands what was counted since the previous call to the `metrics` handles.
+    fn flush(&self);
+}
+
+/// Stripes per handle: one per CPU, rounded up to a power of two, at most 32 (threads
+/// beyond that share stripes; their adds stay exact).
 static STRIPES_USED: LazyLock<usize> =
     LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from).next_power_of_two().min(32));
 
-/// From now on, counts every [`DurationHistogram`] made afterwards per thread, into
-/// buckets with these upper bounds (in seconds, inclusive, as Prometheus's `le`), until
-/// [`flush`] hands them to their `metrics` histograms.
+/// Switches aggregation on: every [`Counters`] and [`DurationHistogram`] made from now on
+/// counts per thread until [`flush`] hands the counts to its `metrics` handles; durations
+/// into buckets with these upper bounds (in seconds, inclusive, as Prometheus's `le`).
 ///
-/// Call it only when the installed recorder's duration histograms have exactly these
-/// buckets: the means [`flush`] records are exact for them, not for other bounds.
-/// `resilience::prometheus::install()` calls it. Calling it again with the same bounds
-/// does nothing.
+/// Call it only when something flushes regularly, and only when the installed recorder's
+/// duration histograms have exactly these buckets: the means [`flush`] records are exact
+/// for them, not for other bounds. `resilience::prometheus::install()` calls it, and
+/// flushes every second. Calling it again with the same bounds does nothing.
 ///
 /// # Errors
 /// The bounds are empty, longer than [`MAX_BUCKETS`], not positive and finite, or not
 /// strictly increasing; or aggregation is already on with other bounds.
-pub fn aggregate_into(bounds: &[f64]) -> Result<(), BucketsError> {
-    let wanted = Bounds::new(bounds)?;
+pub fn enable(duration_buckets: &[f64]) -> Result<(), BucketsError> {
+    let wanted = Bounds::new(duration_buckets)?;
     let set = BOUNDS.get_or_init(|| wanted.clone());
     if set.seconds == wanted.seconds {
         Ok(())
@@ -92,9 +106,9 @@ pub fn aggregate_into(bounds: &[f64]) -> Result<(), BucketsError> {
     }
 }
 
-/// Hands every counted histogram's durations since the previous flush to its `metrics`
-/// histogram (see the [module docs](self)). An exporter calls it before it renders;
-/// without [`aggregate_into`] there is nothing to flush.
+/// Hands what every handle counted since the previous flush to its `metrics` handles
+/// (see the [module docs](self)). An exporter calls it before it renders; without
+/// [`enable`] there is nothing to flush.
 pub fn flush() {
     let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     live.retain(|counts| {
@@ -109,6 +123,101 @@ pub fn flush() {
     });
 }
 
+/// Registers a new handle's counts for [`flush`].
+fn live<T: Flush + 'static>(counts: T) -> Arc<T> {
+    let counts = Arc::new(counts);
+    LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&counts) as Arc<dyn Flush>);
+    counts
+}
+
+/// Zeroed cells: `stripes` stripes of `per_stripe` cache lines each.
+fn lines(per_stripe: usize, stripes: usize) -> Box<[Line]> {
+    (0..stripes * per_stripe).map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0)))).collect()
+}
+
+/// Up to eight counters of one policy, side by side (see the [module docs](self)).
+pub struct Counters<const N: usize>(CountersKind<N>);
+
+enum CountersKind<const N: usize> {
+    /// Each count goes to its counter as it comes.
+    Direct([Counter; N]),
+    /// Counted per thread, handed over by [`flush`].
+    Counted(Arc<CounterCells<N>>),
+}
+
+impl<const N: usize> fmt::Debug for Counters<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.0 {
+            CountersKind::Direct(_) => "direct",
+            CountersKind::Counted(_) => "counted",
+        };
+        f.debug_tuple("Counters").field(&kind).finish()
+    }
+}
+
+impl<const N: usize> Counters<N> {
+    const FIT_A_LINE: () = assert!(N >= 1 && N <= 8, "one to eight counters share a line");
+
+    /// Counts into `counters`: per thread if aggregation is on ([`enable`]), else
+    /// directly.
+    pub fn new(counters: [Counter; N]) -> Self {
+        let () = Self::FIT_A_LINE;
+        match BOUNDS.get() {
+            Some(_) => Self(CountersKind::Counted(live(CounterCells::new(counters, *STRIPES_USED)))),
+            None => Self(CountersKind::Direct(counters)),
+        }
+    }
+
+    /// Adds `n` to counter `i` (of the array given to [`new`](Self::new)).
+    ///
+    /// # Panics
+    /// If `i` is not below `N`.
+    #[inline]
+    pub fn increment(&self, i: usize, n: u64) {
+        match &self.0 {
+            CountersKind::Direct(counters) => counters[i].increment(n),
+            CountersKind::Counted(cells) => cells.add(i, n),
+        }
+    }
+}
+
+/// Counters counted per thread: a line per stripe.
+struct CounterCells<const N: usize> {
+    counters: [Counter; N],
+    lines: Box<[Line]>,
+    /// Stripes minus one (their count is a power of two).
+    mask: usize,
+    /// What earlier flushes handed over.
+    flushed: Mutex<[u64; N]>,
+}
+
+impl<const N: usize> CounterCells<N> {
+    fn new(counters: [Counter; N], stripes: usize) -> Self {
+        debug_assert!(stripes.is_power_of_two());
+        Self { counters, lines: lines(1, stripes), mask: stripes - 1, flushed: Mutex::new([0; N]) }
+    }
+
+    #[inline]
+    fn add(&self, i: usize, n: u64) {
+        assert!(i < N, "counter {i} of {N}");
+        self.lines[stripe() & self.mask].0[i].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl<const N: usize> Flush for CounterCells<N> {
+    fn flush(&self) {
+        let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, (counter, out)) in self.counters.iter().zip(flushed.iter_mut()).enumerate() {
+            let total = self.lines.iter().fold(0u64, |sum, line| sum.wrapping_add(line.0[i].load(Ordering::Relaxed)));
+            let new = total.wrapping_sub(*out);
+            if new != 0 {
+                counter.increment(new);
+                *out = total;
+            }
+        }
+    }
+}
+
 /// A histogram of durations (see the [module docs](self)).
 pub struct DurationHistogram(Kind);
 
@@ -116,7 +225,7 @@ enum Kind {
     /// Each duration goes to the histogram as it comes.
     Direct(Histogram),
     /// Counted per thread, handed over by [`flush`].
-    Counted(Arc<Counts>),
+    Counted(Arc<HistogramCells>),
 }
 
 impl fmt::Debug for DurationHistogram {
@@ -130,15 +239,11 @@ impl fmt::Debug for DurationHistogram {
 }
 
 impl DurationHistogram {
-    /// Records into `histogram` (in seconds): counted per thread if [`aggregate_into`]
-    /// was called before, else directly.
+    /// Records into `histogram` (in seconds): counted per thread if aggregation is on
+    /// ([`enable`]), else directly.
     pub fn new(histogram: Histogram) -> Self {
         match BOUNDS.get() {
-            Some(bounds) => {
-                let counts = Arc::new(Counts::new(histogram, bounds.clone()));
-                LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&counts));
-                Self(Kind::Counted(counts))
-            }
+            Some(bounds) => Self(Kind::Counted(live(HistogramCells::new(histogram, bounds.clone())))),
             None => Self(Kind::Direct(histogram)),
         }
     }
@@ -240,12 +345,13 @@ fn most_nanos(bound: f64) -> u64 {
     n
 }
 
-/// Four buckets' counts and sums, `(count, sum)` pairs, on a cache line of their own.
+/// Eight cells on a cache line of their own: a stripe's counters, or four buckets'
+/// `(count, sum)` pairs.
 #[repr(align(64))]
 struct Line([AtomicU64; 8]);
 
 /// A counted histogram: per stripe, each bucket's count and sum of nanoseconds.
-struct Counts {
+struct HistogramCells {
     histogram: Histogram,
     bounds: Bounds,
     /// Stripe after stripe, each `per_stripe` lines.
@@ -263,7 +369,7 @@ struct Flushed {
     sum: Box<[u64]>,
 }
 
-impl Counts {
+impl HistogramCells {
     fn new(histogram: Histogram, bounds: Bounds) -> Self {
         Self::with_stripes(histogram, bounds, *STRIPES_USED)
     }
@@ -272,9 +378,15 @@ impl Counts {
         debug_assert!(stripes.is_power_of_two());
         let buckets = bounds.most.len();
         let per_stripe = buckets.div_ceil(4);
-        let lines = (0..stripes * per_stripe).map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
         let flushed = Flushed { count: vec![0; buckets].into(), sum: vec![0; buckets].into() };
-        Self { histogram, bounds, lines, per_stripe, mask: stripes - 1, flushed: Mutex::new(flushed) }
+        Self {
+            histogram,
+            bounds,
+            lines: lines(per_stripe, stripes),
+            per_stripe,
+            mask: stripes - 1,
+            flushed: Mutex::new(flushed),
+        }
     }
 
     /// The count and the sum cells of `bucket` in `stripe`.
@@ -293,7 +405,9 @@ impl Counts {
         sum.fetch_add(nanos.wrapping_mul(weight), Ordering::Relaxed);
         count.fetch_add(weight, Ordering::Release);
     }
+}
 
+impl Flush for HistogramCells {
     /// Hands the durations counted since the previous flush to the histogram.
     fn flush(&self) {
         let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,10 +459,10 @@ mod tests {
 
     const PROMETHEUS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
-    fn counted(bounds: &[f64], stripes: usize) -> (Counts, Arc<Taken>) {
+    fn counted(bounds: &[f64], stripes: usize) -> (HistogramCells, Arc<Taken>) {
         let taken = Arc::new(Taken::default());
         let histogram = Histogram::from_arc(Arc::clone(&taken));
-        (Counts::with_stripes(histogram, Bounds::new(bounds).unwrap(), stripes), taken)
+        (HistogramCells::with_stripes(histogram, Bounds::new(bounds).unwrap(), stripes), taken)
     }
 
     /// An exporter's view of what it was handed: count per bucket (by `le`, inclusive, as
@@ -468,11 +582,11 @@ mod tests {
     }
 
     #[test]
-    fn once_aggregating_histograms_are_counted_flushed_and_freed_after_their_last_handle() {
+    fn once_enabled_handles_are_counted_flushed_and_freed_after_their_last_clone() {
         let direct = DurationHistogram::new(Histogram::noop());
-        aggregate_into(&PROMETHEUS).unwrap();
-        aggregate_into(&PROMETHEUS).expect("the same bounds again");
-        assert_eq!(aggregate_into(&[1.0]).unwrap_err(), BucketsError::AlreadySet(PROMETHEUS.to_vec()));
+        enable(&PROMETHEUS).unwrap();
+        enable(&PROMETHEUS).expect("the same bounds again");
+        assert_eq!(enable(&[1.0]).unwrap_err(), BucketsError::AlreadySet(PROMETHEUS.to_vec()));
         assert_eq!(format!("{direct:?}"), "DurationHistogram(\"direct\")", "made before: stays direct");
         let taken = Arc::new(Taken::default());
         let histogram = DurationHistogram::new(Histogram::from_arc(Arc::clone(&taken)));
@@ -488,6 +602,53 @@ mod tests {
         flush();
         assert_eq!(exported(&PROMETHEUS, &taken).0[14], 1, "flushed once more after its last handle");
         assert!(counts.upgrade().is_none(), "and freed");
+        let added = Arc::new(Added::default());
+        let counters = Counters::new([Counter::noop(), Counter::from_arc(Arc::clone(&added))]);
+        assert_eq!(format!("{counters:?}"), "Counters(\"counted\")");
+        counters.increment(1, 5);
+        assert_eq!(added.0.load(Ordering::Relaxed), 0, "nothing is added before a flush");
+        flush();
+        assert_eq!(added.0.load(Ordering::Relaxed), 5);
+        counters.increment(1, 2);
+        drop(counters);
+        flush();
+        assert_eq!(added.0.load(Ordering::Relaxed), 7, "flushed once more after its last handle");
+    }
+
+    /// What a `metrics` counter was given.
+    #[derive(Default)]
+    struct Added(AtomicU64);
+
+    impl metrics::CounterFn for Added {
+        fn increment(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+        fn absolute(&self, n: u64) {
+            self.0.store(n, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn counters_counted_while_another_thread_flushes_lose_nothing_and_add_nothing() {
+        let added: [Arc<Added>; 3] = std::array::from_fn(|_| Arc::default());
+        let cells = Arc::new(CounterCells::new(added.clone().map(Counter::from_arc), 2));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let cells = Arc::clone(&cells);
+                s.spawn(move || (0..50_000u64).for_each(|i| cells.add(((i + t) % 3) as usize, 1 + i % 2)));
+            }
+            s.spawn(|| (0..300).for_each(|_| cells.flush()));
+        });
+        cells.flush();
+        cells.flush();
+        // Per thread and counter: each `i` with `(i + t) % 3` gives 1 or 2.
+        let mut want = [0u64; 3];
+        for t in 0..4u64 {
+            for i in 0..50_000u64 {
+                want[((i + t) % 3) as usize] += 1 + i % 2;
+            }
+        }
+        assert_eq!(added.map(|a| a.0.load(Ordering::Relaxed)), want);
     }
 
     #[test]
