@@ -70,7 +70,10 @@
 //! | `resilience_shared_limit_leased_total` | | tokens a shared rate limit leased from the fleet's limit |
 //!
 //! Gauges that follow a value (breaker state and failure rate, free slots) are set by
-//! [`Registry::refresh_gauges`], which an exporter calls before it renders.
+//! [`Registry::refresh_gauges`], which an exporter calls before it renders. Once
+//! [`aggregate::enable`] is called (`prometheus::install()` does), the counters every call
+//! touches and the duration histograms count per thread, and reach the exporter at
+//! [`aggregate::flush`], which an exporter also calls before it renders.
 
 pub use resilience_core::*;
 pub use resilience_macros::{
