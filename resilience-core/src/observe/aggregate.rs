@@ -28,7 +28,6 @@
 //! dropped is flushed once more and freed.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,6 +35,9 @@ use metrics::{Counter, Histogram};
 
 use crate::clock::duration_nanos;
 use crate::stripe::stripe;
+// The cells are loom's under `--cfg resilience_loom`; the lists and what was flushed are
+// behind a plain mutex.
+use crate::sync::{AtomicU64, Ordering};
 
 /// The most duration buckets [`enable`] accepts (besides the overflow bucket).
 pub const MAX_BUCKETS: usize = 64;
@@ -116,7 +118,7 @@ pub fn flush() {
         // nothing records into it any more: flushed once more, it is freed.
         let orphan = Arc::strong_count(counts) == 1;
         if orphan {
-            std::sync::atomic::fence(Ordering::Acquire);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         }
         counts.flush();
         !orphan
@@ -606,25 +608,25 @@ mod tests {
         let counters = Counters::new([Counter::noop(), Counter::from_arc(Arc::clone(&added))]);
         assert_eq!(format!("{counters:?}"), "Counters(\"counted\")");
         counters.increment(1, 5);
-        assert_eq!(added.0.load(Ordering::Relaxed), 0, "nothing is added before a flush");
+        assert_eq!(added.0.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing is added before a flush");
         flush();
-        assert_eq!(added.0.load(Ordering::Relaxed), 5);
+        assert_eq!(added.0.load(std::sync::atomic::Ordering::Relaxed), 5);
         counters.increment(1, 2);
         drop(counters);
         flush();
-        assert_eq!(added.0.load(Ordering::Relaxed), 7, "flushed once more after its last handle");
+        assert_eq!(added.0.load(std::sync::atomic::Ordering::Relaxed), 7, "flushed once more after its last handle");
     }
 
     /// What a `metrics` counter was given.
     #[derive(Default)]
-    struct Added(AtomicU64);
+    struct Added(std::sync::atomic::AtomicU64);
 
     impl metrics::CounterFn for Added {
         fn increment(&self, n: u64) {
-            self.0.fetch_add(n, Ordering::Relaxed);
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         fn absolute(&self, n: u64) {
-            self.0.store(n, Ordering::Relaxed);
+            self.0.store(n, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -648,7 +650,7 @@ mod tests {
                 want[((i + t) % 3) as usize] += 1 + i % 2;
             }
         }
-        assert_eq!(added.map(|a| a.0.load(Ordering::Relaxed)), want);
+        assert_eq!(added.map(|a| a.0.load(std::sync::atomic::Ordering::Relaxed)), want);
     }
 
     #[test]
@@ -659,5 +661,89 @@ mod tests {
         counts.flush();
         let (buckets, count, _) = exported(&[1.0, 2.0], &taken);
         assert_eq!((buckets, count), (vec![0, 16, 1], 17));
+    }
+}
+
+#[cfg(all(test, resilience_loom))]
+mod loom_tests {
+    use super::*;
+
+    /// What a `metrics` histogram was handed: `(seconds, count)` per call.
+    #[derive(Default)]
+    struct Taken(Mutex<Vec<(f64, usize)>>);
+
+    impl metrics::HistogramFn for Taken {
+        fn record(&self, value: f64) {
+            self.record_many(value, 1);
+        }
+        fn record_many(&self, value: f64, count: usize) {
+            self.0.lock().unwrap().push((value, count));
+        }
+    }
+
+    /// Two threads count durations on each side of a bucket edge while a third flushes:
+    /// under every interleaving, every duration is handed over once and in its bucket
+    /// (a flush that reads a count before its sum, or a sum before its count, still
+    /// hands over a mean within the bucket).
+    #[test]
+    fn loom_a_flush_during_counting_hands_each_duration_over_once_in_its_bucket() {
+        loom::model(|| {
+            let taken = Arc::new(Taken::default());
+            let cells = Arc::new(HistogramCells::with_stripes(
+                Histogram::from_arc(Arc::clone(&taken)),
+                Bounds::new(&[1.0]).unwrap(),
+                2,
+            ));
+            let counting: Vec<_> = [[1_000_000_000u64, 999_999_999], [1_000_000_001, 1_000_000_000]]
+                .into_iter()
+                .map(|nanos| {
+                    let cells = Arc::clone(&cells);
+                    loom::thread::spawn(move || nanos.into_iter().for_each(|n| cells.add(n, 1)))
+                })
+                .collect();
+            let flusher = {
+                let cells = Arc::clone(&cells);
+                loom::thread::spawn(move || cells.flush())
+            };
+            counting.into_iter().for_each(|t| t.join().unwrap());
+            flusher.join().unwrap();
+            cells.flush();
+            let mut buckets = [0usize; 2];
+            for &(value, n) in taken.0.lock().unwrap().iter() {
+                buckets[usize::from(value > 1.0)] += n;
+            }
+            assert_eq!(buckets, [3, 1]);
+        });
+    }
+
+    /// Counters: one thread adds while another flushes; the total handed over is exact.
+    #[test]
+    fn loom_a_flush_during_counting_adds_each_count_once() {
+        loom::model(|| {
+            let added = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            struct Into(Arc<std::sync::atomic::AtomicU64>);
+            impl metrics::CounterFn for Into {
+                fn increment(&self, n: u64) {
+                    self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                fn absolute(&self, n: u64) {
+                    self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let cells = Arc::new(CounterCells::new([Counter::from_arc(Arc::new(Into(Arc::clone(&added))))], 2));
+            let adding = {
+                let cells = Arc::clone(&cells);
+                loom::thread::spawn(move || (0..2).for_each(|_| cells.add(0, 3)))
+            };
+            let flusher = {
+                let cells = Arc::clone(&cells);
+                loom::thread::spawn(move || cells.flush())
+            };
+            cells.add(0, 1);
+            adding.join().unwrap();
+            flusher.join().unwrap();
+            cells.flush();
+            assert_eq!(added.load(std::sync::atomic::Ordering::Relaxed), 7);
+        });
     }
 }
