@@ -441,14 +441,14 @@ impl Flush for HistogramCells {
     }
 }
 
-#[cfg(all(test, not(resilience_loom)))]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+/// Handles that keep what they were given, for the tests.
+#[cfg(test)]
+mod given {
+    use std::sync::Mutex;
 
     /// What a `metrics` histogram was handed: `(seconds, count)` per call.
     #[derive(Default)]
-    struct Taken(Mutex<Vec<(f64, usize)>>);
+    pub(super) struct Taken(pub(super) Mutex<Vec<(f64, usize)>>);
 
     impl metrics::HistogramFn for Taken {
         fn record(&self, value: f64) {
@@ -458,6 +458,26 @@ mod tests {
             self.0.lock().unwrap().push((value, count));
         }
     }
+
+    /// What a `metrics` counter was given.
+    #[derive(Default)]
+    pub(super) struct Added(pub(super) std::sync::atomic::AtomicU64);
+
+    impl metrics::CounterFn for Added {
+        fn increment(&self, n: u64) {
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn absolute(&self, n: u64) {
+            self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(all(test, not(resilience_loom)))]
+mod tests {
+    use super::given::{Added, Taken};
+    use super::*;
+    use proptest::prelude::*;
 
     const PROMETHEUS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
@@ -617,19 +637,6 @@ mod tests {
         assert_eq!(added.0.load(std::sync::atomic::Ordering::Relaxed), 7, "flushed once more after its last handle");
     }
 
-    /// What a `metrics` counter was given.
-    #[derive(Default)]
-    struct Added(std::sync::atomic::AtomicU64);
-
-    impl metrics::CounterFn for Added {
-        fn increment(&self, n: u64) {
-            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
-        fn absolute(&self, n: u64) {
-            self.0.store(n, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     #[test]
     fn counters_counted_while_another_thread_flushes_lose_nothing_and_add_nothing() {
         let added: [Arc<Added>; 3] = std::array::from_fn(|_| Arc::default());
@@ -666,20 +673,8 @@ mod tests {
 
 #[cfg(all(test, resilience_loom))]
 mod loom_tests {
+    use super::given::{Added, Taken};
     use super::*;
-
-    /// What a `metrics` histogram was handed: `(seconds, count)` per call.
-    #[derive(Default)]
-    struct Taken(Mutex<Vec<(f64, usize)>>);
-
-    impl metrics::HistogramFn for Taken {
-        fn record(&self, value: f64) {
-            self.record_many(value, 1);
-        }
-        fn record_many(&self, value: f64, count: usize) {
-            self.0.lock().unwrap().push((value, count));
-        }
-    }
 
     /// Two threads count durations on each side of a bucket edge while a third flushes:
     /// under every interleaving, every duration is handed over once and in its bucket
@@ -720,17 +715,8 @@ mod loom_tests {
     #[test]
     fn loom_a_flush_during_counting_adds_each_count_once() {
         loom::model(|| {
-            let added = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            struct Into(Arc<std::sync::atomic::AtomicU64>);
-            impl metrics::CounterFn for Into {
-                fn increment(&self, n: u64) {
-                    self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                }
-                fn absolute(&self, n: u64) {
-                    self.0.store(n, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            let cells = Arc::new(CounterCells::new([Counter::from_arc(Arc::new(Into(Arc::clone(&added))))], 2));
+            let added = Arc::new(Added::default());
+            let cells = Arc::new(CounterCells::new([Counter::from_arc(Arc::clone(&added))], 2));
             let adding = {
                 let cells = Arc::clone(&cells);
                 loom::thread::spawn(move || (0..2).for_each(|_| cells.add(0, 3)))
@@ -743,7 +729,7 @@ mod loom_tests {
             adding.join().unwrap();
             flusher.join().unwrap();
             cells.flush();
-            assert_eq!(added.load(std::sync::atomic::Ordering::Relaxed), 7);
+            assert_eq!(added.0.load(std::sync::atomic::Ordering::Relaxed), 7);
         });
     }
 }
