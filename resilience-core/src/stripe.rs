@@ -16,7 +16,8 @@ pub(crate) const STRIPES: usize = 3;
 pub(crate) struct Stripe<const N: usize>(pub(crate) [AtomicU64; N]);
 
 impl<const N: usize> Stripe<N> {
-    fn new() -> Self {
+    /// All counters at zero.
+    pub(crate) fn new() -> Self {
         Self(std::array::from_fn(|_| AtomicU64::new(0)))
     }
 }

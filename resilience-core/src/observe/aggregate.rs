@@ -34,7 +34,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 
 use crate::clock::duration_nanos;
-use crate::stripe::stripe;
+use crate::stripe::{stripe, Stripe};
 // The cells are loom's under `--cfg resilience_loom`; the lists and what was flushed are
 // behind a plain mutex.
 use crate::sync::{AtomicU64, Ordering};
@@ -133,8 +133,8 @@ fn live<T: Flush + 'static>(counts: T) -> Arc<T> {
 }
 
 /// Zeroed cells: `stripes` stripes of `per_stripe` cache lines each.
-fn lines(per_stripe: usize, stripes: usize) -> Box<[Line]> {
-    (0..stripes * per_stripe).map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0)))).collect()
+fn lines<const N: usize>(per_stripe: usize, stripes: usize) -> Box<[Stripe<N>]> {
+    (0..stripes * per_stripe).map(|_| Stripe::new()).collect()
 }
 
 /// Up to eight counters of one policy, side by side (see the [module docs](self)).
@@ -186,7 +186,8 @@ impl<const N: usize> Counters<N> {
 /// Counters counted per thread: a line per stripe.
 struct CounterCells<const N: usize> {
     counters: [Counter; N],
-    lines: Box<[Line]>,
+    /// A line of `N` counters per stripe.
+    lines: Box<[Stripe<N>]>,
     /// Stripes minus one (their count is a power of two).
     mask: usize,
     /// What earlier flushes handed over.
@@ -347,17 +348,12 @@ fn most_nanos(bound: f64) -> u64 {
     n
 }
 
-/// Eight cells on a cache line of their own: a stripe's counters, or four buckets'
-/// `(count, sum)` pairs.
-#[repr(align(64))]
-struct Line([AtomicU64; 8]);
-
 /// A counted histogram: per stripe, each bucket's count and sum of nanoseconds.
 struct HistogramCells {
     histogram: Histogram,
     bounds: Bounds,
-    /// Stripe after stripe, each `per_stripe` lines.
-    lines: Box<[Line]>,
+    /// Stripe after stripe, each `per_stripe` lines of four buckets' `(count, sum)` pairs.
+    lines: Box<[Stripe<8>]>,
     per_stripe: usize,
     /// Stripes minus one (their count is a power of two).
     mask: usize,

@@ -155,10 +155,11 @@ impl PipelineMetrics {
     }
 
     pub(crate) fn new(name: &str) -> Self {
-        let retry =
-            RETRY_CALLS.map(|kind| counter!("resilience_retry_calls_total", "name" => name.to_owned(), "kind" => kind));
-        let time = TIME_CALLS
-            .map(|kind| counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => kind));
-        Self(Counters::new(std::array::from_fn(|i| if i < 4 { retry[i].clone() } else { time[i - 4].clone() })))
+        Self(Counters::new(std::array::from_fn(|i| match RETRY_CALLS.get(i) {
+            Some(&kind) => counter!("resilience_retry_calls_total", "name" => name.to_owned(), "kind" => kind),
+            None => {
+                counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => TIME_CALLS[i - 4])
+            }
+        })))
     }
 }
