@@ -24,7 +24,10 @@
 //! what each costs; `PROMETHEUS=1`: with the `prometheus` feature's recorder installed,
 //! so that the layer's request metrics are recorded (without it they are no-ops); `EVICT=N`: the in-process loop writes `N` bytes between requests,
 //! so that each request meets cold caches as it does under `wrk`, where the kernel's
-//! TCP path runs between two requests; its own time cancels in "over no layer").
+//! TCP path runs between two requests; its own time cancels in "over no layer";
+//! `SERVERS=0,4,1`: only those servers under `wrk`, see `servers`; `ROUNDS=N`: `N`
+//! rounds, see `rounds`). Each paired ratio comes with a 95 % confidence interval for
+//! its median (see `Paired`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -130,11 +133,13 @@ fn main() {
     let mut best = vec![(0.0f64, f64::NAN, f64::NAN); urls.len()];
     // Every run's requests per second, for the medians.
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); urls.len()];
-    // Two rounds per server, each server in each place twice: a fixed order favours
-    // one position (see `http_ab`).
-    for round in 0..2 * urls.len() {
-        for k in 0..urls.len() {
-            let i = (round + k) % urls.len();
+    // By default two rounds per server, each server in each place twice: a fixed order
+    // favours one position (see `http_ab`). Each round starts with the next server.
+    let chosen = servers();
+    let rounds = rounds().unwrap_or(2 * chosen.len());
+    for round in 0..rounds {
+        for k in 0..chosen.len() {
+            let i = chosen[(round + k) % chosen.len()];
             if only().is_some_and(|only| only != i || round > 0) {
                 continue;
             }
@@ -157,12 +162,12 @@ fn main() {
     }
     // Each round ran every server once, minutes apart at most: the median of the rounds'
     // own ratios cancels what drifts between rounds (before `runs` is sorted below).
-    let paired = |a: usize, b: usize| {
+    let paired = |a: usize, b: usize| -> Paired {
         let mut ratios: Vec<f64> = runs[a].iter().zip(&runs[b]).map(|(x, y)| x / y).collect();
         ratios.sort_by(f64::total_cmp);
-        ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+        Paired::of(&ratios)
     };
-    let pairs: Vec<f64> =
+    let pairs: Vec<Paired> =
         [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0), (6, 0), (4, 6)].iter().map(|&(a, b)| paired(a, b)).collect();
     let median: Vec<f64> = runs
         .iter_mut()
@@ -174,6 +179,9 @@ fn main() {
     println!("| server | requests/s, best run | p99 | server CPU per request | requests/s, median run |");
     println!("|---|---|---|---|---|");
     for (((name, _), (rps, p99, cpu_us)), median) in urls.iter().zip(&best).zip(&median) {
+        if median.is_nan() {
+            continue;
+        }
         println!("| {name} | {rps:.0} | {p99:.2} ms | {cpu_us:.2} µs | {median:.0} |");
     }
     println!();
@@ -181,16 +189,27 @@ fn main() {
     // draw of each server; the medians are steadier), and the median of the rounds' own
     // ratios.
     let ratio = |a: usize, b: usize, k: usize| {
-        format!("{:.3} (medians {:.3}, rounds' ratios {:.3})", best[a].0 / best[b].0, median[a] / median[b], pairs[k])
+        let Paired { median: paired, low, high } = pairs[k];
+        format!(
+            "{:.3} (medians {:.3}, rounds' ratios {paired:.3}, 95 % interval of that median {low:.3}..{high:.3})",
+            best[a].0 / best[b].0,
+            median[a] / median[b]
+        )
     };
-    println!("ResilienceLayer / no layer: {} (target >= 0.95)", ratio(1, 0, 0));
-    println!("ResilienceLayer / tower + tower_governor: {} (target >= 1.0)", ratio(1, 2, 1));
-    println!("no layer with a fixed x-request-id / no layer: {} (the header alone)", ratio(3, 0, 2));
-    println!("ResilienceLayer without request ids / no layer: {}", ratio(4, 0, 3));
-    println!("ResilienceLayer without request ids / tower + tower_governor: {}", ratio(4, 2, 4));
-    println!("an empty layer / no layer: {} (what any `Router::layer` costs)", ratio(5, 0, 5));
-    println!("the floor / no layer: {} (the least the four features cost)", ratio(6, 0, 6));
-    println!("ResilienceLayer without request ids / the floor: {}", ratio(4, 6, 7));
+    // Each comparison whose two servers ran.
+    let show = |label: &str, a: usize, b: usize, k: usize| {
+        if !median[a].is_nan() && !median[b].is_nan() {
+            println!("{label}: {}", ratio(a, b, k));
+        }
+    };
+    show("ResilienceLayer / no layer (target >= 0.95)", 1, 0, 0);
+    show("ResilienceLayer / tower + tower_governor (target >= 1.0)", 1, 2, 1);
+    show("no layer with a fixed x-request-id / no layer (the header alone)", 3, 0, 2);
+    show("ResilienceLayer without request ids / no layer", 4, 0, 3);
+    show("ResilienceLayer without request ids / tower + tower_governor", 4, 2, 4);
+    show("an empty layer / no layer (what any `Router::layer` costs)", 5, 0, 5);
+    show("the floor / no layer (the least the four features cost)", 6, 0, 6);
+    show("ResilienceLayer without request ids / the floor", 4, 6, 7);
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -328,6 +347,56 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
         best = best.min(slowest.as_nanos() as f64 / f64::from(requests));
     }
     best
+}
+
+/// The servers to load (`SERVERS=0,1,4`: those of [`STACKS`], in that order; default
+/// all), so that a longer run can spend its rounds on the comparisons it is for.
+fn servers() -> Vec<usize> {
+    let all = (0..STACKS.len()).collect();
+    let Ok(list) = std::env::var("SERVERS") else { return all };
+    let chosen: Vec<usize> =
+        list.split(',').filter_map(|n| n.trim().parse().ok()).filter(|&n| n < STACKS.len()).collect();
+    assert!(!chosen.is_empty(), "SERVERS={list}: no server of 0..{} named", STACKS.len());
+    chosen
+}
+
+/// Rounds of `wrk` runs (`ROUNDS=N`; default two per server).
+fn rounds() -> Option<usize> {
+    std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok())
+}
+
+/// The median of the rounds' ratios of two servers, and a distribution-free 95 %
+/// confidence interval for it: the order statistics `j`th and `(n + 1 - j)`th of the
+/// `n` sorted ratios, for the largest `j` whose binomial tail keeps the coverage at
+/// 95 % or more (no interval, `NaN`, under six rounds).
+#[derive(Clone, Copy)]
+struct Paired {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Paired {
+    fn of(sorted: &[f64]) -> Self {
+        let n = sorted.len();
+        let median = sorted.get(n / 2).copied().unwrap_or(f64::NAN);
+        // P(at most j - 1 of n fair coin flips are heads), for j = 1, 2, ...
+        let mut tail = 0.0;
+        let mut choose = 1.0;
+        let mut j = 0;
+        for k in 0..n / 2 {
+            tail += choose * 0.5f64.powi(n as i32);
+            if 2.0 * tail > 0.05 {
+                break;
+            }
+            j = k + 1;
+            choose = choose * (n - k) as f64 / (k + 1) as f64;
+        }
+        match j {
+            0 => Self { median, low: f64::NAN, high: f64::NAN },
+            j => Self { median, low: sorted[j - 1], high: sorted[n - j] },
+        }
+    }
 }
 
 /// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer
