@@ -173,7 +173,7 @@ fn main() {
         .iter_mut()
         .map(|r| {
             r.sort_by(f64::total_cmp);
-            r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+            median_of(r)
         })
         .collect();
     println!("| server | requests/s, best run | p99 | server CPU per request | requests/s, median run |");
@@ -352,17 +352,27 @@ fn on_two_threads(app: axum::Router, requests: u32, peer: axum::extract::Connect
 /// The servers to load (`SERVERS=0,1,4`: those of [`STACKS`], in that order; default
 /// all), so that a longer run can spend its rounds on the comparisons it is for.
 fn servers() -> Vec<usize> {
-    let all = (0..STACKS.len()).collect();
-    let Ok(list) = std::env::var("SERVERS") else { return all };
-    let chosen: Vec<usize> =
-        list.split(',').filter_map(|n| n.trim().parse().ok()).filter(|&n| n < STACKS.len()).collect();
-    assert!(!chosen.is_empty(), "SERVERS={list}: no server of 0..{} named", STACKS.len());
-    chosen
+    let Ok(list) = std::env::var("SERVERS") else { return (0..STACKS.len()).collect() };
+    list.split(',')
+        .map(|n| match n.trim().parse() {
+            Ok(i) if i < STACKS.len() => i,
+            _ => panic!("SERVERS={list}: {n:?} is not a server of 0..{} (see `STACKS`)", STACKS.len()),
+        })
+        .collect()
 }
 
-/// Rounds of `wrk` runs (`ROUNDS=N`; default two per server).
+/// Rounds of `wrk` runs (`ROUNDS=N`, at least one; default two per server).
 fn rounds() -> Option<usize> {
-    std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok())
+    let rounds = std::env::var("ROUNDS").ok()?;
+    match rounds.trim().parse() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("ROUNDS={rounds}: not a number of rounds (1 or more)"),
+    }
+}
+
+/// The middle of `sorted` (the upper one of an even count), `NaN` if it is empty.
+fn median_of(sorted: &[f64]) -> f64 {
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The median of the rounds' ratios of two servers, and a distribution-free 95 %
@@ -379,13 +389,12 @@ struct Paired {
 impl Paired {
     fn of(sorted: &[f64]) -> Self {
         let n = sorted.len();
-        let median = sorted.get(n / 2).copied().unwrap_or(f64::NAN);
+        let median = median_of(sorted);
         // P(at most j - 1 of n fair coin flips are heads), for j = 1, 2, ...
-        let mut tail = 0.0;
-        let mut choose = 1.0;
-        let mut j = 0;
+        let (mut tail, mut choose, mut j) = (0.0, 1.0, 0);
+        let each = 0.5f64.powi(n as i32);
         for k in 0..n / 2 {
-            tail += choose * 0.5f64.powi(n as i32);
+            tail += choose * each;
             if 2.0 * tail > 0.05 {
                 break;
             }

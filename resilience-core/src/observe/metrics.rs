@@ -158,7 +158,7 @@ impl PipelineMetrics {
         Self(Counters::new(std::array::from_fn(|i| match RETRY_CALLS.get(i) {
             Some(&kind) => counter!("resilience_retry_calls_total", "name" => name.to_owned(), "kind" => kind),
             None => {
-                counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => TIME_CALLS[i - 4])
+                counter!("resilience_timelimiter_calls_total", "name" => name.to_owned(), "kind" => TIME_CALLS[i - RETRY_CALLS.len()])
             }
         })))
     }
