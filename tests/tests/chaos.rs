@@ -69,8 +69,7 @@ fn a_rate_injects_about_that_share_each_with_one_event() {
     let _turn = switched(true);
     let p = pipeline("chaos_rate", ChaosConfig { error_rate: 0.1, seed: Some(7), ..Default::default() });
     let events = Arc::new(Events::default());
-    let _subscribed = crate::support::SUBSCRIBED.lock().unwrap_or_else(|p| p.into_inner());
-    let (errors, _) = tracing::subscriber::with_default(Arc::clone(&events), || calls(&p, 10_000));
+    let (errors, _) = crate::support::with_subscriber(Arc::clone(&events), || calls(&p, 10_000));
     eprintln!("rate 0.1: {errors} injections in 10,000 calls");
     assert!((900..=1_100).contains(&errors), "{errors} injections");
     assert_eq!(events.0.load(SeqCst), u64::from(errors), "one event per injection");

@@ -118,8 +118,7 @@ fn every_call_has_a_span_with_its_dependency_and_a_correlation_id() {
     let recorder = std::sync::Arc::new(SpanRecorder::of("resilient_call"));
     let manager = ResilienceManager::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    let _subscribed = crate::support::SUBSCRIBED.lock().unwrap_or_else(|p| p.into_inner());
-    tracing::subscriber::with_default(std::sync::Arc::clone(&recorder), || {
+    crate::support::with_subscriber(std::sync::Arc::clone(&recorder), || {
         runtime.block_on(async {
             for _ in 0..2 {
                 manager

@@ -105,11 +105,33 @@ pub fn healthy(checker: &resilience::PoolHealthChecker, name: &str) -> Option<bo
     checker.summary().into_iter().find(|p| p.name == name).and_then(|p| p.healthy)
 }
 
-/// Held by every test that sets a thread's tracing subscriber: tracing caches each
-/// callsite's interest across all the subscribers alive at once, and two tests' scoped
-/// subscribers made and dropped concurrently can leave a callsite's cache stale for the
-/// other test (a span it expects goes unrecorded).
-pub(crate) static SUBSCRIBED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held by every test that sets a thread's tracing subscriber (see [`with_subscriber`]):
+/// tracing caches each callsite's interest across all the subscribers alive at once, and
+/// two tests' scoped subscribers made and dropped concurrently can leave a callsite's
+/// cache stale for the other test (a span it expects goes unrecorded).
+static SUBSCRIBED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with `subscriber` as this thread's tracing subscriber, one such test at a
+/// time.
+///
+/// While a single dispatcher is registered, tracing-core (0.1.36) works out the interest
+/// of a callsite hit for the first time from the *current thread's* subscriber. So a
+/// concurrent test without a subscriber that first hits a callsite (the pipeline's
+/// `enabled!` check, say) caches "never" for it, and `f`'s spans go unrecorded. A
+/// second dispatcher kept registered meanwhile makes every callsite ask all of them;
+/// and the interest cache is rebuilt once `subscriber` is set, for callsites registered
+/// before.
+pub(crate) fn with_subscriber<S, R>(subscriber: S, f: impl FnOnce() -> R) -> R
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    let _one_at_a_time = SUBSCRIBED.lock().unwrap_or_else(|p| p.into_inner());
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    })
+}
 
 /// Records the fields of the spans named `name` opened while it is the thread's
 /// subscriber.

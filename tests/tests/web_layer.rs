@@ -281,8 +281,7 @@ fn the_request_span_carries_the_request_id() {
     let recorder = Arc::new(SpanRecorder::of("request"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let peer = axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000)));
-    let _subscribed = crate::support::SUBSCRIBED.lock().unwrap_or_else(|p| p.into_inner());
-    let made = tracing::subscriber::with_default(Arc::clone(&recorder), || {
+    let made = crate::support::with_subscriber(Arc::clone(&recorder), || {
         runtime.block_on(async {
             let app = app(MiddlewareConfig::default());
             let mut ids = Vec::new();
