@@ -419,6 +419,13 @@ impl RouteState {
             self.handles(method).ok.get_or_init(|| self.counter(method, status)).increment(0, 1);
             return;
         }
+        self.count_other(method, status);
+    }
+
+    /// [`count`](Self::count) for a status other than `200`, out of line (the code an
+    /// answer of `200` runs stays short).
+    #[inline(never)]
+    fn count_other(&self, method: u8, status: u16) {
         if let Some(c) = self.requests.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)) {
             c.increment(0, 1);
             return;
@@ -468,6 +475,13 @@ fn peer_of<B>(request: &Request<B>) -> Option<IpAddr> {
 
 fn excluded(path: &str, excluded: &[String]) -> bool {
     excluded.iter().any(|e| path == e || (e.ends_with('/') && path.starts_with(e.as_str())))
+}
+
+/// The request's id: the client's, if it is one we can repeat, else a new one (out of
+/// line: the code of a layer without ids stays short).
+#[inline(never)]
+fn request_id_of<B>(request: &Request<B>) -> HeaderValue {
+    client_request_id(request).unwrap_or_else(new_request_id)
 }
 
 /// A request id from the client, if it is one we can repeat: 1 to 128 visible ASCII
@@ -681,10 +695,10 @@ where
         let site = &self.site;
         let shared = &*site.shared;
         if shared.any_excluded && excluded(request.uri().path(), &shared.config.excluded_paths) {
-            return ResponseFuture { kind: Kind::Passthrough { future: self.inner.call(request) } };
+            return passthrough(&mut self.inner, request);
         }
         let started = Instant::now();
-        let request_id = shared.request_ids.then(|| client_request_id(&request).unwrap_or_else(new_request_id));
+        let request_id = shared.request_ids.then(|| request_id_of(&request));
         let method = method_index(request.method());
         let route = site.route(route_of(&request));
         let span = request_span(method, &route.route, request_id.as_ref());
@@ -705,9 +719,9 @@ where
         };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
-        call.quota = match check_client(shared, &mut request, call.tag.route(), started) {
+        call.quota = match check_client(shared, &mut request, started) {
             Ok(quota) => quota,
-            Err(response) => return refused(call.tag, response),
+            Err(refusal) => return refuse(call.tag, refusal),
         };
         if let Some(bulkhead) = &shared.bulkhead {
             match bulkhead.take_free_slot() {
@@ -717,7 +731,7 @@ where
                 // dropped after it, here, while `self` still holds the bulkhead.)
                 #[allow(unsafe_code)]
                 Some(slot) => call.slot = Some(unsafe { extend_slot(slot) }),
-                None if bulkhead.max_wait().is_zero() => return full(call.tag),
+                None if bulkhead.max_wait().is_zero() => return refuse(call.tag, Refusal::Full),
                 None => {
                     let Call { tag, quota, .. } = call;
                     return off_path(&mut self.inner, |inner| wait_for_slot(tag, quota, inner, request));
@@ -726,7 +740,7 @@ where
         }
         call.permit = match admit_by_breaker(&call.tag) {
             Ok(permit) => permit,
-            Err(response) => return refused(call.tag, response),
+            Err(refusal) => return refuse(call.tag, refusal),
         };
         #[cfg(feature = "chaos")]
         if let Some(injection) = injection_for(shared, &request) {
@@ -803,6 +817,19 @@ where
     ResponseFuture { kind: Kind::Guarded { guarded: Guarded::new(future, limit, call) } }
 }
 
+/// A request to an excluded path: the inner service's own future, untouched.
+#[cold]
+#[inline(never)]
+fn passthrough<S, ReqBody, ResBody>(
+    inner: &mut S,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    ResponseFuture { kind: Kind::Passthrough { future: inner.call(request) } }
+}
+
 /// The layer's answer refusing a request.
 #[cold]
 #[inline(never)]
@@ -810,12 +837,54 @@ fn refused<F, B, E>(tag: Tag, response: Response<B>) -> ResponseFuture<F, B, E> 
     ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } }
 }
 
-/// The answer to a request that found the bulkhead full and may not wait.
+/// Why the layer refuses a request: a few bytes, which the fast path returns and hands
+/// to [`refuse`] (the answer itself is made there, out of line: the fast path's code
+/// neither makes nor moves a `Response`).
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The client is over its limit, for this long.
+    RateLimited(Duration),
+    /// Clients are told apart by a peer address the server does not pass on.
+    NoPeerAddress,
+    /// The bulkhead is full, and the request may not wait.
+    Full,
+    /// The route's breaker is open (for this long, when it says).
+    CircuitOpen(Option<Duration>),
+}
+
+/// The layer's answer to a request it refuses, counted, timed and tagged.
 #[cold]
 #[inline(never)]
-fn full<F, B: From<Bytes>, E>(tag: Tag) -> ResponseFuture<F, B, E> {
-    tag.route().rejected(1);
-    refused(tag, busy())
+fn refuse<F, B: From<Bytes>, E>(tag: Tag, refusal: Refusal) -> ResponseFuture<F, B, E> {
+    let response = refusal_answer(&tag.site.shared, tag.route(), refusal);
+    refused(tag, response)
+}
+
+/// The answer saying `refusal`, counted as a rejection of `route` (but for a missing peer
+/// address, the server's mistake rather than the client's).
+#[cold]
+#[inline(never)]
+fn refusal_answer<B: From<Bytes>>(shared: &Shared, route: &RouteState, refusal: Refusal) -> Response<B> {
+    match refusal {
+        Refusal::RateLimited(after) => {
+            route.rejected(0);
+            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
+            if let Some(clients) = &shared.clients {
+                put_quota(response.headers_mut(), clients, 0, seconds(after));
+            }
+            response
+        }
+        Refusal::NoPeerAddress => no_peer_address(),
+        Refusal::Full => {
+            route.rejected(1);
+            busy()
+        }
+        Refusal::CircuitOpen(after) => {
+            route.rejected(2);
+            let after = after.unwrap_or(Duration::from_secs(1));
+            answer(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", Some(after))
+        }
+    }
 }
 
 /// A request off the fast path (a wait for a slot, an injected fault): `handle`'s future,
@@ -836,27 +905,26 @@ where
 }
 
 /// The per-client limit: what the request's client has left (when clients are limited
-/// and admitted answers say so), or the answer refusing the request.
-#[allow(clippy::result_large_err)] // the refusal is the answer itself
-fn check_client<ReqBody, ResBody: From<Bytes>>(
+/// and admitted answers say so), or why the request is refused.
+#[inline]
+fn check_client<ReqBody>(
     shared: &Shared,
     request: &mut Request<ReqBody>,
-    route: &RouteState,
     now: Instant,
-) -> Result<Option<resilience_core::Quota>, Response<ResBody>> {
+) -> Result<Option<resilience_core::Quota>, Refusal> {
     let Some(clients) = &shared.clients else { return Ok(None) };
     let limiter = &clients.limiter;
     let peer = peer_of(request);
     let client = match client_of(request, peer, &clients.key, &clients.trusted) {
         Ok(client) => client,
-        Err(NoClient::NoPeerAddress) => return Err(no_peer_address()),
+        Err(NoClient::NoPeerAddress) => return Err(Refusal::NoPeerAddress),
     };
     // What the client has left is worked out only for answers that say so.
     let checked = match shared.quota_headers {
         true => limiter.check_key_quota_at(&client, now).map(Some),
         false => limiter.check_key_at(&client, now).map(|()| None),
     };
-    checked.map_err(|e| over_limit(clients, route, &e))
+    checked.map_err(|e| Refusal::RateLimited(e.retry_after().unwrap_or(Duration::from_secs(1))))
 }
 
 /// The answer when clients are told apart by a peer address the server does not pass on.
@@ -869,17 +937,6 @@ fn no_peer_address<B: From<Bytes>>() -> Response<B> {
         "per-client rate limiting needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>()",
         None,
     )
-}
-
-/// The 429 to a client over its limit, with `Retry-After` and the `RateLimit-*` headers.
-#[cold]
-#[inline(never)]
-fn over_limit<B: From<Bytes>>(clients: &Clients, route: &RouteState, e: &ResilienceError) -> Response<B> {
-    route.rejected(0);
-    let after = e.retry_after().unwrap_or(Duration::from_secs(1));
-    let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests", Some(after));
-    put_quota(response.headers_mut(), clients, 0, seconds(after));
-    response
 }
 
 /// The `RateLimit-*` headers: the client's limit, what it has left and the seconds until
@@ -896,11 +953,9 @@ fn busy<B: From<Bytes>>() -> Response<B> {
     answer(StatusCode::SERVICE_UNAVAILABLE, "service busy", Some(Duration::from_secs(1)))
 }
 
-/// Asks the route's breaker, if it has one: its permit, or the answer refusing the
-/// request while it is open.
-#[allow(clippy::result_large_err)] // the refusal is the answer itself
+/// Asks the route's breaker, if it has one: its permit, or the refusal while it is open.
 #[inline]
-fn admit_by_breaker<B: From<Bytes>>(tag: &Tag) -> Result<Option<CallPermit<'static>>, Response<B>> {
+fn admit_by_breaker(tag: &Tag) -> Result<Option<CallPermit<'static>>, Refusal> {
     let route = tag.route();
     let Some(breaker) = &route.breaker else { return Ok(None) };
     match breaker.try_acquire() {
@@ -909,20 +964,18 @@ fn admit_by_breaker<B: From<Bytes>>(tag: &Tag) -> Result<Option<CallPermit<'stat
         // permit before `tag`.
         #[allow(unsafe_code)]
         Ok(permit) => Ok(Some(unsafe { extend_permit(permit) })),
-        Err(e) => Err(circuit_open(route, &e)),
+        Err(e) => Err(circuit_open(&e)),
     }
 }
 
-/// The 503 while a route's breaker is open, with `Retry-After`.
+/// The refusal while a route's breaker is open: for as long as it says.
 #[cold]
 #[inline(never)]
-fn circuit_open<B: From<Bytes>>(route: &RouteState, e: &ResilienceError) -> Response<B> {
-    route.rejected(2);
-    let after = match e {
+fn circuit_open(e: &ResilienceError) -> Refusal {
+    Refusal::CircuitOpen(match e {
         ResilienceError::CircuitOpen { .. } => e.retry_after(),
         _ => None,
-    };
-    answer(StatusCode::SERVICE_UNAVAILABLE, "service unavailable", Some(after.unwrap_or(Duration::from_secs(1))))
+    })
 }
 
 /// Lets a bulkhead slot outlive the borrow of its bulkhead.
@@ -984,7 +1037,10 @@ where
     let slot = Some(unsafe { extend_slot(slot) });
     let permit = match admit_by_breaker(&tag) {
         Ok(permit) => permit,
-        Err(response) => return Ok(tag.finish(response)),
+        Err(refusal) => {
+            let response = refusal_answer(&site, tag.route(), refusal);
+            return Ok(tag.finish(response));
+        }
     };
     let future = tag.in_span(|| inner.call(request));
     Guarded::new(future, site.timeout, Call { permit, slot, quota, tag }).await
