@@ -117,11 +117,16 @@ fn verdict<T>(metrics: &RateLimiterMetrics, name: &Arc<str>, outcome: Result<T, 
             metrics.call(true);
             Ok(admitted)
         }
-        Err(wait) => {
-            metrics.call(false);
-            Err(ResilienceError::rate_limited(name, Duration::from_nanos(wait)))
-        }
+        Err(wait) => Err(rejection(metrics, name, wait)),
     }
+}
+
+/// [`verdict`]'s rejection, out of line (so that an admitted call's code stays short).
+#[cold]
+#[inline(never)]
+fn rejection(metrics: &RateLimiterMetrics, name: &Arc<str>, wait: u64) -> ResilienceError {
+    metrics.call(false);
+    ResilienceError::rate_limited(name, Duration::from_nanos(wait))
 }
 
 /// One rate limit shared by every call.

@@ -692,7 +692,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let site = &self.site;
+        // One reading of the site, for all of the fast path but the loan (each reading of
+        // a `Replicated` loads its cell anew).
+        let site: &Site = &self.site;
         let shared = &*site.shared;
         if shared.any_excluded && excluded(request.uri().path(), &shared.config.excluded_paths) {
             return passthrough(&mut self.inner, request);
@@ -715,7 +717,7 @@ where
             permit: None,
             slot: None,
             quota: None,
-            tag: Tag { span, request_id, started, method, route, _other_route: other_route, site: site.loan() },
+            tag: Tag { span, request_id, started, method, route, _other_route: other_route, site: self.site.loan() },
         };
 
         // Per-client limit first: it says nothing about the service, and is the cheapest.
