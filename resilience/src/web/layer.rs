@@ -832,16 +832,9 @@ where
     ResponseFuture { kind: Kind::Passthrough { future: inner.call(request) } }
 }
 
-/// The layer's answer refusing a request.
-#[cold]
-#[inline(never)]
-fn refused<F, B, E>(tag: Tag, response: Response<B>) -> ResponseFuture<F, B, E> {
-    ResponseFuture { kind: Kind::Answer { response: Some(tag.finish(response)) } }
-}
-
 /// Why the layer refuses a request: a few bytes, which the fast path returns and hands
-/// to [`refuse`] (the answer itself is made there, out of line: the fast path's code
-/// neither makes nor moves a `Response`).
+/// to [`refuse`] (the answer itself is made in [`Tag::refused`], out of line: the fast
+/// path's code neither makes nor moves a `Response`).
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
     /// The client is over its limit, for this long.
@@ -854,12 +847,11 @@ enum Refusal {
     CircuitOpen(Option<Duration>),
 }
 
-/// The layer's answer to a request it refuses, counted, timed and tagged.
+/// The layer's answer to a request it refuses at once, counted, timed and tagged.
 #[cold]
 #[inline(never)]
 fn refuse<F, B: From<Bytes>, E>(tag: Tag, refusal: Refusal) -> ResponseFuture<F, B, E> {
-    let response = refusal_answer(&tag.site.shared, tag.route(), refusal);
-    refused(tag, response)
+    ResponseFuture { kind: Kind::Answer { response: Some(tag.refused(refusal)) } }
 }
 
 /// The answer saying `refusal`, counted as a rejection of `route` (but for a missing peer
@@ -1028,10 +1020,7 @@ where
     let Some(bulkhead) = &site.bulkhead else { return Ok(tag.finish(busy())) };
     let slot = match bulkhead.acquire().await {
         Ok(slot) => slot,
-        Err(_) => {
-            tag.route().rejected(1);
-            return Ok(tag.finish(busy()));
-        }
+        Err(_) => return Ok(tag.refused(Refusal::Full)),
     };
     // SAFETY (of `extend_slot`): `tag.site` keeps the bulkhead alive and `Call` drops
     // the slot before `tag`.
@@ -1039,10 +1028,7 @@ where
     let slot = Some(unsafe { extend_slot(slot) });
     let permit = match admit_by_breaker(&tag) {
         Ok(permit) => permit,
-        Err(refusal) => {
-            let response = refusal_answer(&site, tag.route(), refusal);
-            return Ok(tag.finish(response));
-        }
+        Err(refusal) => return Ok(tag.refused(refusal)),
     };
     let future = tag.in_span(|| inner.call(request));
     Guarded::new(future, site.timeout, Call { permit, slot, quota, tag }).await
@@ -1139,6 +1125,12 @@ impl Tag {
     #[inline]
     fn route(&self) -> &RouteState {
         self.route
+    }
+
+    /// The answer saying `refusal`, counted, timed and given the request id.
+    fn refused<B: From<Bytes>>(self, refusal: Refusal) -> Response<B> {
+        let response = refusal_answer(&self.site.shared, self.route(), refusal);
+        self.finish(response)
     }
 
     /// `response`, counted, timed and given the request id.
