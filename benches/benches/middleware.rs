@@ -5,10 +5,11 @@
 //! every answer (what that one header costs by itself), our layer with its request
 //! ids off (`enable_request_id: false`), and an empty layer (`tower`'s `Identity`: what
 //! axum's `Router::layer` costs any layer), and the floor: the least a layer with the
-//! four features can do (see `floor`). Each server runs in this process
+//! four features can do (see `floor`), and the parts: the core's own components with the
+//! least glue (see `parts`). Each server runs in this process
 //! on a 2-worker runtime; `wrk` (Debian's package) runs with 1 thread and 32 connections
-//! for `SECONDS` per variant, in fourteen rounds that each start with another server (so
-//! that each runs in each place twice); it reports the best round, the median round and
+//! for `SECONDS` per variant, in rounds (two per server) that each start with another
+//! server (so that each runs in each place twice); it reports the best round, the median round and
 //! the median of the rounds' own ratios (two cores shared with `wrk` make one run's
 //! throughput move by 4 % or more). Next to each run's
 //! requests per second it reports the CPU time this process (the servers, not `wrk`)
@@ -167,8 +168,10 @@ fn main() {
         ratios.sort_by(f64::total_cmp);
         Paired::of(&ratios)
     };
-    let pairs: Vec<Paired> =
-        [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0), (6, 0), (4, 6)].iter().map(|&(a, b)| paired(a, b)).collect();
+    let pairs: Vec<Paired> = [(1, 0), (1, 2), (3, 0), (4, 0), (4, 2), (5, 0), (6, 0), (4, 6), (7, 0), (4, 7)]
+        .iter()
+        .map(|&(a, b)| paired(a, b))
+        .collect();
     let median: Vec<f64> = runs
         .iter_mut()
         .map(|r| {
@@ -202,14 +205,16 @@ fn main() {
             println!("{label}: {}", ratio(a, b, k));
         }
     };
-    show("ResilienceLayer / no layer (target >= 0.95)", 1, 0, 0);
-    show("ResilienceLayer / tower + tower_governor (target >= 1.0)", 1, 2, 1);
+    show("ResilienceLayer / no layer (>= 0.95 the target, with request ids on as well)", 1, 0, 0);
+    show("ResilienceLayer / tower + tower_governor (>= 1.0 the target, with request ids on as well)", 1, 2, 1);
     show("no layer with a fixed x-request-id / no layer (the header alone)", 3, 0, 2);
-    show("ResilienceLayer without request ids / no layer", 4, 0, 3);
-    show("ResilienceLayer without request ids / tower + tower_governor", 4, 2, 4);
+    show("ResilienceLayer without request ids / no layer (the target's four features: >= 0.95)", 4, 0, 3);
+    show("ResilienceLayer without request ids / tower + tower_governor (the target's: >= 1.0)", 4, 2, 4);
     show("an empty layer / no layer (what any `Router::layer` costs)", 5, 0, 5);
     show("the floor / no layer (the least the four features cost)", 6, 0, 6);
     show("ResilienceLayer without request ids / the floor", 4, 6, 7);
+    show("the parts / no layer (the core's components, the least glue)", 7, 0, 8);
+    show("ResilienceLayer without request ids / the parts (what our glue costs)", 4, 7, 9);
 }
 
 /// User and system CPU time of this process so far, in seconds (from `/proc/self/stat`,
@@ -260,6 +265,8 @@ fn in_process() {
         });
         eprintln!("in process, {name}: {best:.0} ns per request");
         let shared = on_two_threads(app_for(i), requests, peer);
+        // What `scripts/code-footprint` divides by: five rounds on one thread, five on two.
+        eprintln!("in process, {name}: {} requests in all", 15 * u64::from(requests));
         eprintln!("in process, two threads, {name}: {shared:.0} ns per request per thread");
         nanos.push((name, best));
         pairs.push((name, shared));
@@ -279,7 +286,7 @@ fn in_process() {
 }
 
 /// The stacks compared, in order (`ONLY=N` picks one).
-const STACKS: [&str; 7] = [
+const STACKS: [&str; 8] = [
     "no layer",
     "ResilienceLayer",
     "tower + tower_governor",
@@ -287,6 +294,7 @@ const STACKS: [&str; 7] = [
     "ResilienceLayer, no request id",
     "an empty layer",
     "the floor (see `floor`)",
+    "the parts (see `parts`)",
 ];
 
 /// Stack `i` of [`STACKS`].
@@ -298,7 +306,8 @@ fn app_for(i: usize) -> axum::Router {
         3 => hello_with_id(),
         4 => ours(false),
         5 => hello().layer(tower::layer::util::Identity::new()),
-        _ => hello().layer(floor::Layer::new(10_000, 1e9, u32::MAX, Duration::from_secs(30))),
+        6 => hello().layer(floor::Layer::new(10_000, 1e9, u32::MAX, Duration::from_secs(30))),
+        _ => hello().layer(parts::Layer::new(10_000, 1e9, u32::MAX, Duration::from_secs(30))),
     }
 }
 
@@ -410,7 +419,7 @@ impl Paired {
 
 /// The one server to run (`ONLY=0` no layer, `1` ours, `2` the tower stack, `3` no layer
 /// with a fixed `x-request-id`, `4` ours without request ids, `5` the empty layer, `6` the
-/// floor), for profiling: then `wrk` runs once against it.
+/// floor, `7` the parts), for profiling: then `wrk` runs once against it.
 fn only() -> Option<usize> {
     std::env::var("ONLY").ok().and_then(|v| v.parse().ok())
 }
@@ -615,6 +624,241 @@ mod floor {
                     if answer.as_ref().is_ok_and(|r| r.status().is_server_error()) {
                         slot.0.failures.fetch_add(1, Relaxed);
                     }
+                    Poll::Ready(answer)
+                }
+            }
+        }
+    }
+}
+
+/// The parts: the crate's own components with the least glue around them, to tell what
+/// the components cost from what our layer's glue costs (not a usable layer). Like the
+/// floor, its state is leaked, so a request takes no reference count; unlike it, each
+/// feature is the real one:
+/// - the timeout: armed at the inner future's first `Pending`, as ours and the floor's;
+/// - the bulkhead: the core's `SemaphoreBulkhead` (`take_free_slot`);
+/// - the route breaker: axum's `MatchedPath` looked up, the service's own route known by
+///   the address of its text (as ours), and that route's core `CircuitBreaker`, told of
+///   every answer;
+/// - the per-client limiter: the core's `KeyedRateLimiter` (exact, bounded), keyed by
+///   the peer address, at one reading of tokio's clock;
+/// - the request metrics: the route's `200` counter per method and its duration
+///   histogram (the core's `Counters` and `DurationHistogram`, made once per route).
+mod parts {
+    use std::future::Future;
+    use std::net::{IpAddr, SocketAddr};
+    use std::num::{NonZeroU32, NonZeroUsize};
+    use std::pin::Pin;
+    use std::sync::{Mutex, OnceLock};
+    use std::task::{ready, Context, Poll};
+    use std::time::Duration;
+
+    use axum::extract::{ConnectInfo, MatchedPath};
+    use axum::http::{Request, Response, StatusCode};
+    use resilience::aggregate::{Counters, DurationHistogram};
+    use resilience::{
+        BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig,
+        SemaphoreBulkhead, SemaphoreBulkheadConfig,
+    };
+
+    pub(crate) struct State {
+        bulkhead: SemaphoreBulkhead,
+        limiter: KeyedRateLimiter<IpAddr>,
+        timeout: Duration,
+        routes: Mutex<Vec<(Box<str>, &'static Route)>>,
+    }
+
+    /// A matched route's breaker and metric handles.
+    pub(crate) struct Route {
+        breaker: CircuitBreaker,
+        /// By method (GET, HEAD, POST, other).
+        ok: [OnceLock<Counters<1>>; 4],
+        duration: [OnceLock<DurationHistogram>; 4],
+        route: Box<str>,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Layer(&'static State);
+
+    impl Layer {
+        pub(crate) fn new(max_in_flight: usize, per_second: f64, burst: u32, timeout: Duration) -> Self {
+            let bulkhead = SemaphoreBulkheadConfig {
+                max_concurrent: NonZeroUsize::new(max_in_flight).expect("slots"),
+                max_wait: Duration::ZERO,
+            };
+            let limit = RateLimiterConfig {
+                rate: per_second,
+                burst: NonZeroU32::new(burst).expect("burst"),
+                max_keys: NonZeroUsize::new(10_000).expect("keys"),
+                shared: false,
+            };
+            Self(Box::leak(Box::new(State {
+                bulkhead: SemaphoreBulkhead::new("parts", bulkhead).expect("bulkhead"),
+                limiter: KeyedRateLimiter::new("parts", limit).expect("limiter"),
+                timeout,
+                routes: Mutex::new(Vec::new()),
+            })))
+        }
+    }
+
+    impl State {
+        /// The state of `text` (made and leaked on first use).
+        #[cold]
+        fn route(&self, text: &str) -> &'static Route {
+            let mut routes = self.routes.lock().expect("routes");
+            if let Some((_, route)) = routes.iter().find(|(t, _)| &**t == text) {
+                return route;
+            }
+            let config = CircuitBreakerConfig { failure_threshold: NonZeroU32::new(50), ..Default::default() };
+            let route: &'static Route = Box::leak(Box::new(Route {
+                breaker: CircuitBreaker::new(format!("parts {text}"), config).expect("breaker"),
+                ok: Default::default(),
+                duration: Default::default(),
+                route: Box::from(text),
+            }));
+            routes.push((Box::from(text), route));
+            route
+        }
+    }
+
+    impl Route {
+        fn count(&self, method: usize, status: StatusCode, elapsed: impl FnOnce() -> Duration) {
+            if status == StatusCode::OK {
+                let ok = self.ok[method].get_or_init(|| {
+                    Counters::new([metrics::counter!("parts_requests_total", "route" => self.route.to_string())])
+                });
+                ok.increment(0, 1);
+            }
+            let duration = self.duration[method].get_or_init(|| {
+                DurationHistogram::new(metrics::histogram!("parts_duration_seconds", "route" => self.route.to_string()))
+            });
+            duration.record_with(elapsed);
+        }
+    }
+
+    impl<S> tower::Layer<S> for Layer {
+        type Service = Service<S>;
+        fn layer(&self, inner: S) -> Service<S> {
+            Service { inner, state: self.0, own: Box::leak(Box::new(OnceLock::new())) }
+        }
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Service<S> {
+        inner: S,
+        state: &'static State,
+        /// The service's own route and axum's text of it.
+        own: &'static OnceLock<(&'static Route, Option<MatchedPath>)>,
+    }
+
+    fn refuse<B: Default>(status: StatusCode) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = status;
+        response
+    }
+
+    fn method_index(method: &axum::http::Method) -> usize {
+        use axum::http::Method;
+        match *method {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::POST => 2,
+            _ => 3,
+        }
+    }
+
+    impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Service<S>
+    where
+        S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Default,
+    {
+        type Response = Response<ResBody>;
+        type Error = S::Error;
+        type Future = Answer<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+            let state = self.state;
+            let matched = request.extensions().get::<MatchedPath>();
+            let text = matched.map_or("unmatched", MatchedPath::as_str);
+            let (own, own_text) = self.own.get_or_init(|| (state.route(text), matched.cloned()));
+            let same = match (own_text, matched) {
+                (Some(a), Some(b)) => std::ptr::eq(a.as_str(), b.as_str()) || a.as_str() == b.as_str(),
+                (None, None) => true,
+                _ => false,
+            };
+            let route = if same { *own } else { state.route(text) };
+            let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let Some(peer) = peer else { return Answer::Refused { status: Some(StatusCode::INTERNAL_SERVER_ERROR) } };
+            let started = tokio::time::Instant::now();
+            if state.limiter.check_key_at(&peer, started).is_err() {
+                return Answer::Refused { status: Some(StatusCode::TOO_MANY_REQUESTS) };
+            }
+            let Some(slot) = state.bulkhead.take_free_slot() else {
+                return Answer::Refused { status: Some(StatusCode::SERVICE_UNAVAILABLE) };
+            };
+            let Ok(permit) = route.breaker.try_acquire() else {
+                return Answer::Refused { status: Some(StatusCode::SERVICE_UNAVAILABLE) };
+            };
+            let method = method_index(request.method());
+            Answer::Running {
+                future: self.inner.call(request),
+                timer: None,
+                held: Some(Held { permit, _slot: slot, route, started, method, timeout: state.timeout }),
+            }
+        }
+    }
+
+    /// What an admitted request holds until its answer.
+    pub(crate) struct Held {
+        permit: CallPermit<'static>,
+        _slot: BulkheadPermit<'static>,
+        route: &'static Route,
+        started: tokio::time::Instant,
+        method: usize,
+        timeout: Duration,
+    }
+
+    pin_project_lite::pin_project! {
+        /// The answer's future.
+        #[project = AnswerProj]
+        pub(crate) enum Answer<F> {
+            Refused { status: Option<StatusCode> },
+            Running { #[pin] future: F, timer: Option<Pin<Box<tokio::time::Sleep>>>, held: Option<Held> },
+        }
+    }
+
+    impl<F, B, E> Future for Answer<F>
+    where
+        F: Future<Output = Result<Response<B>, E>>,
+        B: Default,
+    {
+        type Output = Result<Response<B>, E>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                AnswerProj::Refused { status } => Poll::Ready(Ok(refuse(status.take().unwrap_or(StatusCode::OK)))),
+                AnswerProj::Running { future, timer, held } => {
+                    let answer = match future.poll(cx) {
+                        Poll::Ready(answer) => answer,
+                        Poll::Pending => {
+                            let timeout = held.as_ref().map_or(Duration::ZERO, |h| h.timeout);
+                            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                            ready!(sleep.as_mut().poll(cx));
+                            Ok(refuse(StatusCode::GATEWAY_TIMEOUT))
+                        }
+                    };
+                    let Some(held) = held.take() else { panic!("polled after its answer") };
+                    match &answer {
+                        Ok(r) if !r.status().is_server_error() => held.permit.success(),
+                        _ => held.permit.failure(),
+                    }
+                    let status = answer.as_ref().map_or(StatusCode::INTERNAL_SERVER_ERROR, |r| r.status());
+                    let started = held.started;
+                    held.route.count(held.method, status, || started.elapsed());
                     Poll::Ready(answer)
                 }
             }
