@@ -509,7 +509,8 @@ mod floor {
         state: &'static State,
     }
 
-    fn refuse<B: Default>(status: StatusCode) -> Response<B> {
+    /// An empty answer with `status` (the parts' refusals too).
+    pub(super) fn refuse<B: Default>(status: StatusCode) -> Response<B> {
         let mut response = Response::new(B::default());
         *response.status_mut() = status;
         response
@@ -656,6 +657,8 @@ mod parts {
     use axum::extract::{ConnectInfo, MatchedPath};
     use axum::http::{Request, Response, StatusCode};
     use resilience::aggregate::{Counters, DurationHistogram};
+
+    use super::floor::refuse;
     use resilience::{
         BulkheadPermit, CallPermit, CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, RateLimiterConfig,
         SemaphoreBulkhead, SemaphoreBulkheadConfig,
@@ -665,7 +668,7 @@ mod parts {
         bulkhead: SemaphoreBulkhead,
         limiter: KeyedRateLimiter<IpAddr>,
         timeout: Duration,
-        routes: Mutex<Vec<(Box<str>, &'static Route)>>,
+        routes: Mutex<Vec<&'static Route>>,
     }
 
     /// A matched route's breaker and metric handles.
@@ -706,7 +709,7 @@ mod parts {
         #[cold]
         fn route(&self, text: &str) -> &'static Route {
             let mut routes = self.routes.lock().expect("routes");
-            if let Some((_, route)) = routes.iter().find(|(t, _)| &**t == text) {
+            if let Some(route) = routes.iter().find(|r| &*r.route == text) {
                 return route;
             }
             let config = CircuitBreakerConfig { failure_threshold: NonZeroU32::new(50), ..Default::default() };
@@ -716,7 +719,7 @@ mod parts {
                 duration: Default::default(),
                 route: Box::from(text),
             }));
-            routes.push((Box::from(text), route));
+            routes.push(route);
             route
         }
     }
@@ -749,12 +752,6 @@ mod parts {
         state: &'static State,
         /// The service's own route and axum's text of it.
         own: &'static OnceLock<(&'static Route, Option<MatchedPath>)>,
-    }
-
-    fn refuse<B: Default>(status: StatusCode) -> Response<B> {
-        let mut response = Response::new(B::default());
-        *response.status_mut() = status;
-        response
     }
 
     fn method_index(method: &axum::http::Method) -> usize {
